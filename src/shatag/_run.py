@@ -1,0 +1,127 @@
+"""The one subprocess chokepoint for external programs other than docker.
+
+Every call: an argument list (never a shell string), the binary resolved with
+``shutil.which``, the quoted command logged with secrets masked, a timeout, and one
+domain error (:class:`ToolFailure` / :class:`ToolTimeout` / :class:`ToolMissing`) that
+carries command, exit code and masked output.
+
+>>> run(["true"], timeout=5).returncode
+0
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import sh
+
+from shatag.errors import ToolFailure, ToolMissing, ToolTimeout
+
+log = logging.getLogger("shatag.run")
+
+MASK = "***"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """Replace every non-trivial secret in ``text`` by ``***``."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def which(program: str, env: Mapping[str, str] | None = None) -> str | None:
+    path = (env or os.environ).get("PATH", os.defpath)
+    return shutil.which(program, path=path)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    check: bool = True,
+    on_line: Callable[[str], None] | None = None,
+    cwd: str | None = None,
+) -> Result:
+    """Run ``argv`` and return its :class:`Result`.
+
+    ``env`` is merged over the current environment (secrets travel only this way).
+    ``on_line`` receives each output line (stdout and stderr, masked) as it arrives.
+    """
+    secrets = tuple(secrets)
+    merged_env = {**os.environ, **(env or {})}
+    binary = which(argv[0], merged_env)
+    shown = mask(shlex.join(argv), secrets)
+    if binary is None:
+        raise ToolMissing(f"{argv[0]} is not installed or not on PATH", command=shown)
+    log.info("running: %s", shown)
+
+    stdout: list[str] = []
+    stderr: list[str] = []
+
+    def collector(sink: list[str]) -> Callable[[str], None]:
+        def take(line: str) -> None:
+            sink.append(line)
+            if on_line is not None:
+                on_line(mask(line.rstrip("\n"), secrets))
+
+        return take
+
+    try:
+        proc = sh.Command(binary)(
+            *argv[1:],
+            _env=merged_env,
+            _timeout=timeout,
+            _ok_code=list(range(256)),
+            _out=collector(stdout),
+            _err=collector(stderr),
+            _in=None,
+            _cwd=cwd,
+            _decode_errors="replace",
+            _return_cmd=True,
+        )
+        code = int(proc.exit_code)
+    except sh.TimeoutException:
+        raise ToolTimeout(
+            f"{argv[0]} did not finish within {timeout:g}s and was killed",
+            command=shown,
+            output=mask("".join(stderr)[-2000:], secrets),
+        ) from None
+    except sh.SignalException as exc:
+        code = int(exc.exit_code) if isinstance(exc.exit_code, int) else -1
+    except OSError as exc:  # exec format error, permission denied, ...
+        raise ToolFailure(f"{argv[0]} could not be started: {exc}", command=shown) from None
+
+    result = Result(
+        command=shown,
+        returncode=code,
+        stdout=mask("".join(stdout), secrets),
+        stderr=mask("".join(stderr), secrets),
+    )
+    if check and code != 0:
+        raise ToolFailure(
+            f"{argv[0]} exited with status {code}: {_tail(result.stderr or result.stdout)}",
+            command=shown,
+            returncode=code,
+            output=result.stderr or result.stdout,
+        )
+    return result
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(kept) if kept else "(no output)"

@@ -1,0 +1,299 @@
+"""Configuration resolved once into a frozen, typed object.
+
+Layers (lowest first): the defaults below → ``invoke.yaml`` / ``inv -f FILE`` →
+``INVOKE_SHATAG_*`` environment variables → command-line flags. Invoke merges the first
+three; :func:`Settings.from_mapping` validates the result and rejects unknown keys.
+
+>>> s = Settings.from_mapping({"canonical_repository": "127.0.0.1:5000/app"})
+>>> (str(s.canonical), str(s.staging), s.main_branches)
+('127.0.0.1:5000/app', 'localhost:5000/api-staging', ('main', 'master'))
+>>> s.environment("local").targets[0].kind
+'docker'
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from shatag.core import (
+    Repository,
+    RepositoryType,
+    parse_repository,
+    validate_branch,
+    validate_env_name,
+)
+from shatag.errors import ConfigError
+
+TargetKind = Literal["docker", "sdl", "tfvars"]
+PinFormat = Literal["tag+digest", "digest", "tag"]
+SignaturePolicy = Literal["soft", "enforce"]
+
+DEFAULTS: Final[dict[str, Any]] = {
+    "canonical_repository": "localhost:5000/api",
+    "staging_repository": "localhost:5000/api-staging",
+    "main_branches": ["main", "master"],
+    "context": ".",
+    "dockerfile": "Dockerfile",
+    "platform": "linux/amd64",
+    "metadata_dir": "build/metadata",
+    "state_dir": ".shatag",
+    "signature_policy": "soft",
+    "cosign_key": "",
+    "cosign_public_key": "",
+    "keyless_identity": "",
+    "keyless_issuer": "",
+    "sbom_dir": "build/sbom",
+    "registry_timeout_sec": 10.0,
+    "registry_retries": 3,
+    "build_timeout_sec": 1800.0,
+    "tool_timeout_sec": 120.0,
+    "deploy_lock_timeout_sec": 30.0,
+    "metrics_textfile": "",
+    "metrics_pushgateway": "",
+    "environments": {
+        "local": {
+            "repository_type": "canonical",
+            "targets": [
+                {
+                    "kind": "docker",
+                    "name": "shatag-local",
+                    "port": 8080,
+                    "container_port": 8080,
+                    "health_path": "/healthz",
+                }
+            ],
+            "apply": "",
+        }
+    },
+}
+
+_TARGET_KEYS: Final[dict[str, frozenset[str]]] = {
+    "docker": frozenset(
+        {"kind", "name", "port", "container_port", "health_path", "health_timeout_sec", "pin"}
+    ),
+    "sdl": frozenset({"kind", "path", "service", "pin"}),
+    "tfvars": frozenset({"kind", "path", "pin"}),
+}
+_ENV_KEYS: Final = frozenset({"repository_type", "targets", "apply", "apply_timeout_sec"})
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """One deployment target. Which fields matter depends on ``kind``."""
+
+    kind: TargetKind
+    name: str = ""
+    port: int = 0
+    container_port: int = 0
+    health_path: str = "/healthz"
+    health_timeout_sec: float = 30.0
+    path: str = ""
+    service: str = ""
+    pin: PinFormat = "tag+digest"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name or self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentConfig:
+    name: str
+    repository_type: RepositoryType
+    targets: tuple[TargetConfig, ...]
+    apply: str = ""
+    apply_timeout_sec: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    canonical: Repository
+    staging: Repository
+    main_branches: tuple[str, ...] = ("main", "master")
+    context: Path = Path()
+    dockerfile: str = "Dockerfile"
+    platform: str = "linux/amd64"
+    metadata_dir: Path = Path("build/metadata")
+    state_dir: Path = Path(".shatag")
+    signature_policy: SignaturePolicy = "soft"
+    cosign_key: str = ""
+    cosign_public_key: str = ""
+    keyless_identity: str = ""
+    keyless_issuer: str = ""
+    sbom_dir: Path = Path("build/sbom")
+    registry_timeout_sec: float = 10.0
+    registry_retries: int = 3
+    build_timeout_sec: float = 1800.0
+    tool_timeout_sec: float = 120.0
+    deploy_lock_timeout_sec: float = 30.0
+    metrics_textfile: str = ""
+    metrics_pushgateway: str = ""
+    environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
+
+    def repository(self, kind: RepositoryType) -> Repository:
+        return self.canonical if kind is RepositoryType.CANONICAL else self.staging
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        validate_env_name(name)
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise ConfigError(
+                f"environment {name!r} is not configured (known: {known}); add it under "
+                "shatag.environments"
+            ) from None
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> Settings:
+        """Validate a merged ``shatag`` mapping (defaults filled in for missing keys)."""
+        merged = copy.deepcopy(DEFAULTS)
+        merged.update(dict(raw))
+        unknown = sorted(set(merged) - set(DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown shatag configuration keys: {', '.join(unknown)}")
+        policy = _str(merged, "signature_policy")
+        if policy not in ("soft", "enforce"):
+            raise ConfigError(f"signature_policy must be 'soft' or 'enforce', not {policy!r}")
+        platform = _str(merged, "platform")
+        if platform != "linux/amd64":
+            raise ConfigError(f"platform {platform!r} is not supported: only linux/amd64 (FR-015)")
+        canonical = parse_repository(_str(merged, "canonical_repository"))
+        staging = parse_repository(_str(merged, "staging_repository"))
+        if canonical == staging:
+            raise ConfigError("canonical_repository and staging_repository must differ (FR-016)")
+        return cls(
+            canonical=canonical,
+            staging=staging,
+            main_branches=_branches(merged["main_branches"]),
+            context=Path(_str(merged, "context")),
+            dockerfile=_str(merged, "dockerfile"),
+            platform=platform,
+            metadata_dir=Path(_str(merged, "metadata_dir")),
+            state_dir=Path(_str(merged, "state_dir")),
+            signature_policy="enforce" if policy == "enforce" else "soft",
+            cosign_key=_str(merged, "cosign_key"),
+            cosign_public_key=_str(merged, "cosign_public_key"),
+            keyless_identity=_str(merged, "keyless_identity"),
+            keyless_issuer=_str(merged, "keyless_issuer"),
+            sbom_dir=Path(_str(merged, "sbom_dir")),
+            registry_timeout_sec=_positive(merged, "registry_timeout_sec"),
+            registry_retries=int(_positive(merged, "registry_retries")),
+            build_timeout_sec=_positive(merged, "build_timeout_sec"),
+            tool_timeout_sec=_positive(merged, "tool_timeout_sec"),
+            deploy_lock_timeout_sec=_positive(merged, "deploy_lock_timeout_sec", allow_zero=True),
+            metrics_textfile=_str(merged, "metrics_textfile"),
+            metrics_pushgateway=_str(merged, "metrics_pushgateway"),
+            environments=_environments(merged["environments"]),
+        )
+
+
+def _str(raw: Mapping[str, Any], key: str) -> str:
+    value = raw[key]
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"shatag.{key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _positive(raw: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> float:
+    value = raw[key]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"shatag.{key} must be a number, not {value!r}") from None
+    if number < 0 or (number == 0 and not allow_zero) or math.isnan(number):
+        raise ConfigError(f"shatag.{key} must be positive, not {value!r}")
+    return number
+
+
+def _branches(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise ConfigError("shatag.main_branches must be a non-empty list of branch names")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"shatag.main_branches holds a non-string {item!r}")
+        out.append(validate_branch(item.strip()))
+    return tuple(out)
+
+
+def _environments(value: Any) -> dict[str, EnvironmentConfig]:
+    if not isinstance(value, Mapping):
+        raise ConfigError("shatag.environments must be a mapping of environment name → settings")
+    envs: dict[str, EnvironmentConfig] = {}
+    for name, spec in value.items():
+        validate_env_name(str(name))
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"shatag.environments.{name} must be a mapping")
+        unknown = sorted(set(spec) - _ENV_KEYS)
+        if unknown:
+            raise ConfigError(f"shatag.environments.{name}: unknown keys {', '.join(unknown)}")
+        rtype = spec.get("repository_type", "canonical")
+        if rtype not in ("canonical", "staging"):
+            raise ConfigError(
+                f"shatag.environments.{name}.repository_type must be canonical or staging"
+            )
+        raw_targets = spec.get("targets") or []
+        if not isinstance(raw_targets, list | tuple) or not raw_targets:
+            raise ConfigError(f"shatag.environments.{name} needs at least one target")
+        apply = spec.get("apply") or ""
+        if not isinstance(apply, str):
+            raise ConfigError(f"shatag.environments.{name}.apply must be a command string")
+        envs[str(name)] = EnvironmentConfig(
+            name=str(name),
+            repository_type=RepositoryType(rtype),
+            targets=tuple(_target(str(name), i, t) for i, t in enumerate(raw_targets)),
+            apply=apply,
+            apply_timeout_sec=_positive(
+                {"apply_timeout_sec": spec.get("apply_timeout_sec", 600.0)}, "apply_timeout_sec"
+            ),
+        )
+    return envs
+
+
+def _target(env: str, index: int, raw: Any) -> TargetConfig:
+    where = f"shatag.environments.{env}.targets[{index}]"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping with a 'kind'")
+    kind = raw.get("kind")
+    if kind not in _TARGET_KEYS:
+        raise ConfigError(f"{where}.kind must be one of docker, sdl, tfvars, not {kind!r}")
+    unknown = sorted(set(raw) - _TARGET_KEYS[kind])
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)} for kind {kind}")
+    pin = raw.get("pin", "tag+digest")
+    if pin not in ("tag+digest", "digest", "tag"):
+        raise ConfigError(f"{where}.pin must be tag+digest, digest or tag")
+    try:
+        target = TargetConfig(
+            kind=kind,
+            name=str(raw.get("name", "")),
+            port=int(raw.get("port", 0)),
+            container_port=int(raw.get("container_port", 0)),
+            health_path=str(raw.get("health_path", "/healthz")),
+            health_timeout_sec=float(raw.get("health_timeout_sec", 30.0)),
+            path=str(raw.get("path", "")),
+            service=str(raw.get("service", "")),
+            pin=pin,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if kind == "docker" and not (
+        target.name and 0 < target.port < 65536 and 0 < target.container_port < 65536
+    ):
+        raise ConfigError(f"{where}: a docker target needs name, port and container_port")
+    if kind in ("sdl", "tfvars") and not target.path:
+        raise ConfigError(f"{where}: a {kind} target needs a path")
+    if kind == "sdl" and not target.service:
+        raise ConfigError(f"{where}: an sdl target needs the service name")
+    if not target.health_path.startswith("/"):
+        raise ConfigError(f"{where}.health_path must start with /")
+    return target

@@ -1,0 +1,148 @@
+"""The error hierarchy: every expected failure carries a stable code.
+
+The library raises; exactly one place (``shatag.tasks._edge``) prints
+``error: CODE: message`` and exits with ``exit_status``.
+
+>>> err = MissingTag("localhost:5000/api:abc is not in the registry")
+>>> (err.code, err.exit_status)
+('MISSING_TAG', 1)
+"""
+
+from __future__ import annotations
+
+
+class ShatagError(Exception):
+    """Base of every expected failure. ``code`` is stable: CI and docs rely on it."""
+
+    code: str = "ERROR"
+    exit_status: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class MissingSha(ShatagError):
+    """The SHA is empty or not 40 lowercase hex characters."""
+
+    code = "MISSING_SHA"
+
+
+class InvalidInput(ShatagError):
+    """An operator-supplied value other than the SHA (branch, env, path, config) is unusable."""
+
+    code = "INVALID_INPUT"
+
+
+class ConfigError(ShatagError):
+    """The configuration is inconsistent or names something that does not exist."""
+
+    code = "CONFIG_ERROR"
+
+
+class BuildFailure(ShatagError):
+    code = "BUILD_FAILURE"
+
+
+class PushFailure(ShatagError):
+    code = "PUSH_FAILURE"
+
+
+class RegistryUnavailable(ShatagError):
+    """The registry could not be reached (refused, timed out, 5xx) after bounded retries."""
+
+    code = "REGISTRY_UNAVAILABLE"
+
+
+class RegistryAuthError(ShatagError):
+    """The registry refused our credentials (401/403)."""
+
+    code = "REGISTRY_AUTH"
+
+
+class MissingTag(ShatagError):
+    code = "MISSING_TAG"
+
+
+class PolicyViolation(ShatagError):
+    code = "POLICY_VIOLATION"
+
+
+class DigestMismatch(ShatagError):
+    code = "DIGEST_MISMATCH"
+
+
+class SoftVerifyToolError(ShatagError):
+    code = "SOFT_VERIFY_TOOL_ERROR"
+
+
+class SignatureRequired(ShatagError):
+    """Policy ``enforce`` and the image is not verified."""
+
+    code = "SIGNATURE_REQUIRED"
+
+
+class DeployFailed(ShatagError):
+    code = "DEPLOY_FAILED"
+
+
+class DeployLocked(ShatagError):
+    code = "DEPLOY_LOCKED"
+
+
+class NoRollbackTarget(ShatagError):
+    code = "NO_ROLLBACK_TARGET"
+
+
+class ToolFailure(ShatagError):
+    """An external program failed; carries the (masked) command and output."""
+
+    code = "TOOL_FAILURE"
+
+    def __init__(
+        self, message: str, *, command: str = "", returncode: int | None = None, output: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.returncode = returncode
+        self.output = output
+
+
+class ToolTimeout(ToolFailure):
+    code = "TOOL_TIMEOUT"
+
+
+class ToolMissing(ToolFailure):
+    code = "TOOL_MISSING"
+
+
+ALL_CODES: tuple[str, ...] = tuple(
+    sorted(
+        {
+            cls.code
+            for cls in (
+                MissingSha,
+                InvalidInput,
+                ConfigError,
+                BuildFailure,
+                PushFailure,
+                RegistryUnavailable,
+                RegistryAuthError,
+                MissingTag,
+                PolicyViolation,
+                DigestMismatch,
+                SoftVerifyToolError,
+                SignatureRequired,
+                DeployFailed,
+                DeployLocked,
+                NoRollbackTarget,
+                ToolFailure,
+                ToolTimeout,
+                ToolMissing,
+            )
+        }
+    )
+)

@@ -1,0 +1,289 @@
+"""The registry adapter: OCI distribution API over HTTP(S), no image pulls.
+
+Auth comes from the docker config (``$DOCKER_CONFIG/config.json`` or ``~/.docker``), including
+credential helpers, through oras-py's auth backend; bearer tokens are fetched with oras-py from
+the realm the registry names. Loopback registries are spoken to over plain HTTP, others over
+HTTPS, trusting ``/etc/docker/certs.d/<host>/ca.crt`` the way the docker daemon does.
+
+Transient faults (connection refused, timeouts, HTTP 5xx/429) are retried a bounded number of
+times with exponential backoff, then raise :class:`RegistryUnavailable`; 401/403 after
+authenticating raise :class:`RegistryAuthError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import requests
+
+from shatag.core import Repository
+from shatag.errors import RegistryAuthError, RegistryUnavailable
+
+log = logging.getLogger("shatag.registry")
+
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
+# All four, so the registry never converts a manifest and answers a different digest.
+MANIFEST_ACCEPT: Final = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
+INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_LIST})
+DEFAULT_CERTS_DIR: Final = Path("/etc/docker/certs.d")
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    digest: str
+    media_type: str
+    body: bytes
+
+    def parsed(self) -> dict[str, Any]:
+        data = json.loads(self.body)
+        if not isinstance(data, dict):
+            raise RegistryUnavailable(f"manifest {self.digest} is not a JSON object")
+        return data
+
+
+class _TimeoutSession(requests.Session):
+    """A session that never waits forever: oras-py's token requests pass no timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def request(
+        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
+        kwargs.setdefault("timeout", self._timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+class RegistryClient:
+    """Talks to one repository of one registry.
+
+    >>> from shatag.core import parse_repository
+    >>> RegistryClient(parse_repository("127.0.0.1:5000/api"), env={}).base_url
+    'http://127.0.0.1:5000/v2/api'
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        env: Mapping[str, str],
+        timeout: float = 10.0,
+        retries: int = 3,
+        certs_dir: Path = DEFAULT_CERTS_DIR,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.repository = repository
+        self.timeout = timeout
+        self.retries = max(1, retries)
+        self._sleep = sleep
+        scheme = "http" if repository.plain_http else "https"
+        self.origin = f"{scheme}://{repository.registry}"
+        self.base_url = f"{self.origin}/v2/{repository.name}"
+        self._session = _TimeoutSession(timeout)
+        self._session.trust_env = False  # no proxies from the environment for loopback/CI
+        ca = certs_dir / repository.registry / "ca.crt"
+        self._session.verify = str(ca) if not repository.plain_http and ca.is_file() else True
+        self._env = dict(env)
+        self._authorization: str | None = None
+        self._auth_backend: Any = None
+
+    # -- public API -------------------------------------------------------------------------
+
+    def manifest_digest(self, reference: str) -> str | None:
+        """Digest of the manifest ``reference`` (tag or digest) names; ``None`` if absent.
+
+        HEAD first (no body); registries that do not answer HEAD get a GET whose body is hashed.
+        """
+        url = f"{self.base_url}/manifests/{reference}"
+        response = self._request("HEAD", url, headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest", "")
+        if response.status_code == 200 and digest.startswith("sha256:"):
+            return digest
+        manifest = self.manifest(reference)
+        return None if manifest is None else manifest.digest
+
+    def manifest(self, reference: str) -> Manifest | None:
+        url = f"{self.base_url}/manifests/{reference}"
+        response = self._request("GET", url, headers={"Accept": MANIFEST_ACCEPT})
+        if response.status_code == 404:
+            return None
+        self._expect_ok(response, f"GET manifest {reference}")
+        body = response.content
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        served = response.headers.get("Docker-Content-Digest")
+        if served and served != digest:
+            log.warning("registry served digest %s for a body hashing to %s", served, digest)
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return Manifest(digest=digest, media_type=media_type, body=body)
+
+    def config_digest(self, reference: str, platform: str = "linux/amd64") -> str | None:
+        """The image config digest (what ``docker image inspect`` calls the image ID)."""
+        manifest = self.manifest(reference)
+        if manifest is None:
+            return None
+        data = manifest.parsed()
+        media_type = manifest.media_type or str(data.get("mediaType", ""))
+        if media_type in INDEX_TYPES or "manifests" in data:
+            os_name, _, arch = platform.partition("/")
+            for entry in data.get("manifests", []):
+                plat = entry.get("platform") or {}
+                if plat.get("os") == os_name and plat.get("architecture") == arch:
+                    return self.config_digest(str(entry["digest"]), platform)
+            return None
+        config = data.get("config") or {}
+        digest = config.get("digest")
+        return str(digest) if digest else None
+
+    def tags(self, page_size: int = 100) -> list[str]:
+        """Every tag of the repository, following ``Link: <…>; rel="next"`` pagination."""
+        url: str | None = f"{self.base_url}/tags/list?n={page_size}"
+        found: list[str] = []
+        while url:
+            response = self._request("GET", url)
+            if response.status_code == 404:
+                return found
+            self._expect_ok(response, "list tags")
+            found.extend(response.json().get("tags") or [])
+            link = response.links.get("next", {}).get("url")
+            url = urllib.parse.urljoin(self.origin, link) if link else None
+        return found
+
+    def ping(self) -> None:
+        """Raise unless the registry answers ``/v2/`` (with our credentials)."""
+        response = self._request("GET", f"{self.origin}/v2/")
+        self._expect_ok(response, "GET /v2/")
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _expect_ok(self, response: requests.Response, what: str) -> None:
+        if response.status_code in (401, 403):
+            raise RegistryAuthError(
+                f"registry {self.repository.registry} refused our credentials for {what} "
+                f"(HTTP {response.status_code}); run `docker login {self.repository.registry}`"
+            )
+        if response.status_code >= 400:
+            raise RegistryUnavailable(
+                f"registry {self.repository.registry} answered HTTP {response.status_code} to "
+                f"{what}"
+            )
+
+    def _request(
+        self, method: str, url: str, headers: Mapping[str, str] | None = None
+    ) -> requests.Response:
+        last_error = ""
+        for attempt in range(self.retries):
+            if attempt:
+                delay = min(0.25 * 2 ** (attempt - 1), 2.0)
+                log.info(
+                    "registry retry %d/%d in %.2fs: %s",
+                    attempt,
+                    self.retries - 1,
+                    delay,
+                    last_error,
+                )
+                self._sleep(delay)
+            try:
+                response = self._send(method, url, headers)
+            except requests.exceptions.SSLError as exc:
+                raise RegistryUnavailable(
+                    f"TLS with registry {self.repository.registry} failed: {_short(exc)}; trust "
+                    f"its CA in {DEFAULT_CERTS_DIR}/{self.repository.registry}/ca.crt"
+                ) from None
+            except requests.exceptions.RequestException as exc:
+                last_error = _short(exc)
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                last_error = f"HTTP {response.status_code}"
+                continue
+            if response.status_code in (401, 403):
+                self._expect_ok(response, f"{method} {urllib.parse.urlparse(url).path}")
+            return response
+        raise RegistryUnavailable(
+            f"registry {self.repository.registry} unavailable after {self.retries} attempts "
+            f"({last_error}); check that it is running and reachable"
+        )
+
+    def _send(self, method: str, url: str, headers: Mapping[str, str] | None) -> requests.Response:
+        sent = dict(headers or {})
+        if self._authorization:
+            sent["Authorization"] = self._authorization
+        response = self._session.request(method, url, headers=sent, allow_redirects=True)
+        if response.status_code == 401 and self._authenticate(response):
+            sent["Authorization"] = self._authorization or ""
+            response = self._session.request(method, url, headers=sent, allow_redirects=True)
+        return response
+
+    def _authenticate(self, challenge: requests.Response) -> bool:
+        """Answer a 401 challenge; return whether the request is worth retrying."""
+        raw = challenge.headers.get("WWW-Authenticate", "")
+        scheme = raw.split(" ", 1)[0].lower()
+        basic = self._basic_credentials()
+        if scheme == "basic":
+            if not basic:
+                raise RegistryAuthError(
+                    f"registry {self.repository.registry} needs credentials and the docker "
+                    f"config has none; run `docker login {self.repository.registry}`"
+                )
+            self._authorization = f"Basic {basic}"
+            return True
+        if scheme == "bearer":
+            import oras.auth.utils  # lazy: oras pulls in jsonschema
+
+            backend = self._backend()
+            token = backend.request_token(oras.auth.utils.parse_auth_header(raw))
+            if not token:
+                raise RegistryAuthError(
+                    f"registry {self.repository.registry} would not issue a token; check the "
+                    f"credentials for it in the docker config"
+                )
+            self._authorization = f"Bearer {token}"
+            return True
+        return False
+
+    def _backend(self) -> Any:
+        if self._auth_backend is None:
+            import oras.auth
+
+            backend = oras.auth.get_auth_backend(
+                "token",
+                session=self._session,
+                insecure=self.repository.plain_http,
+                tls_verify=self._session.verify,
+            )
+            backend._auth_config = self._docker_config()
+            backend._load_auth(self.repository.registry)
+            self._auth_backend = backend
+        return self._auth_backend
+
+    def _basic_credentials(self) -> str | None:
+        backend = self._backend()
+        value = getattr(backend, "_basic_auth", None)
+        return str(value) if value else None
+
+    def _docker_config(self) -> dict[str, Any]:
+        base = self._env.get("DOCKER_CONFIG") or str(Path(self._env.get("HOME", "~")) / ".docker")
+        path = Path(base).expanduser() / "config.json"
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "…"
