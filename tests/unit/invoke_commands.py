@@ -1,0 +1,148 @@
+"""Find ``inv`` command lines in text and check them against the real Invoke collection.
+
+Shared by ``test_docs.py`` (README, quickstart, docs/) and ``test_workflows.py`` (the ``run:``
+lines of ``.github/workflows``), so neither the docs nor CI can name a task or flag that
+``shatag.tasks`` does not have.
+
+>>> [c.argv for c in find_inv_commands("```\\n$ inv build --sha=$SHA | jq .\\n```")]
+[['build', '--sha=$SHA']]
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# Invoke's own (core) flags that may precede the task name; True = takes a value.
+_CORE_FLAGS: dict[str, bool] = {
+    "-f": True,
+    "--config": True,
+    "-c": True,
+    "--collection": True,
+    "-r": True,
+    "--search-root": True,
+    "-e": False,
+    "--echo": False,
+    "-l": False,
+    "--list": False,
+    "-h": False,
+    "--help": False,
+    "-d": False,
+    "--debug": False,
+    "--dry": False,
+    "-V": False,
+    "--version": False,
+}
+_SHELL_STOP = {"|", "||", "&&", ";", ">", ">>", "2>", "2>&1", "#", "&"}
+# `inv` at the start of a line (optionally after a prompt) or right after an opening backtick.
+_LINE_RE = re.compile(r"^\s*(?:\$\s+)?(inv\s+[^`\n]*)", re.MULTILINE)
+_INLINE_RE = re.compile(r"`(inv\s+[^`\n]+)`")
+
+
+@dataclass(frozen=True)
+class InvCommand:
+    source: str
+    line: str
+    argv: list[str]
+
+
+def _clean(fragment: str) -> list[str]:
+    fragment = fragment.replace("[", " ").replace("]", " ").replace("…", " ")
+    try:
+        tokens = shlex.split(fragment, comments=True, posix=True)
+    except ValueError:
+        tokens = fragment.split()
+    out: list[str] = []
+    for token in tokens[1:]:  # drop the leading `inv`
+        if token in _SHELL_STOP or token.startswith(("|", ">", "2>")):
+            break
+        out.append(token)
+    return out
+
+
+def find_inv_commands(text: str, source: str = "<text>") -> Iterator[InvCommand]:
+    """Every ``inv ...`` command in code blocks, prompt lines and inline code spans."""
+    joined = re.sub(r"\\\n\s*", " ", text)  # shell line continuations
+    seen: set[str] = set()
+    for regex in (_LINE_RE, _INLINE_RE):
+        for match in regex.finditer(joined):
+            line = match.group(1).strip()
+            if line in seen:
+                continue
+            seen.add(line)
+            argv = _clean(line)
+            if argv:
+                yield InvCommand(source=source, line=line, argv=argv)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    flags: dict[str, bool]  # "--metadata-out" -> takes a value
+
+
+def load_tasks() -> dict[str, TaskSpec]:
+    """The real task collection: task name (and aliases) -> its flags."""
+    from invoke import Collection
+
+    import shatag.tasks as module
+
+    collection = next(
+        (v for v in vars(module).values() if isinstance(v, Collection)),
+        None,
+    ) or Collection.from_module(module)
+    specs: dict[str, TaskSpec] = {}
+    for name in collection.task_names:
+        task = collection[name]
+        flags: dict[str, bool] = {}
+        for arg in task.get_arguments():
+            for arg_name in arg.names:
+                dashed = arg_name.replace("_", "-")
+                flag = f"-{dashed}" if len(dashed) == 1 else f"--{dashed}"
+                flags[flag] = arg.kind is not bool
+                if arg.kind is bool:
+                    flags[f"--no-{dashed}"] = False
+        spec = TaskSpec(flags=flags)
+        specs[name] = spec
+        for alias in collection.task_names[name]:
+            specs[alias] = spec
+    return specs
+
+
+def problems(command: InvCommand, tasks: dict[str, TaskSpec]) -> list[str]:
+    """What is wrong with ``command``: unknown tasks or flags (empty list when it is fine)."""
+    found: list[str] = []
+    argv = list(command.argv)
+    # Core flags before the first task.
+    while argv and argv[0].startswith("-"):
+        flag, _, value = argv.pop(0).partition("=")
+        if flag not in _CORE_FLAGS:
+            found.append(f"{command.line!r}: unknown invoke option {flag}")
+        elif _CORE_FLAGS[flag] and not value and argv:
+            argv.pop(0)
+    current: TaskSpec | None = None
+    current_name = ""
+    while argv:
+        token = argv.pop(0)
+        if token.startswith("-"):
+            if current is None:
+                if not current_name:  # flags after an unknown task were reported with it
+                    found.append(f"{command.line!r}: flag {token} before any task")
+                continue
+            flag, eq, value = token.partition("=")
+            if flag in ("-h", "--help"):
+                continue
+            if flag not in current.flags:
+                found.append(f"{command.line!r}: task {current_name!r} has no flag {flag}")
+            elif current.flags[flag] and not eq and argv and not argv[0].startswith("-"):
+                argv.pop(0)  # `--sha VALUE`
+            continue
+        if token in tasks:
+            current, current_name = tasks[token], token
+        elif "<" in token or "$" in token or "{" in token:
+            continue  # a placeholder value
+        else:
+            found.append(f"{command.line!r}: no task named {token!r}")
+            current, current_name = None, token
+    return found
