@@ -110,39 +110,42 @@ def load_tasks() -> dict[str, TaskSpec]:
     return specs
 
 
-def problems(command: InvCommand, tasks: dict[str, TaskSpec]) -> list[str]:
-    """What is wrong with ``command``: unknown tasks or flags (empty list when it is fine)."""
+def _core_flags(command: InvCommand, argv: list[str]) -> list[str]:
+    """Consume invoke's own options before the first task name; report unknown ones."""
     found: list[str] = []
-    argv = list(command.argv)
-    # Core flags before the first task.
     while argv and argv[0].startswith("-"):
         flag, _, value = argv.pop(0).partition("=")
         if flag not in _CORE_FLAGS:
             found.append(f"{command.line!r}: unknown invoke option {flag}")
         elif _CORE_FLAGS[flag] and not value and argv:
             argv.pop(0)
+    return found
+
+
+def problems(command: InvCommand, tasks: dict[str, TaskSpec]) -> list[str]:
+    """What is wrong with ``command``: unknown tasks or flags (empty list when it is fine)."""
+    argv = list(command.argv)
+    found = _core_flags(command, argv)
     current: TaskSpec | None = None
     current_name = ""
     while argv:
         token = argv.pop(0)
-        if token.startswith("-"):
-            if current is None:
-                if not current_name:  # flags after an unknown task were reported with it
-                    found.append(f"{command.line!r}: flag {token} before any task")
-                continue
-            flag, eq, value = token.partition("=")
-            if flag in ("-h", "--help"):
-                continue
-            if flag not in current.flags:
-                found.append(f"{command.line!r}: task {current_name!r} has no flag {flag}")
-            elif current.flags[flag] and not eq and argv and not argv[0].startswith("-"):
-                argv.pop(0)  # `--sha VALUE`
+        if not token.startswith("-"):
+            if token in tasks:
+                current, current_name = tasks[token], token
+            elif not any(ch in token for ch in "<${"):  # placeholders are values
+                found.append(f"{command.line!r}: no task named {token!r}")
+                current, current_name = None, token
             continue
-        if token in tasks:
-            current, current_name = tasks[token], token
-        elif "<" in token or "$" in token or "{" in token:
-            continue  # a placeholder value
-        else:
-            found.append(f"{command.line!r}: no task named {token!r}")
-            current, current_name = None, token
+        if current is None:
+            if not current_name:  # flags after an unknown task were reported with it
+                found.append(f"{command.line!r}: flag {token} before any task")
+            continue
+        flag, eq, _ = token.partition("=")
+        if flag in ("-h", "--help"):
+            continue
+        if flag not in current.flags:
+            found.append(f"{command.line!r}: task {current_name!r} has no flag {flag}")
+        elif current.flags[flag] and not eq and argv and not argv[0].startswith("-"):
+            argv.pop(0)  # `--sha VALUE`
     return found
