@@ -1,0 +1,310 @@
+"""The build use case (FR-001/002/003/006/009/015/016/017).
+
+Route the SHA to its repository, ask the registry first (an existing SHA tag is reused, never
+rebuilt over), clean-build ``linux/amd64``, tag full and short SHA, push, and prove what was
+pushed: the registry's manifest digest equals what ``docker push`` reported, the manifest's
+config digest equals the local image ID, and the short tag resolves to the same digest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shatag import _run
+from shatag.config import Settings
+from shatag.core import (
+    Repository,
+    RepositoryType,
+    pinned_reference,
+    route_repository,
+    short_sha,
+    validate_branch,
+    validate_sha,
+)
+from shatag.errors import BuildFailure, DigestMismatch, InvalidInput, PushFailure, ToolFailure
+from shatag.registry import RegistryClient
+
+PUSH_TIMEOUT_SEC = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    sha: str
+    branch: str
+    rebuild: bool = False
+    sign: bool = False
+    metadata_out: Path | None = None
+
+
+@dataclass(slots=True)
+class BuildRecord:
+    """The ImageArtifact record: the build log line and the metadata file (FR-006)."""
+
+    image_sha: str
+    short_sha: str
+    repository: str
+    repository_type: str
+    image_digest: str
+    image_ref: str
+    arch: str
+    signature_status: str = "unverified"
+    signature_reason: str = "tool_missing"
+    build_duration_sec: float = 0.0
+    pre_push_digest: str = ""
+    post_push_digest: str = ""
+    config_digest: str = ""
+    push_reported_digest: str = ""
+    digest_verification: str = "ok"
+    reused: bool = False
+    builder: str = ""
+    branch: str = ""
+    created_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {"phase": "build", **data, **extra}
+
+
+def default_sha(env: Mapping[str, str], context: Path) -> str:
+    """``GITHUB_SHA`` under Actions, else ``git rev-parse HEAD`` of the build context."""
+    if env.get("GITHUB_SHA"):
+        return env["GITHUB_SHA"]
+    return _git(context, ["rev-parse", "HEAD"], env, "--sha")
+
+
+def default_branch(env: Mapping[str, str], context: Path) -> str:
+    """The PR head branch or ``GITHUB_REF_NAME`` under Actions, else the checked-out branch."""
+    for key in ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
+        if env.get(key):
+            return env[key]
+    branch = _git(context, ["rev-parse", "--abbrev-ref", "HEAD"], env, "--branch")
+    if branch == "HEAD":
+        raise InvalidInput("HEAD is detached, so the branch is unknown; pass --branch=NAME")
+    return branch
+
+
+def _git(context: Path, args: list[str], env: Mapping[str, str], flag: str) -> str:
+    try:
+        result = _run.run(["git", "-C", str(context), *args], timeout=30, env=env)
+    except ToolFailure:
+        raise InvalidInput(f"{context} is not in a git checkout; pass {flag} explicitly") from None
+    return result.stdout.strip()
+
+
+def load_metadata(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"metadata file {path} is unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"metadata file {path} does not hold a JSON object")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What every step of one build shares."""
+
+    settings: Settings
+    repo: Repository
+    repo_type: RepositoryType
+    sha: str
+    registry: RegistryClient
+
+    def record(self, digest: str, **fields: Any) -> BuildRecord:
+        return BuildRecord(
+            image_sha=self.sha,
+            short_sha=short_sha(self.sha),
+            repository=str(self.repo),
+            repository_type=self.repo_type.value,
+            image_digest=digest,
+            image_ref=pinned_reference(self.repo, self.sha, digest),
+            arch=self.settings.platform,
+            post_push_digest=digest,
+            **fields,
+        )
+
+
+def metadata_path(settings: Settings, request: BuildRequest) -> Path:
+    return request.metadata_out or settings.metadata_dir / f"{request.sha}.json"
+
+
+def build(
+    settings: Settings,
+    request: BuildRequest,
+    *,
+    env: Mapping[str, str],
+    on_line: Callable[[str], None] = lambda _line: None,
+    docker: Any = None,
+) -> BuildRecord:
+    """Build (or reuse) the image for ``request.sha`` and return its record."""
+    from shatag.docker import DockerEngine
+
+    started = time.monotonic()
+    sha = validate_sha(request.sha)
+    branch = validate_branch(request.branch)
+    repo_type = route_repository(branch, settings.main_branches)
+    repo = settings.repository(repo_type)
+    registry = RegistryClient(
+        repo, env=env, timeout=settings.registry_timeout_sec, retries=settings.registry_retries
+    )
+    meta_path = metadata_path(settings, request)
+    context = settings.context
+    dockerfile = context / settings.dockerfile
+
+    job = _Job(settings, repo, repo_type, sha, registry)
+    existing = registry.manifest_digest(sha)
+    if existing is not None and not request.rebuild:
+        record = _reuse(job, existing, meta_path)
+    else:
+        if not context.is_dir():
+            raise BuildFailure(f"build context {context} does not exist or is not a directory")
+        if not dockerfile.is_file():
+            raise BuildFailure(f"Dockerfile {dockerfile} does not exist")
+        engine = docker or DockerEngine(env)
+        engine.ping()
+        record = _build_and_push(
+            job, engine, existing=existing, on_line=on_line, context=context, dockerfile=dockerfile
+        )
+    record.branch = branch
+    record.build_duration_sec = round(time.monotonic() - started, 3)
+    record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+    # signing/SBOM hook: the signing issue replaces the default unverified/tool_missing here.
+    return record
+
+
+def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
+    """FR-009: the SHA tag exists. Verify it against what we recorded; never rebuild over it."""
+    repo, sha = job.repo, job.sha
+    recorded = load_metadata(meta_path)
+    if recorded and recorded.get("image_digest") not in (None, digest):
+        raise DigestMismatch(
+            f"{repo.tag(sha)} now points at {digest} but {meta_path} recorded "
+            f"{recorded.get('image_digest')}; the tag was re-pointed — investigate before any "
+            "deploy (nothing was changed)"
+        )
+    config_digest = job.registry.config_digest(sha, job.settings.platform) or ""
+    _ensure_short_tag(job, digest)
+    return job.record(
+        digest,
+        pre_push_digest=str((recorded or {}).get("pre_push_digest") or config_digest),
+        config_digest=config_digest,
+        digest_verification="ok",
+        reused=True,
+        builder=str((recorded or {}).get("builder", "")),
+    )
+
+
+def _ensure_short_tag(job: _Job, digest: str) -> None:
+    repo, sha = job.repo, job.sha
+    short = short_sha(sha)
+    short_digest = job.registry.manifest_digest(short)
+    if short_digest is not None and short_digest != digest:
+        raise DigestMismatch(
+            f"short tag {repo.tag(short)} resolves to {short_digest}, not to {digest} like "
+            f"{repo.tag(sha)} (FR-002); it was re-pointed — investigate, nothing was changed"
+        )
+
+
+def _build_and_push(
+    job: _Job,
+    engine: Any,
+    *,
+    existing: str | None,
+    on_line: Callable[[str], None],
+    context: Path,
+    dockerfile: Path,
+) -> BuildRecord:
+    settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
+    full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
+    labels = {
+        "org.opencontainers.image.revision": sha,
+        "org.opencontainers.image.source": str(repo),
+    }
+    # Build under a private tag: the SHA tags are applied only once we know we will push.
+    staging_tag = f"{repo}:shatag-build-{sha}"
+    built = engine.build(
+        context=context,
+        dockerfile=dockerfile,
+        platform=settings.platform,
+        tags=[staging_tag],
+        labels=labels,
+        timeout=settings.build_timeout_sec,
+        on_line=on_line,
+    )
+    try:
+        # Re-ask the registry right before pushing: another build of this SHA may have won.
+        current = registry.manifest_digest(sha)
+        if current is not None:
+            return _compare_rebuild(job, current, built)
+        if existing is not None:
+            raise DigestMismatch(
+                f"{full_tag} vanished from the registry during --rebuild; refusing to push"
+            )
+        engine.tag(staging_tag, full_tag)
+        engine.tag(staging_tag, short_tag)
+        reported = engine.push(full_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
+        short_reported = engine.push(short_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
+    finally:
+        engine.untag([staging_tag])
+
+    served = registry.manifest_digest(sha)
+    if served is None:
+        raise PushFailure(f"{full_tag} is not in the registry after the push (FR-003)")
+    config_digest = registry.config_digest(sha, settings.platform) or ""
+    verification = "ok" if built.image_id in (config_digest, served) else "mismatch"
+    record = job.record(
+        served,
+        pre_push_digest=built.image_id,
+        config_digest=config_digest,
+        push_reported_digest=reported,
+        digest_verification=verification,
+        builder=built.builder,
+    )
+    problems = []
+    if verification != "ok":
+        problems.append(
+            f"the registry's image config {config_digest} is not the image we built "
+            f"({built.image_id}); another build of this SHA pushed in between"
+        )
+    if reported != served or short_reported != served:
+        problems.append(
+            f"docker push reported {reported} (short tag {short_reported}) but the registry "
+            f"serves {served}"
+        )
+    _ensure_short_tag(job, served)
+    if problems:
+        raise DigestMismatch("; ".join(problems) + " — do not deploy this SHA until resolved")
+    return record
+
+
+def _compare_rebuild(job: _Job, current: str, built: Any) -> BuildRecord:
+    """The tag exists: compare the fresh build with it; never push over it (FR-009)."""
+    repo, sha = job.repo, job.sha
+    config_digest = job.registry.config_digest(sha, job.settings.platform) or ""
+    if built.image_id not in (config_digest, current):
+        raise DigestMismatch(
+            f"rebuilt image {built.image_id} differs from the image {repo.tag(sha)} holds "
+            f"(config {config_digest}, manifest {current}); the existing tag was left untouched "
+            "and nothing was pushed. A changed build context or a non-reproducible build "
+            "(timestamps) causes this."
+        )
+    _ensure_short_tag(job, current)
+    return job.record(
+        current,
+        pre_push_digest=built.image_id,
+        config_digest=config_digest,
+        digest_verification="ok",
+        reused=True,
+        builder=built.builder,
+    )

@@ -1,0 +1,173 @@
+"""The docker adapter: python-on-whales for the engine, our chokepoint for long commands.
+
+python-on-whales builds the docker command line (``DockerClient.client_config.docker_cmd``
+carries ``--config``/``--host``/``--context``) and answers inspections; the two long-running
+commands, ``build`` and ``push``, run through :func:`shatag._run.run` so their output streams
+line by line while they run and a timeout bounds them.
+
+Two builders (FR-017, clean builds, ``linux/amd64`` only):
+
+* BuildKit via ``docker buildx build --load`` when the CLI has buildx, with default
+  attestations off (``--provenance=false --sbom=false``) so a push yields one manifest.
+* The classic builder (``DOCKER_BUILDKIT=0 docker build``) otherwise — Debian's engine.
+
+Both get ``--no-cache --pull=false`` and no cache import/export.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+from shatag import _run
+from shatag.errors import BuildFailure, PushFailure, ToolFailure, ToolMissing
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
+
+Builder = Literal["buildx", "classic"]
+_PUSH_DIGEST_RE: Final = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltImage:
+    image_id: str
+    builder: Builder
+
+
+class DockerEngine:
+    """One docker engine, as the environment mapping describes it (DOCKER_HOST, …)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = dict(env)
+        self._client: DockerClient | None = None
+        self._builder: Builder | None = None
+
+    @property
+    def client(self) -> DockerClient:
+        if self._client is None:
+            from python_on_whales import DockerClient
+
+            if _run.which("docker", self._env) is None:
+                raise ToolMissing("the docker CLI is not installed; run `bash ci/setup.sh`")
+            self._client = DockerClient(
+                host=self._env.get("DOCKER_HOST") or None,
+                config=self._env.get("DOCKER_CONFIG") or None,
+            )
+        return self._client
+
+    def _cmd(self) -> list[str]:
+        return [str(part) for part in self.client.client_config.docker_cmd]
+
+    def builder(self) -> Builder:
+        """buildx when the CLI has it (overridable with ``SHATAG_BUILDER``), else classic."""
+        if self._builder is None:
+            forced = self._env.get("SHATAG_BUILDER", "")
+            if forced in ("buildx", "classic"):
+                self._builder = "buildx" if forced == "buildx" else "classic"
+            else:
+                probe = _run.run(
+                    [*self._cmd(), "buildx", "version"], timeout=30, env=self._env, check=False
+                )
+                self._builder = "buildx" if probe.returncode == 0 else "classic"
+        return self._builder
+
+    def ping(self) -> None:
+        result = _run.run(
+            [*self._cmd(), "version", "--format", "{{.Server.Version}}"],
+            timeout=30,
+            env=self._env,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BuildFailure(
+                "the docker daemon does not answer "
+                f"({_run.mask(result.stderr.strip()[-300:], ())}); start it (bash ci/setup.sh)"
+            )
+
+    def build(
+        self,
+        *,
+        context: Path,
+        dockerfile: Path,
+        platform: str,
+        tags: Sequence[str],
+        labels: Mapping[str, str],
+        timeout: float,
+        on_line: Callable[[str], None],
+    ) -> BuiltImage:
+        """Clean build (no cache), return the local image ID (config digest)."""
+        builder = self.builder()
+        with tempfile.TemporaryDirectory(prefix="shatag-build-") as tmp:
+            iidfile = Path(tmp) / "iid"
+            argv = [*self._cmd()]
+            env = dict(self._env)
+            if builder == "buildx":
+                argv += ["buildx", "build", "--load", "--provenance=false", "--sbom=false"]
+            else:
+                argv += ["build"]
+                env["DOCKER_BUILDKIT"] = "0"
+            argv += ["--no-cache", "--pull=false", "--platform", platform]
+            argv += ["--file", str(dockerfile), "--iidfile", str(iidfile)]
+            for key, value in labels.items():
+                argv += ["--label", f"{key}={value}"]
+            for tag in tags:
+                argv += ["--tag", tag]
+            argv.append(str(context))
+            try:
+                _run.run(argv, timeout=timeout, env=env, on_line=on_line)
+            except ToolFailure as exc:
+                raise BuildFailure(
+                    f"docker build of {context} failed ({exc.message}); the build output above "
+                    "shows why"
+                ) from None
+            image_id = iidfile.read_text().strip() if iidfile.exists() else ""
+        if not image_id.startswith("sha256:"):
+            raise BuildFailure(f"docker build of {context} reported no image ID")
+        return BuiltImage(image_id=image_id, builder=builder)
+
+    def push(self, tag: str, *, timeout: float, on_line: Callable[[str], None]) -> str:
+        """Push one tag; return the digest docker reported for it."""
+        reported: list[str] = []
+
+        def watch(line: str) -> None:
+            match = _PUSH_DIGEST_RE.search(line)
+            if match:
+                reported.append(match.group(1))
+            on_line(line)
+
+        try:
+            _run.run([*self._cmd(), "push", tag], timeout=timeout, env=self._env, on_line=watch)
+        except ToolFailure as exc:
+            raise PushFailure(
+                f"docker push {tag} failed: {exc.message}; check that the registry "
+                f"{tag.split('/', 1)[0]} is running and that `docker login` was done"
+            ) from None
+        if not reported:
+            raise PushFailure(f"docker push {tag} reported no digest")
+        return reported[-1]
+
+    def image_id(self, reference: str) -> str | None:
+        from python_on_whales.exceptions import NoSuchImage
+
+        try:
+            return str(self.client.image.inspect(reference).id)
+        except NoSuchImage:
+            return None
+
+    def tag(self, source: str, target: str) -> None:
+        self.client.image.tag(source, target)
+
+    def untag(self, tags: Sequence[str]) -> None:
+        """Drop local tags (not the registry's): used when a push must not happen."""
+        from python_on_whales.exceptions import DockerException
+
+        for tag in tags:
+            try:
+                self.client.image.remove(tag, force=False, prune=False)
+            except DockerException:
+                continue

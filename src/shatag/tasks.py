@@ -1,0 +1,130 @@
+"""The Invoke task collection. Tasks adapt; the library decides.
+
+Each task reads flags and configuration, builds one typed request, calls one library
+function, prints its record and turns our error into an exit code. Any project can use it::
+
+    # tasks.py
+    from shatag.tasks import ns  # noqa: F401
+
+Configuration lives under ``shatag`` in invoke config (``invoke.yaml``, ``inv -f FILE``,
+``INVOKE_SHATAG_*`` variables); keys and defaults: :data:`shatag.config.DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from shatag import output
+from shatag.config import DEFAULTS, Settings
+from shatag.errors import ShatagError
+
+
+def _plain(value: Any) -> Any:
+    """Invoke's DataProxy → plain dicts and lists."""
+    if isinstance(value, Mapping) or hasattr(value, "_config"):
+        return {str(k): _plain(value[k]) for k in value}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _environ() -> dict[str, str]:
+    """The one place that reads the process environment."""
+    return dict(os.environ)
+
+
+def _logging(env: Mapping[str, str]) -> None:
+    level = logging.DEBUG if env.get("SHATAG_DEBUG") else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr, format="shatag: %(message)s")
+
+
+@contextmanager
+def _edge(phase: str, env: Mapping[str, str], fields: dict[str, Any]) -> Iterator[None]:
+    """Catch our errors once: JSON failure line on stdout, ``error: CODE: …`` on stderr."""
+    try:
+        yield
+    except ShatagError as exc:
+        output.emit_json({"phase": phase, **fields, "error_code": exc.code, "message": exc.message})
+        output.error(exc.code, exc.message, env=env)
+        raise Exit(code=exc.exit_status) from None
+
+
+def _settings(c: Context) -> Settings:
+    return Settings.from_mapping(_plain(c.config.get("shatag") or {}))
+
+
+@task(
+    help={
+        "sha": "full 40-hex git SHA to build (default: GITHUB_SHA or `git rev-parse HEAD`)",
+        "branch": "branch it was built from; main branches go to the canonical repository, "
+        "others to staging (default: GITHUB_HEAD_REF/GITHUB_REF_NAME or the current branch)",
+        "sign": "sign the pushed image by digest with cosign (FR-010)",
+        "rebuild": "build even if the SHA tag exists, and fail DIGEST_MISMATCH if it differs",
+        "metadata_out": "where to write the metadata JSON (default build/metadata/<sha>.json)",
+    }
+)
+def build(
+    c: Context,
+    sha: str | None = None,
+    branch: str | None = None,
+    sign: bool = False,
+    rebuild: bool = False,
+    metadata_out: str | None = None,
+) -> None:
+    """Clean-build, tag with the git SHA, push, and prove the pushed digest."""
+    env = _environ()
+    _logging(env)
+    fields: dict[str, Any] = {"image_sha": sha or ""}
+    with _edge("build", env, fields):
+        from shatag.build import BuildRequest, default_branch, default_sha, metadata_path
+        from shatag.build import build as run_build
+
+        settings = _settings(c)
+        request = BuildRequest(
+            sha=sha if sha is not None else default_sha(env, settings.context),
+            branch=branch if branch is not None else default_branch(env, settings.context),
+            rebuild=rebuild,
+            sign=sign,
+            metadata_out=Path(metadata_out) if metadata_out else None,
+        )
+        fields["image_sha"] = request.sha
+        with output.group(f"docker build {request.sha}", env=env):
+            record = run_build(settings, request, env=env, on_line=output.say)
+        data = record.as_dict()
+        output.write_json_atomic(metadata_path(settings, request), data)
+        if not record.reused:
+            from shatag.metrics import record_build
+
+            record_build(settings, record.repository_type)
+        output.emit_json(data)
+        output.say(f"image: {record.image_ref}")
+        output.github_outputs(
+            {
+                "image_ref": record.image_ref,
+                "image_digest": record.image_digest,
+                "image_sha": record.image_sha,
+                "repository": record.repository,
+            },
+            env=env,
+        )
+        output.step_summary(
+            "shatag build",
+            {k: data[k] for k in ("image_ref", "repository_type", "reused", "signature_status")},
+            env=env,
+        )
+
+
+ns = Collection("shatag")
+ns.add_task(build)
+ns.configure({"shatag": DEFAULTS})
