@@ -1,0 +1,240 @@
+"""Deployment history: one append-only JSON-lines file per environment.
+
+``<state_dir>/<env>/history.jsonl`` holds one :class:`HistoryRecord` per deploy or rollback
+attempt that reached the targets. Appending writes one whole line with a single ``write`` and
+``fsync``s it, so a process killed at any moment leaves either the old file or the old file plus
+one complete line -- at worst a torn final fragment, which readers ignore and the next append
+cuts off. Readers walk the file backwards in blocks, so "the newest 20" costs the same with ten
+or ten thousand records.
+
+>>> import tempfile
+>>> store = HistoryStore(Path(tempfile.mkdtemp()), "local")
+>>> rec = HistoryRecord(action="deploy", env="local", sha="a" * 40, digest="sha256:" + "b" * 64,
+...                     result="ok")
+>>> store.append(rec)
+>>> [r.sha[:4] for r in store.newest(limit=5)], store.current() == rec
+(['aaaa'], True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from shatag.core import validate_env_name
+
+Action = Literal["deploy", "rollback"]
+Outcome = Literal["ok", "failed"]
+
+HISTORY_FILE: Final = "history.jsonl"
+_BLOCK: Final = 64 * 1024
+
+
+def utc_now() -> str:
+    """An ISO-8601 UTC timestamp with a ``Z`` suffix, millisecond precision."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def initiated_by(env: Mapping[str, str]) -> str:
+    """Who started this: ``GITHUB_ACTOR`` under Actions, else the local user."""
+    for key in ("GITHUB_ACTOR", "USER", "LOGNAME", "USERNAME"):
+        value = env.get(key, "").strip()
+        if value:
+            return value
+    return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One deploy or rollback attempt of one environment."""
+
+    action: Action
+    env: str
+    sha: str
+    digest: str
+    result: Outcome
+    image_ref: str = ""
+    repository: str = ""
+    repository_type: str = ""
+    previous_sha: str = ""
+    signature_status: str = "unverified"
+    signature_reason: str = "n/a"
+    initiated_by: str = "unknown"
+    started_at: str = ""
+    finished_at: str = ""
+    duration_sec: float = 0.0
+    targets: tuple[str, ...] = field(default_factory=tuple)
+    error_code: str = ""
+    error: str = ""
+    attempt: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["targets"] = list(self.targets)
+        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> HistoryRecord | None:
+        """Parse one line; ``None`` for a torn, foreign or otherwise unusable line."""
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        known = {f.name for f in fields(cls)}
+        kept: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        if kept.get("action") not in ("deploy", "rollback") or kept.get("result") not in (
+            "ok",
+            "failed",
+        ):
+            return None
+        if not all(isinstance(kept.get(k), str) for k in ("env", "sha", "digest")):
+            return None
+        targets = kept.get("targets", ())
+        kept["targets"] = tuple(str(t) for t in targets) if isinstance(targets, list) else ()
+        try:
+            kept["duration_sec"] = float(kept.get("duration_sec", 0.0))
+            return cls(**kept)
+        except (TypeError, ValueError):
+            return None
+
+
+class HistoryStore:
+    """The history of one environment. Appends are not locked here: callers hold the
+    environment's deploy lock (:mod:`shatag.lock`) around an append."""
+
+    def __init__(self, state_dir: Path, env: str) -> None:
+        self.env = validate_env_name(env)
+        self.path = state_dir / env / HISTORY_FILE
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, record: HistoryRecord) -> None:
+        """Append one record durably in O(1): one ``write`` of the full line, then ``fsync``."""
+        line = (record.to_json() + "\n").encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _cut_torn_tail(fd)
+            written = os.write(fd, line)
+            if written != len(line):  # a full disk: do not leave a fragment behind
+                size = os.fstat(fd).st_size
+                os.ftruncate(fd, size - written)
+                raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def iter_newest(self) -> Iterator[HistoryRecord]:
+        """Every parseable record, newest first, read backwards from the end of the file."""
+        for raw in _reverse_lines(self.path):
+            record = HistoryRecord.from_json(raw)
+            if record is not None:
+                yield record
+
+    def newest(self, limit: int | None = None) -> list[HistoryRecord]:
+        out: list[HistoryRecord] = []
+        for record in self.iter_newest():
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(record)
+        return out
+
+    def current(self) -> HistoryRecord | None:
+        """The newest successful deploy or rollback: what the environment runs."""
+        return next((r for r in self.iter_newest() if r.ok), None)
+
+    def previous(self) -> HistoryRecord | None:
+        """The rollback target: the last successful deployment before the current one whose
+        SHA differs from it (failed attempts are never rollback targets)."""
+        current: HistoryRecord | None = None
+        for record in self.iter_newest():
+            if not record.ok:
+                continue
+            if current is None:
+                current = record
+            elif record.sha != current.sha:
+                return record
+        return None
+
+    def digest_for(self, sha: str) -> str | None:
+        """The digest this environment last ran (or validated) for ``sha``."""
+        for record in self.iter_newest():
+            if record.sha == sha and record.digest:
+                return record.digest
+        return None
+
+
+def known_digest(state_dir: Path, sha: str) -> tuple[str, str] | None:
+    """``(env, digest)`` recorded for ``sha`` by any environment's history, newest file first."""
+    try:
+        env_dirs = [p for p in state_dir.iterdir() if (p / HISTORY_FILE).is_file()]
+    except OSError:
+        return None
+    env_dirs.sort(key=lambda p: (p / HISTORY_FILE).stat().st_mtime, reverse=True)
+    for env_dir in env_dirs:
+        with contextlib.suppress(ValueError):
+            digest = HistoryStore(state_dir, env_dir.name).digest_for(sha)
+            if digest:
+                return env_dir.name, digest
+    return None
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """If the file does not end with a newline (a writer died mid-line), cut the fragment."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    pos = size
+    while pos > 0:
+        start = max(0, pos - _BLOCK)
+        chunk = os.pread(fd, pos - start, start)
+        nl = chunk.rfind(b"\n")
+        if nl >= 0:
+            os.ftruncate(fd, start + nl + 1)
+            return
+        pos = start
+    os.ftruncate(fd, 0)
+
+
+def _reverse_lines(path: Path) -> Iterator[bytes]:
+    """Complete lines of ``path`` from last to first. Whatever follows the last newline is a
+    torn fragment (its writer died mid-line) and is skipped."""
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        pos = fh.seek(0, os.SEEK_END)
+        carry = b""
+        seen_newline = False
+        while pos > 0:
+            start = max(0, pos - _BLOCK)
+            fh.seek(start)
+            parts = (fh.read(pos - start) + carry).split(b"\n")
+            pos = start
+            carry = parts[0]  # may continue in the block before this one
+            rest = parts[1:]
+            if not seen_newline:
+                if not rest:
+                    continue
+                rest.pop()  # b"" after a trailing newline, or a torn fragment
+                seen_newline = True
+            for line in reversed(rest):
+                if line.strip():
+                    yield line
+        if seen_newline and carry.strip():
+            yield carry

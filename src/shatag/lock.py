@@ -1,0 +1,88 @@
+"""One deploy per environment at a time: an ``fcntl.flock`` on ``<state_dir>/<env>/deploy.lock``.
+
+The kernel drops the lock when its holder exits -- even on ``kill -9`` -- so a crashed deploy
+never leaves the environment locked. A second deploy waits up to ``timeout`` seconds, then fails
+with :class:`DeployLocked` naming the holder.
+
+>>> import tempfile
+>>> with env_lock(Path(tempfile.mkdtemp()), "local", timeout=0) as held:
+...     held.name
+'deploy.lock'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final
+
+from shatag.core import validate_env_name
+from shatag.errors import DeployLocked
+
+LOCK_FILE: Final = "deploy.lock"
+_POLL_SEC: Final = 0.1
+
+
+@contextlib.contextmanager
+def env_lock(
+    state_dir: Path,
+    env: str,
+    *,
+    timeout: float,
+    holder: str = "",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Path]:
+    """Hold the deploy lock of ``env`` for the duration of the ``with`` block.
+
+    Waits at most ``timeout`` seconds (0: do not wait) and raises :class:`DeployLocked` after.
+    """
+    path = state_dir / validate_env_name(env) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = clock() + max(0.0, timeout)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if clock() >= deadline:
+                    raise DeployLocked(
+                        f"another deploy of environment {env!r} is running "
+                        f"({_describe_holder(fd)}); waited {timeout:g}s. Retry when it finishes "
+                        "or raise shatag.deploy_lock_timeout_sec"
+                    ) from None
+                sleep(_POLL_SEC)
+        # Who holds it, for the message another waiter shows. Informational only.
+        info = json.dumps({"pid": os.getpid(), "holder": holder, "since": time.time()})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode("utf-8"), 0)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _describe_holder(fd: int) -> str:
+    try:
+        data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return "holder unknown"
+    if not isinstance(data, dict) or "pid" not in data:
+        return "holder unknown"
+    who = f"pid {data['pid']}"
+    if data.get("holder"):
+        who += f", {data['holder']}"
+    if isinstance(data.get("since"), int | float):
+        who += f", for {max(0.0, time.time() - float(data['since'])):.0f}s"
+    return who

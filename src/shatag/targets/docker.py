@@ -1,0 +1,306 @@
+"""A container on the local Docker Engine, switched behind a health gate.
+
+The new container must publish the same host port as the old one, so the switch is:
+
+1. ``prepare``: pull the image by digest (``repo:<sha>@sha256:…``: the tag is only a label, the
+   digest decides what is pulled and run); nothing running changes.
+2. ``apply``: stop the old container ``<name>`` and rename it ``<name>-shatag-prev`` (kept, not
+   removed); start the new one as ``<name>`` on ``127.0.0.1:<port>``; wait until it is healthy
+   (its ``HEALTHCHECK`` polled every second, else an HTTP GET of ``health_path``), bounded by
+   ``health_timeout_sec``. Not healthy in time, or exited: its logs go into the error, it is
+   removed, and the old one is renamed back and started again -- :class:`DeployFailed`.
+3. ``restore`` (a later step failed): the same undo.
+4. ``commit``: remove ``<name>-shatag-prev``; only now is the old container gone.
+
+Every container we start carries ``shatag.*`` labels (sha, digest, env, attempt), so
+:func:`recover_container` can tell after a ``kill -9`` whether ``<name>`` is the interrupted
+attempt's container (remove it) or not (leave it alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from shatag.config import TargetConfig
+from shatag.docker import DockerEngine
+from shatag.errors import DeployFailed
+from shatag.targets import ImageRef
+
+if TYPE_CHECKING:
+    from python_on_whales import Container, DockerClient
+
+PREV_SUFFIX: Final = "-shatag-prev"
+LABEL_SHA: Final = "shatag.sha"
+LABEL_DIGEST: Final = "shatag.digest"
+LABEL_ENV: Final = "shatag.env"
+LABEL_ATTEMPT: Final = "shatag.attempt"
+STOP_TIMEOUT_SEC: Final = 10
+_POLL_SEC: Final = 0.25
+_LOG_TAIL: Final = 20
+
+
+class DockerTarget:
+    def __init__(
+        self, config: TargetConfig, *, env: Mapping[str, str], env_name: str = "", attempt: str = ""
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.prev_name = config.name + PREV_SUFFIX
+        self._engine = DockerEngine(env)
+        self._env_name = env_name
+        self._attempt = attempt
+        self._image: ImageRef | None = None
+        self._had_old = False
+        self._old_running = False
+        self._applied = False
+
+    @property
+    def label(self) -> str:
+        return self.config.label
+
+    @property
+    def _docker(self) -> DockerClient:
+        return self._engine.client
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def prepare(self, image: ImageRef) -> None:
+        from python_on_whales.exceptions import DockerException
+
+        self._image = image
+        old = _inspect(self._docker, self.name)
+        self._had_old = old is not None
+        self._old_running = bool(old is not None and old.state.running)
+        try:
+            self._docker.image.pull(image.pinned, quiet=True)
+        except DockerException as exc:
+            raise DeployFailed(
+                f"{self.label}: could not pull {image.pinned}: {_docker_error(exc)}; check that "
+                "the registry is reachable and this engine may pull from it"
+            ) from None
+
+    def apply(self) -> None:
+        from python_on_whales.exceptions import DockerException
+
+        image = self._image
+        if image is None:
+            raise RuntimeError("apply() before prepare()")
+        try:
+            self._park_old()
+            new = self._start(image)
+        except DockerException as exc:
+            self._undo()
+            raise DeployFailed(
+                f"{self.label}: could not start {image.pinned}: {_docker_error(exc)}; the "
+                "previous container was restored"
+            ) from None
+        self._applied = True
+        problem = self._wait_healthy(new)
+        if problem is not None:
+            logs = self._logs(new)
+            self._undo()
+            self._applied = False
+            raise DeployFailed(
+                f"{self.label}: {image.pinned} {problem}; it was removed and the previous "
+                f"container restored. Last log lines: {logs}"
+            )
+        # Only a healthy container gets a restart policy: a crash-looping one must show as exited.
+        with contextlib.suppress(DockerException):
+            self._docker.container.update(self.name, restart="unless-stopped")
+
+    def restore(self) -> None:
+        if self._applied:
+            self._undo()
+            self._applied = False
+
+    def commit(self) -> None:
+        from python_on_whales.exceptions import DockerException
+
+        self._applied = False
+        with contextlib.suppress(DockerException):
+            self._docker.container.remove(self.prev_name, force=True)
+
+    def journal(self) -> dict[str, Any]:
+        return {
+            "kind": "docker",
+            "name": self.name,
+            "had_old": self._had_old,
+            "old_running": self._old_running,
+            "attempt": self._attempt,
+        }
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _park_old(self) -> None:
+        """Stop the old container and keep it aside as ``<name>-shatag-prev``."""
+        stale = _inspect(self._docker, self.prev_name)
+        if stale is not None:
+            # Left by a crash that recovery did not see (no journal): <name> is the live one.
+            if _inspect(self._docker, self.name) is None:
+                self._docker.container.rename(stale, self.name)
+            else:
+                self._docker.container.remove(stale, force=True)
+        old = _inspect(self._docker, self.name)
+        if old is None:
+            return
+        self._docker.container.stop(old, time=STOP_TIMEOUT_SEC)
+        self._docker.container.rename(old, self.prev_name)
+
+    def _start(self, image: ImageRef) -> Container:
+        labels = {
+            LABEL_SHA: image.sha,
+            LABEL_DIGEST: image.digest,
+            LABEL_ENV: self._env_name,
+            LABEL_ATTEMPT: self._attempt,
+        }
+        return self._docker.container.run(
+            image.pinned,
+            detach=True,
+            name=self.name,
+            publish=[(f"127.0.0.1:{self.config.port}", self.config.container_port)],
+            labels=labels,
+            # The image's HEALTHCHECK keeps its command; probing every second instead of the
+            # default 30 s lets the gate open as soon as the service answers.
+            health_interval=timedelta(seconds=1),
+            pull="never",
+        )
+
+    def _wait_healthy(self, container: Container) -> str | None:
+        """``None`` once healthy; else what went wrong."""
+        from python_on_whales.exceptions import DockerException
+
+        deadline = time.monotonic() + self.config.health_timeout_sec
+        status = "starting"
+        while True:
+            try:
+                container = self._docker.container.inspect(container.id)
+            except DockerException as exc:
+                return f"disappeared while starting ({_docker_error(exc)})"
+            state = container.state
+            if not state.running or state.restarting:
+                return f"exited with status {state.exit_code} before becoming healthy"
+            if state.health is not None:
+                status = str(state.health.status)
+                if status == "healthy":
+                    return None
+                if status == "unhealthy":
+                    return "reported unhealthy by its HEALTHCHECK"
+            else:
+                status = self._probe()
+                if status == "ok":
+                    return None
+            if time.monotonic() >= deadline:
+                return (
+                    f"was not healthy within {self.config.health_timeout_sec:g}s "
+                    f"(last status: {status})"
+                )
+            time.sleep(_POLL_SEC)
+
+    def _probe(self) -> str:
+        url = f"http://127.0.0.1:{self.config.port}{self.config.health_path}"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                return "ok" if 200 <= response.status < 300 else f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            return f"no answer ({type(exc).__name__})"
+
+    def _logs(self, container: Container) -> str:
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            text = str(self._docker.container.logs(container, tail=_LOG_TAIL))
+        except DockerException:
+            return "(logs unavailable)"
+        lines = [line for line in text.splitlines() if line.strip()]
+        return " | ".join(lines[-_LOG_TAIL:])[-1500:] or "(no output)"
+
+    def _undo(self) -> None:
+        """Remove the new container (if any) and bring the parked old one back."""
+        _restore_previous(
+            self._docker,
+            self.name,
+            attempt=self._attempt,
+            had_old=self._had_old,
+            old_running=self._old_running,
+        )
+
+
+def _inspect(docker: DockerClient, name: str) -> Container | None:
+    from python_on_whales.exceptions import NoSuchContainer
+
+    try:
+        return docker.container.inspect(name)
+    except NoSuchContainer:
+        return None
+
+
+def _docker_error(exc: Exception) -> str:
+    stderr = getattr(exc, "stderr", None)
+    text = str(stderr).strip() if stderr else str(exc).strip()
+    return " ".join(text.split())[-500:]
+
+
+def _restore_previous(
+    docker: DockerClient, name: str, *, attempt: str, had_old: bool, old_running: bool
+) -> str:
+    """Put ``<name>`` back as it was before ``attempt`` touched it."""
+    from python_on_whales.exceptions import DockerException
+
+    done: list[str] = []
+    current = _inspect(docker, name)
+    if (
+        current is not None
+        and attempt
+        and (current.config.labels or {}).get(LABEL_ATTEMPT) == attempt
+    ):
+        docker.container.remove(current, force=True)
+        done.append(f"removed the new {name}")
+        current = None
+    parked = _inspect(docker, name + PREV_SUFFIX)
+    if parked is not None and current is None:
+        docker.container.rename(parked, name)
+        done.append(f"renamed {name + PREV_SUFFIX} back to {name}")
+        current = parked
+    if current is not None and had_old and old_running and not current.state.running:
+        try:
+            docker.container.start(name)
+            done.append(f"started {name}")
+        except DockerException as exc:
+            raise DeployFailed(
+                f"could not restart the previous container {name}: {_docker_error(exc)}; "
+                f"start it by hand with `docker start {name}`"
+            ) from None
+    return "; ".join(done) or "nothing to do"
+
+
+def recover_container(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+    """Undo an interrupted switch described by a journal entry (after ``kill -9``)."""
+    docker = DockerEngine(env).client
+    return _restore_previous(
+        docker,
+        str(entry["name"]),
+        attempt=str(entry.get("attempt", "")),
+        had_old=bool(entry.get("had_old")),
+        old_running=bool(entry.get("old_running")),
+    )
+
+
+def finish_container(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+    """Complete an interrupted commit: drop the parked previous container."""
+    from python_on_whales.exceptions import DockerException
+
+    docker = DockerEngine(env).client
+    name = str(entry["name"]) + PREV_SUFFIX
+    if _inspect(docker, name) is None:
+        return "nothing to do"
+    with contextlib.suppress(DockerException):
+        docker.container.remove(name, force=True)
+    return f"removed {name}"

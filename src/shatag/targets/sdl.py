@@ -1,0 +1,168 @@
+"""Akash SDL: set ``services.<service>.image`` and change nothing else.
+
+The file is parsed with ruamel.yaml's round-trip loader only to *find* the image scalar; the
+edit itself replaces that scalar's text on its line (keeping its quote style and any trailing
+comment), so comments, key order, indentation and every other line stay byte-for-byte the same.
+The result is re-parsed and must equal the old document with only the image changed; if it does
+not (a block or multi-line scalar), the document is re-dumped by ruamel.yaml's round-trip dumper.
+
+>>> from shatag.config import TargetConfig
+>>> from shatag.core import parse_repository
+>>> img = ImageRef(parse_repository("127.0.0.1:5000/api"), "a" * 40, "sha256:" + "b" * 64)
+>>> t = SdlTarget(TargetConfig(kind="sdl", path="deploy.yaml", service="api", pin="tag"))
+>>> print(t.render("services:\\n  api:\\n    image: 'old:1'  # managed\\n", img), end="")
+services:
+  api:
+    image: '127.0.0.1:5000/api:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'  # managed
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+
+from shatag.errors import ConfigError
+from shatag.targets import ImageRef
+from shatag.targets._files import FileTarget
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long image reference
+    return yaml
+
+
+class SdlTarget(FileTarget):
+    def render(self, current: str | None, image: ImageRef) -> str:
+        if current is None:
+            raise ConfigError(
+                f"{self.label}: SDL file {self.path} does not exist; create it with "
+                f"services.{self.config.service}.image first"
+            )
+        return set_service_image(
+            current, self.config.service, image.reference(self.config.pin), where=self.label
+        )
+
+
+def set_service_image(text: str, service: str, value: str, *, where: str = "sdl") -> str:
+    """``text`` with ``services.<service>.image`` set to ``value``; nothing else changes."""
+    document = _load(text, where)
+    service_map = _service(document, service, where)
+    line, col = service_map.lc.value("image")
+    lines = text.splitlines(keepends=True)
+    expected = _load(text, where)
+    _service(expected, service, where)["image"] = value
+    if line < len(lines):
+        edited = _replace_scalar(lines[line], col, value, flow=bool(service_map.fa.flow_style()))
+        if edited is not None:
+            candidate = "".join([*lines[:line], edited, *lines[line + 1 :]])
+            if _same(_load_quiet(candidate), expected):
+                return candidate
+    # Fallback: a scalar we cannot edit in place (block or multi-line). Round-trip dump.
+    out = io.StringIO()
+    _yaml().dump(expected, out)
+    return out.getvalue()
+
+
+def _load(text: str, where: str) -> Any:
+    try:
+        return _yaml().load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{where}: the SDL file is not valid YAML: {exc}") from None
+
+
+def _load_quiet(text: str) -> Any:
+    try:
+        return _yaml().load(text)
+    except YAMLError:
+        return None
+
+
+def _service(document: Any, service: str, where: str) -> CommentedMap:
+    services = document.get("services") if isinstance(document, Mapping) else None
+    if not isinstance(services, CommentedMap):
+        raise ConfigError(f"{where}: the SDL file has no 'services' mapping")
+    entry = services.get(service)
+    if not isinstance(entry, CommentedMap):
+        known = ", ".join(str(k) for k in services) or "none"
+        raise ConfigError(f"{where}: the SDL file has no service {service!r} (found: {known})")
+    if "image" not in entry:
+        raise ConfigError(f"{where}: services.{service} has no 'image' key; add one first")
+    return entry
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of two loaded documents (ruamel's scalar subclasses compare as
+    their plain values)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return list(a.keys()) == list(b.keys()) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, str) and isinstance(b, str):
+        return str(a) == str(b)
+    return type(a) is type(b) and bool(a == b)
+
+
+def _replace_scalar(line: str, col: int, value: str, *, flow: bool) -> str | None:
+    """Replace the one-line scalar starting at ``col`` of ``line`` by ``value`` (same quoting);
+    ``None`` when the scalar does not end on this line."""
+    first = line[col] if col < len(line) else "|"
+    if first in "|>&*!":  # block scalar, anchor, alias, tag: leave it to the fallback
+        return None
+    if first == '"':
+        end = _double_quoted_end(line, col)
+        quoted = None if "\\" in value or '"' in value else '"' + value + '"'
+    elif first == "'":
+        end = _single_quoted_end(line, col)
+        quoted = "'" + value.replace("'", "''") + "'"
+    else:
+        end = _plain_end(line, col, flow=flow)
+        quoted = value
+    if end is None or quoted is None:
+        return None
+    return line[:col] + quoted + line[end:]
+
+
+def _double_quoted_end(line: str, col: int) -> int | None:
+    i = col + 1
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        if line[i] == '"':
+            return i + 1
+        i += 1
+    return None
+
+
+def _single_quoted_end(line: str, col: int) -> int | None:
+    i = col + 1
+    while i < len(line):
+        if line[i] == "'":
+            if i + 1 < len(line) and line[i + 1] == "'":
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return None
+
+
+def _plain_end(line: str, col: int, *, flow: bool) -> int:
+    stops = ",]}" if flow else ""
+    i = col
+    while i < len(line):
+        ch = line[i]
+        if ch in "\r\n" or ch in stops:
+            break
+        if ch == "#" and i > col and line[i - 1] in " \t":
+            break
+        i += 1
+    while i > col and line[i - 1] in " \t":
+        i -= 1
+    return i
