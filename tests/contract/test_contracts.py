@@ -187,7 +187,7 @@ def test_deploy_line_matches_the_contract(world: World) -> None:
     assert record["image_sha"] == sha
     assert record["image_digest"] == built["image_digest"]
     assert record["image_ref"] == built["image_ref"]
-    assert record["environment"] == "production"
+    assert record["env"] == "production"
 
 
 def test_rollback_line_matches_the_contract(world: World) -> None:
@@ -319,7 +319,7 @@ def _deploy_unknown_env(make_world: Callable[..., World], _: Any) -> InvResult:
 
 @scenario("rollback-workflow", "MISSING_SHA")
 def _rollback_bad_sha(make_world: Callable[..., World], _: Any) -> InvResult:
-    return make_world().inv("rollback", "--sha=XYZ", "--env=production")
+    return make_world().inv("rollback", "--sha=0123abc", "--env=production")
 
 
 @scenario("rollback-workflow", "POLICY_VIOLATION")
