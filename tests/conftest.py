@@ -1,0 +1,156 @@
+"""Shared fixtures: real components, isolated world.
+
+* ``registry`` — a throwaway ``docker-registry serve`` on a free 127.0.0.1 port (session).
+* ``make_app`` — factory: a git repo holding a copy of ``examples/api`` with the content you
+  choose, one commit per call; returns its path and SHA.
+* ``shatag_env`` — the environment for a CLI run pointed at fresh repositories of ``registry``
+  through ``INVOKE_SHATAG_*`` variables (as a new user would), with HOME isolated.
+* ``inv`` — runs the real CLI (``python -m invoke`` with the project's tasks.py) and parses its
+  JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shatag.localregistry import LocalRegistry
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "api"
+TOOLS_BIN = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag/tools")) / "bin"
+
+
+def tools_path(base: str | None = None) -> str:
+    """PATH with the pinned cosign/syft tools dir first."""
+    return os.pathsep.join([str(TOOLS_BIN), base or os.environ.get("PATH", os.defpath)])
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    reg = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    reg.start()
+    yield reg
+    reg.stop()
+
+
+@dataclass
+class App:
+    path: Path
+    shas: list[str] = field(default_factory=list)
+
+    @property
+    def sha(self) -> str:
+        return self.shas[-1]
+
+    def commit(self, content: str, message: str = "change") -> str:
+        (self.path / "www" / "api.json").write_text(content + "\n")
+        (self.path / "www" / "index.html").write_text(content + "\n")
+        _git(self.path, "add", "-A")
+        _git(self.path, "commit", "-q", "-m", message)
+        sha = _git(self.path, "rev-parse", "HEAD")
+        self.shas.append(sha)
+        return sha
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "shatag tests",
+        "GIT_AUTHOR_EMAIL": "tests@shatag.invalid",
+        "GIT_COMMITTER_NAME": "shatag tests",
+        "GIT_COMMITTER_EMAIL": "tests@shatag.invalid",
+    }
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True, timeout=30
+    )
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., App]:
+    """``make_app(content="v1")`` → an App (git repo of examples/api) with one commit."""
+    busybox = EXAMPLE / "bin" / "busybox"
+    if not busybox.exists():
+        pytest.fail("examples/api/bin/busybox is missing: run `bash ci/setup.sh` first")
+    counter = iter(range(1000))
+
+    def factory(content: str = '{"version": "v1"}', branch: str = "main") -> App:
+        path = tmp_path / f"app{next(counter)}"
+        shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".gitignore"))
+        _git(path, "init", "-q", "-b", branch)
+        app = App(path)
+        app.commit(content, "initial")
+        return app
+
+    return factory
+
+
+@pytest.fixture
+def shatag_env(registry: LocalRegistry, tmp_path: Path) -> dict[str, str]:
+    """Environment for one CLI run against fresh repositories (unique names per test)."""
+    name = f"app-{uuid.uuid4().hex[:10]}"
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "PATH": tools_path(),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "INVOKE_SHATAG_CANONICAL_REPOSITORY": f"{registry.address}/{name}",
+        "INVOKE_SHATAG_STAGING_REPOSITORY": f"{registry.address}/{name}-staging",
+        "INVOKE_SHATAG_METADATA_DIR": str(tmp_path / "metadata"),
+        "INVOKE_SHATAG_STATE_DIR": str(tmp_path / "state"),
+        "INVOKE_SHATAG_SBOM_DIR": str(tmp_path / "sbom"),
+    }
+    for key in ("DOCKER_HOST", "SHATAG_BUILDER", "SHATAG_TOOLS_DIR"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+@dataclass
+class InvResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
+
+    @property
+    def record(self) -> dict[str, Any]:
+        records = self.records
+        assert records, f"no JSON line on stdout:\n{self.stdout}\n--- stderr:\n{self.stderr}"
+        return records[-1]
+
+
+def run_inv(
+    args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 600
+) -> InvResult:
+    """The real CLI, as CI runs it: ``inv --search-root ROOT <args>``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return InvResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def inv() -> Callable[..., InvResult]:
+    return run_inv
