@@ -5,8 +5,8 @@ Every call: an argument list (never a shell string), the binary resolved with
 domain error (:class:`ToolFailure` / :class:`ToolTimeout` / :class:`ToolMissing`) that
 carries command, exit code and masked output.
 
->>> run(["true"], timeout=5).returncode
-0
+>>> mask("docker login -p hunter22", ["hunter22"])
+'docker login -p ***'
 """
 
 from __future__ import annotations

@@ -1,0 +1,108 @@
+"""Developer and CI commands. `nox -l` lists them; `nox` runs the whole suite (the README's
+test command). Sessions reuse their venvs and install with uv when it is there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "unit",
+    "contract",
+    "integration",
+    "reliability",
+    "perf",
+]
+
+ROOT = Path(__file__).parent
+TOOLS_BIN = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag/tools")) / "bin"
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    """The package (editable) plus the given dependency groups of pyproject.toml."""
+    args = ["-e", "."]
+    for group in groups:
+        args += ["--group", group]
+    session.install(*args)
+
+
+def _tools_env(session: nox.Session) -> dict[str, str]:
+    """cosign/syft/actionlint from ci/install-tools.sh come first on PATH."""
+    return {
+        "PATH": os.pathsep.join([str(TOOLS_BIN), session.env.get("PATH") or os.environ["PATH"]])
+    }
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    session.run("pytest", *paths, *session.posargs, env=_tools_env(session))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check + format check, and the GitHub workflows with actionlint and their schema."""
+    _install(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    if workflows:
+        session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+        session.run("actionlint", *workflows, env=_tools_env(session), external=True)
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the library, the tests, tasks.py and this file."""
+    _install(session, "typecheck")
+    session.run("mypy", "src/shatag", "tasks.py", "noxfile.py", "tests")
+
+
+@nox.session(python=PYTHON)
+def unit(session: nox.Session) -> None:
+    """Pure, fast tests: no subprocess, no network (plus the library's doctests)."""
+    _install(session, "test")
+    _pytest(session, "tests/unit", "--doctest-modules", "src/shatag")
+
+
+@nox.session(python=PYTHON)
+def contract(session: nox.Session) -> None:
+    """The JSON the real tasks emit, validated against specs/…/contracts."""
+    _install(session, "test")
+    _pytest(session, "tests/contract")
+
+
+@nox.session(python=PYTHON, tags=["slow"])
+def integration(session: nox.Session) -> None:
+    """Real dockerd, registry, cosign and syft: build, sign, deploy, rollback."""
+    _install(session, "test")
+    _pytest(session, "tests/integration")
+
+
+@nox.session(python=PYTHON, tags=["slow"])
+def reliability(session: nox.Session) -> None:
+    """Faults, hostile input, auth/TLS, kills and concurrency; writes docs/reliability.md."""
+    _install(session, "test")
+    _pytest(session, "tests/reliability")
+
+
+@nox.session(python=PYTHON, tags=["slow"])
+def perf(session: nox.Session) -> None:
+    """Side-by-side benchmarks; writes docs/performance.md (SHATAG_SKIP_PERF=1 skips)."""
+    if os.environ.get("SHATAG_SKIP_PERF") == "1":
+        session.skip("SHATAG_SKIP_PERF=1")
+    _install(session, "perf")
+    _pytest(session, "tests/perf")
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job on the embedded defaults: local registry, build, deploy, rollback."""
+    _install(session)
+    session.run("python", "ci/demo.py", *session.posargs, env=_tools_env(session))
