@@ -19,6 +19,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from jsonschema import Draft202012Validator
+
 from conftest import (
     CONTRACT_NAMES,
     InvResult,
@@ -26,8 +28,6 @@ from conftest import (
     load_contract,
     new_sha,
 )
-from jsonschema import Draft202012Validator
-
 from shatag.errors import ALL_CODES
 
 REQUIRED_SECTIONS = ("contract", "version", "requirements", "inputs", "outputs", "failure_codes")

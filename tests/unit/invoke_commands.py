@@ -48,7 +48,12 @@ class InvCommand:
     argv: list[str]
 
 
+_PLACEHOLDER_RE = re.compile(r"\$\([^()]*(?:\([^()]*\)[^()]*)*\)|<[^<>]*>")
+
+
 def _clean(fragment: str) -> list[str]:
+    # `$(git rev-parse HEAD)` and `<40-hex sha>` are one value each, whatever their spaces.
+    fragment = _PLACEHOLDER_RE.sub("VALUE", fragment)
     fragment = fragment.replace("[", " ").replace("]", " ").replace("…", " ")
     try:
         tokens = shlex.split(fragment, comments=True, posix=True)
@@ -133,7 +138,7 @@ def problems(command: InvCommand, tasks: dict[str, TaskSpec]) -> list[str]:
         if not token.startswith("-"):
             if token in tasks:
                 current, current_name = tasks[token], token
-            elif not any(ch in token for ch in "<${"):  # placeholders are values
+            elif not any(ch in token for ch in "<${") and token != "VALUE":
                 found.append(f"{command.line!r}: no task named {token!r}")
                 current, current_name = None, token
             continue
