@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 from jsonschema import Draft202012Validator
 
-from conftest import (
+from conftest import (  # type: ignore[import-not-found]  # tests/contract/conftest.py, on sys.path via pytest
     CONTRACT_NAMES,
     InvResult,
     World,
@@ -85,7 +85,7 @@ def test_failure_codes_are_real_codes_and_match_the_failure_schema(name: str) ->
 
 
 def _task_flags(task_name: str) -> set[str]:
-    from invoke import Collection
+    from invoke.collection import Collection
 
     import shatag.tasks
 
@@ -230,7 +230,7 @@ def scenario(contract: str, *codes: str) -> Callable[[Scenario], Scenario]:
 
 
 def _deployed(world: World) -> str:
-    sha = new_sha()
+    sha: str = new_sha()
     ok(world.build(sha))
     return sha
 

@@ -89,7 +89,7 @@ class TaskSpec:
 
 def load_tasks() -> dict[str, TaskSpec]:
     """The real task collection: task name (and aliases) -> its flags."""
-    from invoke import Collection
+    from invoke.collection import Collection
 
     import shatag.tasks as module
 
