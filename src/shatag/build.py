@@ -27,7 +27,14 @@ from shatag.core import (
     validate_branch,
     validate_sha,
 )
-from shatag.errors import BuildFailure, DigestMismatch, InvalidInput, PushFailure, ToolFailure
+from shatag.errors import (
+    BuildFailure,
+    DigestMismatch,
+    InvalidInput,
+    PushFailure,
+    SourceMismatch,
+    ToolFailure,
+)
 from shatag.registry import RegistryClient
 
 PUSH_TIMEOUT_SEC = 900.0
@@ -97,6 +104,43 @@ def _git(context: Path, args: list[str], env: Mapping[str, str], flag: str) -> s
     except ToolFailure:
         raise InvalidInput(f"{context} is not in a git checkout; pass {flag} explicitly") from None
     return result.stdout.strip()
+
+
+def check_source(context: Path, sha: str, env: Mapping[str, str]) -> None:
+    """The image must be built from the commit it will be tagged with.
+
+    When the context is in a git work tree, its HEAD must be ``sha`` and no tracked file may
+    be modified (untracked and ignored files, e.g. build inputs, are allowed). A context
+    outside git is built as given: the operator vouches for it with ``--sha``.
+    """
+    probe = _run.run(
+        ["git", "-C", str(context), "rev-parse", "--is-inside-work-tree"],
+        timeout=30,
+        env=env,
+        check=False,
+    )
+    if probe.returncode != 0 or probe.stdout.strip() != "true":
+        return
+    head = _run.run(
+        ["git", "-C", str(context), "rev-parse", "HEAD"], timeout=30, env=env, check=False
+    ).stdout.strip()
+    if head != sha:
+        raise SourceMismatch(
+            f"the build context {context} is checked out at {head or 'no commit'}, not at {sha}; "
+            f"check out {sha} (e.g. `git checkout {sha}`) before building it"
+        )
+    dirty = _run.run(
+        ["git", "-C", str(context), "status", "--porcelain", "--untracked-files=no", "--", "."],
+        timeout=60,
+        env=env,
+        check=False,
+    ).stdout.strip()
+    if dirty:
+        first = dirty.splitlines()[0][3:]
+        raise SourceMismatch(
+            f"the build context {context} has uncommitted changes ({first} …); an image tagged "
+            f"{sha} must hold exactly that commit — commit or stash them first"
+        )
 
 
 def load_metadata(path: Path) -> dict[str, Any] | None:
@@ -171,6 +215,7 @@ def build(
             raise BuildFailure(f"build context {context} does not exist or is not a directory")
         if not dockerfile.is_file():
             raise BuildFailure(f"Dockerfile {dockerfile} does not exist")
+        check_source(context, sha, env)
         engine = docker or DockerEngine(env)
         engine.ping()
         record = _build_and_push(

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 Builder = Literal["buildx", "classic"]
 _PUSH_DIGEST_RE: Final = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+_ANSI_RE: Final = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# docker push redraws progress bars; only the outcome of each layer is worth a line.
+_PUSH_NOISE: Final = ("Preparing", "Waiting", "Pushing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +137,13 @@ class DockerEngine:
         """Push one tag; return the digest docker reported for it."""
         reported: list[str] = []
 
-        def watch(line: str) -> None:
+        def watch(raw: str) -> None:
+            line = _ANSI_RE.sub("", raw).strip()
             match = _PUSH_DIGEST_RE.search(line)
             if match:
                 reported.append(match.group(1))
-            on_line(line)
+            if line and not line.endswith(_PUSH_NOISE) and " Pushing " not in line:
+                on_line(line)
 
         try:
             _run.run([*self._cmd(), "push", tag], timeout=timeout, env=self._env, on_line=watch)

@@ -47,6 +47,12 @@ class BuildFailure(ShatagError):
     code = "BUILD_FAILURE"
 
 
+class SourceMismatch(ShatagError):
+    """The build context is not the commit named by --sha (other HEAD, or modified files)."""
+
+    code = "SOURCE_MISMATCH"
+
+
 class PushFailure(ShatagError):
     code = "PUSH_FAILURE"
 

@@ -120,8 +120,9 @@ def test_rebuild_of_changed_context_fails_and_keeps_the_tag(
     app = make_app('{"version": "one"}')
     first = build(inv, shatag_env, app, "--branch=main")
     assert first.returncode == 0, first.stderr
-    # change the context without a new commit: same SHA, different bytes
-    (app.path / "www" / "api.json").write_text('{"version": "tampered"}\n')
+    # change the context without a new commit: same SHA, different bytes (an untracked file
+    # the COPY picks up; modified tracked files are refused earlier, see below)
+    (app.path / "www" / "extra.json").write_text('{"version": "tampered"}\n')
     second = build(inv, shatag_env, app, "--branch=main", "--rebuild")
     assert second.returncode != 0
     assert "error: DIGEST_MISMATCH:" in second.stderr
@@ -130,6 +131,27 @@ def test_rebuild_of_changed_context_fails_and_keeps_the_tag(
     canonical = client(shatag_env, "INVOKE_SHATAG_CANONICAL_REPOSITORY")
     assert canonical.manifest_digest(app.sha) == first.record["image_digest"]
     assert canonical.manifest_digest(app.sha[:12]) == first.record["image_digest"]
+
+
+def test_context_must_be_the_commit_being_tagged(
+    inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
+) -> None:
+    """An image tagged <sha> holds exactly that commit: other HEAD or modified files → refused."""
+    app = make_app('{"version": "A"}')
+    sha_a = app.sha
+    app.commit('{"version": "B"}')
+    env = {**shatag_env, "INVOKE_SHATAG_CONTEXT": str(app.path)}
+    result = inv(["build", f"--sha={sha_a}", "--branch=main"], env)
+    assert result.returncode != 0
+    assert "error: SOURCE_MISMATCH:" in result.stderr
+    assert f"not at {sha_a}" in result.stderr
+    (app.path / "www" / "api.json").write_text('{"version": "edited"}\n')
+    result = inv(["build", f"--sha={app.sha}", "--branch=main"], env)
+    assert result.returncode != 0
+    assert "error: SOURCE_MISMATCH:" in result.stderr
+    assert "uncommitted changes" in result.stderr
+    assert "Step 1/" not in result.stderr
+    assert client(shatag_env, "INVOKE_SHATAG_CANONICAL_REPOSITORY").tags() == []
 
 
 def test_sha_defaults_to_git_head_of_the_context(

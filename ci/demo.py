@@ -1,0 +1,142 @@
+"""The main job on the embedded defaults, end to end, for real.
+
+A local distribution registry on localhost:5000 (started if nothing answers there), the
+example API as a git repository with two commits, then exactly what an operator runs:
+
+    inv build        (commit A)   → localhost:5000/api:<A>
+    inv deploy --sha=<A>          → container shatag-local on 127.0.0.1:8080
+    inv build        (commit B)
+    inv deploy --sha=<B>
+    inv rollback                  → back to A, no build, no push
+    inv history
+
+Run it with ``bash ci/setup.sh && .venv/bin/python ci/demo.py``. A second run reuses the
+same commits, so the builds report ``"reused": true`` (FR-009).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".shatag"
+APP = STATE / "demo-app"
+TOOLS_BIN = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag/tools")) / "bin"
+sys.path.insert(0, str(ROOT / "src"))
+
+from shatag.localregistry import LocalRegistry  # noqa: E402
+
+
+def step(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def git(*args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "shatag demo",
+        "GIT_AUTHOR_EMAIL": "demo@shatag.invalid",
+        "GIT_COMMITTER_NAME": "shatag demo",
+        "GIT_COMMITTER_EMAIL": "demo@shatag.invalid",
+        "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=APP, env=env, check=True, capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+
+
+def demo_app() -> tuple[str, str]:
+    """Two commits of the example API whose responses differ (fixed dates: stable SHAs)."""
+    if not (APP / ".git").exists():
+        shutil.rmtree(APP, ignore_errors=True)
+        shutil.copytree(ROOT / "examples" / "api", APP, ignore=shutil.ignore_patterns(".gitignore"))
+        git("init", "-q", "-b", "main")
+        for version in ("A", "B"):
+            (APP / "www" / "api.json").write_text(json.dumps({"release": version}) + "\n")
+            git("add", "-A")
+            git("commit", "-q", "-m", f"release {version}")
+    log = git("log", "--format=%H", "-n", "2").splitlines()
+    return log[1], log[0]
+
+
+def inv(*args: str) -> dict[str, object]:
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join(
+            [str(TOOLS_BIN), str(Path(sys.executable).parent), os.environ["PATH"]]
+        ),
+        "INVOKE_SHATAG_CONTEXT": str(APP),
+    }
+    print(f"$ inv {' '.join(args)}", flush=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    for line in proc.stderr.splitlines():
+        if not line.startswith((" ---> ", "Removing intermediate", "Sending build context")):
+            print(f"  {line}")
+    records = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    for line in proc.stdout.splitlines():
+        if not line.startswith("{"):
+            print(f"  {line}")
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: `inv {' '.join(args)}` failed with exit code {proc.returncode}")
+    return records[-1] if records else {}
+
+
+def serving() -> str:
+    for _ in range(30):
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:8080/api.json", timeout=2) as resp:
+                return str(resp.read().decode().strip())
+        except OSError:
+            time.sleep(0.5)
+    return "(no answer on 127.0.0.1:8080)"
+
+
+def main() -> None:
+    step("registry on localhost:5000")
+    registry = LocalRegistry(STATE / "demo-registry", port=5000)
+    if registry.answers():
+        print("  a registry already answers on localhost:5000; using it")
+    else:
+        registry.start()
+        print(f"  started docker-registry (storage {registry.workdir}/storage); it keeps running")
+    sha_a, sha_b = demo_app()
+    git("checkout", "-q", sha_a)
+    step(f"build A = {sha_a}")
+    inv("build", f"--sha={sha_a}", "--branch=main")
+    step("deploy A to environment local (container shatag-local, 127.0.0.1:8080)")
+    inv("deploy", f"--sha={sha_a}")
+    print(f"  serving: {serving()}")
+    git("checkout", "-q", "main")
+    step(f"build B = {sha_b}")
+    inv("build", f"--sha={sha_b}", "--branch=main")
+    step("deploy B")
+    inv("deploy", f"--sha={sha_b}")
+    print(f"  serving: {serving()}")
+    step("rollback (no --sha: the previous deployment, A) — no build, no push")
+    record = inv("rollback")
+    print(f"  serving: {serving()}")
+    step("history")
+    inv("history")
+    if record.get("image_sha") != sha_a:
+        raise SystemExit("demo: rollback did not return to A")
+    print("\ndemo: build → deploy → rollback done; the app answers on http://127.0.0.1:8080/")
+
+
+if __name__ == "__main__":
+    main()
