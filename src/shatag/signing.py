@@ -17,10 +17,12 @@ produced). Anything cosign answers that is not in the table is a tool error
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -114,7 +116,7 @@ def parse_cosign_version(text: str) -> CosignVersion | None:
 # Pure classification (unit-tested; table in docs/signatures.md)
 # ---------------------------------------------------------------------------------------------
 
-_NO_SIGNATURE_TEXT: Final = ("no signatures found",)
+_NO_SIGNATURE_TEXT: Final = ("no signatures found", "no valid bundles exist in registry")
 _INVALID_TEXT: Final = (
     "no matching signatures",
     "invalid signature",
@@ -286,19 +288,35 @@ def _is_key_file(ref: str) -> bool:
     return not _KEY_URI_RE.match(ref)
 
 
-def verification_flags(settings: Settings, version: CosignVersion) -> list[str] | SignatureResult:
+# An empty Sigstore trusted root. Key-based verification needs no CA and no log, but cosign
+# (v3 always, v2 for new-format bundles) refuses to check a bundle without *some* trusted root
+# ("trusted root is required when using new bundle format") and would otherwise fetch the public
+# one from TUF over the network. Observed: with this file both v2.6.5 and v3.0.2 verify old
+# (``.sig``) and new (bundle) signatures offline; see docs/signatures.md.
+EMPTY_TRUSTED_ROOT: Final = (
+    '{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}\n'
+)
+
+
+def verification_flags(
+    settings: Settings, version: CosignVersion, trusted_root: Path | None = None
+) -> list[str] | SignatureResult:
     """The trust flags for ``verify``/``verify-attestation``, or ``key_not_found``.
 
-    Key-based (``cosign_public_key``) verification is offline: no transparency log.
-    Keyless (``keyless_identity`` + ``keyless_issuer``) checks the Fulcio certificate identity
-    and the Rekor log, as GitHub-OIDC-signed images need.
+    Key-based (``cosign_public_key``) verification is offline: no transparency log, and
+    ``trusted_root`` (a file holding :data:`EMPTY_TRUSTED_ROOT`) instead of the public
+    Sigstore root. Keyless (``keyless_identity`` + ``keyless_issuer``) checks the Fulcio
+    certificate identity and the Rekor log, as GitHub-OIDC-signed images need.
     """
-    del version  # the verify flags we use are the same in v2 and v3
+    del version  # the verify flags we use are the same in v2 and v3 (observed)
     key = settings.cosign_public_key
     if key:
         if _is_key_file(key) and not Path(key).is_file():
             return _unverified("key_not_found", f"public key file {key} does not exist")
-        return ["--key", key, "--insecure-ignore-tlog"]
+        flags = ["--key", key, "--insecure-ignore-tlog"]
+        if trusted_root is not None:
+            flags += ["--trusted-root", str(trusted_root)]
+        return flags
     if settings.keyless_identity and settings.keyless_issuer:
         return [
             "--certificate-identity-regexp",
@@ -310,6 +328,33 @@ def verification_flags(settings: Settings, version: CosignVersion) -> list[str] 
         "key_not_found",
         "no cosign_public_key and no keyless_identity/keyless_issuer configured",
     )
+
+
+@contextlib.contextmanager
+def _trusted_root_file() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="shatag-cosign-") as tmp:
+        path = Path(tmp) / "trusted_root.json"
+        path.write_text(EMPTY_TRUSTED_ROOT)
+        yield path
+
+
+def _verify_with_trust(
+    settings: Settings,
+    env: Mapping[str, str],
+    command: list[str],
+    image: str,
+    what: str,
+) -> Result | SignatureResult:
+    """Run ``cosign <command> <trust flags> <image>`` or return why it cannot answer."""
+    try:
+        version = cosign_version(settings, env)
+    except ToolMissing:
+        return _unverified("tool_missing", "cosign is not installed or not on PATH")
+    with _trusted_root_file() as trusted_root:
+        flags = verification_flags(settings, version, trusted_root)
+        if isinstance(flags, SignatureResult):
+            return flags
+        return _run_cosign([*command, *flags, image], settings, env, what)
 
 
 def _run_cosign(
@@ -351,14 +396,7 @@ def verify_signature(
     timeout, registry unreachable).
     """
     image = _require_by_digest(image_by_digest)
-    try:
-        version = cosign_version(settings, env)
-    except ToolMissing:
-        return _unverified("tool_missing", "cosign is not installed or not on PATH")
-    flags = verification_flags(settings, version)
-    if isinstance(flags, SignatureResult):
-        return flags
-    outcome = _run_cosign(["verify", *flags, image], settings, env, "verify")
+    outcome = _verify_with_trust(settings, env, ["verify"], image, "verify")
     if isinstance(outcome, SignatureResult):
         return outcome
     result = classify_verify(
@@ -377,17 +415,11 @@ def verify_attestation(
 ) -> SignatureResult:
     """Verify a cosign attestation of ``predicate_type`` on the image (same vocabulary)."""
     image = _require_by_digest(image_by_digest)
-    try:
-        version = cosign_version(settings, env)
-    except ToolMissing:
-        return _unverified("tool_missing", "cosign is not installed or not on PATH")
-    flags = verification_flags(settings, version)
-    if isinstance(flags, SignatureResult):
-        return flags
-    outcome = _run_cosign(
-        ["verify-attestation", *flags, "--type", predicate_type, image],
+    outcome = _verify_with_trust(
         settings,
         env,
+        ["verify-attestation", "--type", predicate_type],
+        image,
         "verify-attestation",
     )
     if isinstance(outcome, SignatureResult):

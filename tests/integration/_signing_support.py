@@ -1,20 +1,20 @@
-"""Real components for the signing/SBOM tests: registry, FROM-scratch images, cosign keys.
+"""Real inputs for the signing/SBOM tests: tiny FROM-scratch images, cosign keys, fake tools.
 
-Interim helpers until the shared fixtures in ``tests/conftest.py`` cover the same ground.
-Everything here is real: ``docker-registry serve``, the docker daemon, ``cosign``.
+The registry is the shared session fixture (``tests/conftest.py``). Images are built straight
+with the docker CLI (classic builder, ``--no-cache``) so these tests do not depend on
+``inv build``; everything is real except :func:`fake_tool`, used only for faults a real cosign
+cannot produce on demand (crash, hang).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+
+from shatag.localregistry import LocalRegistry
 
 TOOLS_BIN = (
     Path(os.environ.get("SHATAG_TOOLS_DIR", str(Path.home() / ".cache/shatag/tools"))) / "bin"
@@ -35,54 +35,6 @@ def env_with_tools(*names: str) -> dict[str, str]:
     dirs = [str(Path(tool_path(n)).parent) for n in names]
     path = os.pathsep.join([*dict.fromkeys(dirs), os.environ.get("PATH", os.defpath)])
     return {"PATH": path, "HOME": os.environ.get("HOME", "/root")}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class LocalRegistry:
-    host: str
-    process: subprocess.Popen[bytes]
-
-    def url(self, path: str) -> str:
-        return f"http://{self.host}{path}"
-
-
-def start_registry(root: Path) -> Iterator[LocalRegistry]:
-    port = _free_port()
-    config = root / "registry.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log: {level: error}\n"
-        f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}, delete: {{enabled: true}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}}}\n"
-    )
-    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-    with (root / "registry.log").open("wb") as logfile:
-        proc = subprocess.Popen(
-            [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=logfile
-        )
-    host = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{host}/v2/", timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise AssertionError("docker-registry did not start") from None
-            time.sleep(0.1)
-    try:
-        yield LocalRegistry(host, proc)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def build_and_push(context_root: Path, reference: str, label: str) -> str:
@@ -110,7 +62,7 @@ def build_and_push(context_root: Path, reference: str, label: str) -> str:
 
 def tag_digest(registry: LocalRegistry, name: str, tag: str) -> str:
     req = urllib.request.Request(  # noqa: S310
-        registry.url(f"/v2/{name}/manifests/{tag}"),
+        f"{registry.url}/v2/{name}/manifests/{tag}",
         method="HEAD",
         headers={
             "Accept": ", ".join(

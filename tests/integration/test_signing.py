@@ -9,25 +9,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _signing_support import (
-    LocalRegistry,
-    build_and_push,
-    env_with_tools,
-    fake_tool,
-    generate_key_pair,
-    start_registry,
-    tag_digest,
-    tool_path,
-)
 
 from shatag import signing
 from shatag.config import Settings
 from shatag.errors import ConfigError, SignatureRequired, SoftVerifyToolError, ToolFailure
+from shatag.localregistry import LocalRegistry
+from tests.integration._signing_support import (
+    build_and_push,
+    env_with_tools,
+    fake_tool,
+    generate_key_pair,
+    tag_digest,
+    tool_path,
+)
 
 pytestmark = pytest.mark.needs_cosign
 
@@ -63,22 +61,17 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> World:
     tool_path("cosign")
     root = tmp_path_factory.mktemp("signing")
-    registry_gen = start_registry(root)
-    registry = next(registry_gen)
-    try:
-        yield World(
-            registry=registry,
-            root=root,
-            key_a=generate_key_pair(root / "key-a", PASSWORD_A),
-            key_b=generate_key_pair(root / "key-b", PASSWORD_B),
-            env={**env_with_tools("cosign"), "COSIGN_PASSWORD": PASSWORD_A},
-            repo=f"{registry.host}/signing",
-        )
-    finally:
-        next(registry_gen, None)
+    return World(
+        registry=registry,
+        root=root,
+        key_a=generate_key_pair(root / "key-a", PASSWORD_A),
+        key_b=generate_key_pair(root / "key-b", PASSWORD_B),
+        env={**env_with_tools("cosign"), "COSIGN_PASSWORD": PASSWORD_A},
+        repo=f"{registry.address}/signing",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -246,13 +239,13 @@ def test_fr014_signature_copied_to_other_image_is_invalid(world: World, signed_i
     dst_tag = "sha256-" + other.rpartition("sha256:")[2] + ".sig"
     accept = "application/vnd.oci.image.manifest.v1+json"
     req = urllib.request.Request(  # noqa: S310
-        world.registry.url(f"/v2/signing/manifests/{src_tag}"), headers={"Accept": accept}
+        f"{world.registry.url}/v2/signing/manifests/{src_tag}", headers={"Accept": accept}
     )
     with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
         body = resp.read()
     assert json.loads(body)["layers"]
     put = urllib.request.Request(  # noqa: S310
-        world.registry.url(f"/v2/signing/manifests/{dst_tag}"),
+        f"{world.registry.url}/v2/signing/manifests/{dst_tag}",
         data=body,
         method="PUT",
         headers={"Content-Type": accept},

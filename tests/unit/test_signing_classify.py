@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -53,6 +54,10 @@ OBSERVED: list[tuple[int, str, str]] = [
      "invalid"),
     (1, "Error: loading public key: open nope.pub: no such file or directory\n", "key_not_found"),
     (1, "Error: loading public key: pem to public key: PEM decoding failed\n", "key_not_found"),
+    # New bundle format (cosign v3 signatures; v2 and v3 verifying them): exit 1, not 12.
+    (1, "Error: no matching attestations: failed to verify signature: could not verify envelope: "
+     "accepted signatures do not match threshold, Found: 0, Expected 1\n", "invalid"),
+    (1, "Error: no valid bundles exist in registry\n", "no_signature"),
 ]  # fmt: skip
 
 TOOL_ERRORS: list[tuple[int, str]] = [
@@ -62,6 +67,7 @@ TOOL_ERRORS: list[tuple[int, str]] = [
     (2, "panic: runtime error: invalid memory address\n"),
     (2, "Error: no signatures found\n"),  # right words, wrong exit code: not trusted
     (11, "Error: image tag not found\n"),
+    (1, "Error: trusted root is required when using new bundle format\n"),
     (137, ""),
     (-9, ""),
 ]
@@ -164,10 +170,8 @@ def _settings(**raw: object) -> Settings:
     return Settings.from_mapping(raw)
 
 
-def test_fr010_key_signing_flags_v2_v3(tmp_path: object) -> None:
-    from pathlib import Path
-
-    key = Path(str(tmp_path)) / "cosign.key"
+def test_fr010_key_signing_flags_v2_v3(tmp_path: Path) -> None:
+    key = tmp_path / "cosign.key"
     key.write_text("k")
     settings = _settings(cosign_key=str(key))
     v2 = signing_flags(settings, CosignVersion(2, 6, 5), {})
@@ -205,6 +209,15 @@ def test_fr014_verification_flags() -> None:
     ]
     kms = verification_flags(_settings(cosign_public_key="awskms:///alias/x"), version)
     assert kms == ["--key", "awskms:///alias/x", "--insecure-ignore-tlog"]
+    root = Path("/tmp/root.json")
+    with_root = verification_flags(_settings(cosign_public_key="awskms:///a"), version, root)
+    assert with_root == [
+        "--key",
+        "awskms:///a",
+        "--insecure-ignore-tlog",
+        "--trusted-root",
+        str(root),
+    ]
 
 
 @pytest.mark.parametrize("reason", ["no_signature", "invalid", "key_not_found", "tool_missing"])
