@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 Builder = Literal["buildx", "classic"]
 _PUSH_DIGEST_RE: Final = re.compile(r"digest: (sha256:[0-9a-f]{64})")
-_ANSI_RE: Final = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ANSI_RE: Final = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 # docker push redraws progress bars; only the outcome of each layer is worth a line.
 _PUSH_NOISE: Final = ("Preparing", "Waiting", "Pushing")
 
