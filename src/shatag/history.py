@@ -170,16 +170,76 @@ class HistoryStore:
                 return record
         return None
 
-    def digest_for(self, sha: str) -> str | None:
-        """The digest this environment last ran (or validated) for ``sha``."""
+    def digest_for(self, sha: str, repository: str | None = None) -> str | None:
+        """The digest this environment last ran (or validated) for ``sha`` -- from
+        ``repository`` only, when given (the same commit may be built into staging and
+        canonical with different digests)."""
         for record in self.iter_newest():
-            if record.sha == sha and record.digest:
+            if (
+                record.sha == sha
+                and record.digest
+                and (repository is None or record.repository == repository)
+            ):
                 return record.digest
         return None
 
+    def find_attempt(self, attempt: str, *, within: int = 50) -> HistoryRecord | None:
+        """The record of one deploy attempt, if it is among the newest ``within``."""
+        for record in self.newest(limit=within):
+            if record.attempt == attempt:
+                return record
+        return None
 
-def known_digest(state_dir: Path, sha: str) -> tuple[str, str] | None:
-    """``(env, digest)`` recorded for ``sha`` by any environment's history, newest file first."""
+
+def catalog(store: HistoryStore, limit: int | None = 20) -> list[dict[str, Any]]:
+    """The rollback catalog: newest first, ``current`` set on what the environment runs."""
+    rows: list[dict[str, Any]] = []
+    current_seen = False
+    for record in store.iter_newest():
+        if limit is not None and len(rows) >= limit:
+            break
+        is_current = record.ok and not current_seen
+        current_seen = current_seen or record.ok
+        row = json.loads(record.to_json())
+        row["current"] = is_current
+        rows.append(row)
+    return rows
+
+
+def format_catalog(env: str, rows: list[dict[str, Any]]) -> str:
+    """The human table of :func:`catalog` rows; ``*`` marks the current deployment."""
+    if not rows:
+        return f"{env}: no deployments recorded"
+    header = ("", "finished (UTC)", "action", "sha", "digest", "signature", "result", "was", "by")
+    table = [header]
+    for row in rows:
+        digest = str(row.get("digest", ""))
+        result = str(row.get("result", ""))
+        if row.get("error_code"):
+            result += f" ({row['error_code']})"
+        table.append(
+            (
+                "*" if row.get("current") else "",
+                str(row.get("finished_at") or row.get("started_at", "")),
+                str(row.get("action", "")),
+                str(row.get("sha", "")),
+                digest[:19] + "…" if len(digest) > 19 else digest,
+                f"{row.get('signature_status', '')}/{row.get('signature_reason', '')}",
+                result,
+                str(row.get("previous_sha", ""))[:12] or "-",
+                str(row.get("initiated_by", "")),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    return f"{env} (* = current)\n" + "\n".join(lines)
+
+
+def known_digest(
+    state_dir: Path, sha: str, repository: str | None = None
+) -> tuple[str, str] | None:
+    """``(env, digest)`` recorded for ``sha`` (in ``repository``) by any environment's
+    history, most recently written history first."""
     try:
         env_dirs = [p for p in state_dir.iterdir() if (p / HISTORY_FILE).is_file()]
     except OSError:
@@ -187,7 +247,7 @@ def known_digest(state_dir: Path, sha: str) -> tuple[str, str] | None:
     env_dirs.sort(key=lambda p: (p / HISTORY_FILE).stat().st_mtime, reverse=True)
     for env_dir in env_dirs:
         with contextlib.suppress(ValueError):
-            digest = HistoryStore(state_dir, env_dir.name).digest_for(sha)
+            digest = HistoryStore(state_dir, env_dir.name).digest_for(sha, repository)
             if digest:
                 return env_dir.name, digest
     return None

@@ -76,3 +76,10 @@ def record_rollback(settings: Settings, repository_type: str) -> None:
     _publish(
         settings, "rollback", "Rollbacks performed by shatag", {"repository_type": repository_type}
     )
+
+
+def record_deploy(settings: Settings, repository_type: str) -> None:
+    """``deploy_total{repository_type}``: successful deploys (rollbacks count separately)."""
+    _publish(
+        settings, "deploy", "Deploys performed by shatag", {"repository_type": repository_type}
+    )

@@ -125,6 +125,100 @@ def build(
         )
 
 
+def _emit_switch(record: Any, env: Mapping[str, str]) -> None:
+    """Print a deploy/rollback record: JSON line, human line, GitHub outputs and summary."""
+    data = record.as_dict()
+    output.emit_json(data)
+    output.say(record.human_line())
+    output.github_outputs(
+        {
+            "image_ref": record.image_ref,
+            "image_digest": record.image_digest,
+            "image_sha": record.image_sha,
+            "previous_sha": record.previous_sha,
+        },
+        env=env,
+    )
+    output.step_summary(
+        f"shatag {record.action} ({record.env})",
+        {k: data[k] for k in ("image_ref", "previous_sha", "repository_type", "signature_status")},
+        env=env,
+    )
+
+
+@task(
+    help={
+        "sha": "full 40-hex git SHA to deploy (required; floating tags are refused)",
+        "env": "environment under shatag.environments (default: local)",
+        "metadata": "build metadata JSON whose image_digest the registry digest must equal",
+    }
+)
+def deploy(
+    c: Context, sha: str | None = None, env: str = "local", metadata: str | None = None
+) -> None:
+    """Deploy repo:<sha>@sha256:<digest> to every target of an environment."""
+    environ = _environ()
+    _logging(environ)
+    fields: dict[str, Any] = {"image_sha": sha or "", "env": env}
+    with _edge("deploy", environ, fields):
+        from shatag.deploy import DeployRequest
+        from shatag.deploy import deploy as run_deploy
+
+        request = DeployRequest(
+            sha=sha or "", env=env, metadata=Path(metadata) if metadata else None
+        )
+        record = run_deploy(_settings(c), request, env=environ, on_line=output.say)
+        _emit_switch(record, environ)
+
+
+@task(
+    help={
+        "sha": "full 40-hex git SHA to go back to (default: the previous deployment)",
+        "env": "environment under shatag.environments (default: local)",
+    }
+)
+def rollback(c: Context, sha: str | None = None, env: str = "local") -> None:
+    """Re-deploy an earlier SHA without building (default: the previous deployment)."""
+    environ = _environ()
+    _logging(environ)
+    fields: dict[str, Any] = {"image_sha": sha or "", "env": env}
+    with _edge("rollback", environ, fields):
+        from shatag.rollback import RollbackRequest
+        from shatag.rollback import rollback as run_rollback
+
+        request = RollbackRequest(sha=sha, env=env)  # an explicit empty --sha is MISSING_SHA
+        record = run_rollback(_settings(c), request, env=environ, on_line=output.say)
+        _emit_switch(record, environ)
+
+
+@task(
+    name="history",
+    help={
+        "env": "environment under shatag.environments (default: local)",
+        "limit": "how many records, newest first (default 20; 0 for all)",
+        "json": "one JSON line per record instead of the table",
+    },
+)
+def history_(c: Context, env: str = "local", limit: int = 20, json: bool = False) -> None:
+    """The rollback catalog: deployments newest first, the current one marked."""
+    environ = _environ()
+    _logging(environ)
+    with _edge("history", environ, {"env": env}):
+        from shatag.history import HistoryStore, catalog, format_catalog
+
+        settings = _settings(c)
+        settings.environment(env)
+        rows = catalog(HistoryStore(settings.state_dir, env), limit=limit or None)
+        if json:
+            for row in rows:
+                output.emit_json(row)
+        else:
+            print(format_catalog(env, rows))
+
+
 ns = Collection("shatag")
 ns.add_task(build)
+ns.add_task(deploy)
+ns.add_task(rollback)
+ns.add_task(history_)
 ns.configure({"shatag": DEFAULTS})

@@ -168,6 +168,10 @@ class DockerTarget:
             # The image's HEALTHCHECK keeps its command; probing every second instead of the
             # default 30 s lets the gate open as soon as the service answers.
             health_interval=timedelta(seconds=1),
+            # A tiny init as PID 1 forwards SIGTERM: a server that installs no handler (busybox
+            # httpd, many scripts) otherwise ignores it as PID 1 and every switch waits the full
+            # stop timeout before SIGKILL.
+            init=True,
             pull="never",
         )
 
