@@ -65,6 +65,11 @@ if command -v go >/dev/null 2>&1 && ! "$tools_bin/actionlint" -version 2>/dev/nu
   GOBIN="$tools_bin" GOFLAGS=-buildvcs=false go install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
 fi
 
+# Under GitHub Actions, later steps find cosign/syft/actionlint on PATH.
+if [ -n "${GITHUB_PATH:-}" ]; then
+  echo "$tools_bin" >> "$GITHUB_PATH"
+fi
+
 # The example API's context gets a static busybox (no base image can be pulled here).
 mkdir -p examples/api/bin
 if ! cmp -s "$static_busybox" examples/api/bin/busybox; then

@@ -40,8 +40,18 @@ def _plain(value: Any) -> Any:
 
 
 def _environ() -> dict[str, str]:
-    """The one place that reads the process environment."""
-    return dict(os.environ)
+    """The one place that reads the process environment.
+
+    The pinned tools that ``ci/setup.sh`` installs (cosign, syft) live in
+    ``$SHATAG_TOOLS_DIR/bin`` (default ``~/.cache/shatag/tools/bin``); that directory is
+    appended to PATH, so a cosign already on PATH still wins.
+    """
+    env = dict(os.environ)
+    tools = Path(env.get("SHATAG_TOOLS_DIR") or Path(env.get("HOME", "/")) / ".cache/shatag/tools")
+    tools_bin = tools / "bin"
+    if tools_bin.is_dir():
+        env["PATH"] = os.pathsep.join([p for p in (env.get("PATH"), str(tools_bin)) if p])
+    return env
 
 
 def _logging(env: Mapping[str, str]) -> None:
