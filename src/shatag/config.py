@@ -72,6 +72,29 @@ DEFAULTS: Final[dict[str, Any]] = {
     },
 }
 
+
+def invoke_defaults() -> dict[str, Any]:
+    """:data:`DEFAULTS` as registered with Invoke: lists and numbers as strings.
+
+    Invoke casts an ``INVOKE_SHATAG_*`` value to the type of the default it overrides, outside
+    any task: ``int("abc")`` or a list default fails with a traceback before shatag can say
+    ``CONFIG_ERROR``. With string defaults the value arrives as given and
+    :meth:`Settings.from_mapping` validates it (lists accept ``a,b``; numbers are parsed there).
+
+    >>> invoke_defaults()["main_branches"], invoke_defaults()["registry_retries"]
+    ('main,master', '3')
+    """
+    out: dict[str, Any] = {}
+    for key, value in DEFAULTS.items():
+        if isinstance(value, list):
+            out[key] = ",".join(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = repr(value) if isinstance(value, float) else str(value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 _TARGET_KEYS: Final[dict[str, frozenset[str]]] = {
     "docker": frozenset(
         {"kind", "name", "port", "container_port", "health_path", "health_timeout_sec", "pin"}
