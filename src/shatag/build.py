@@ -62,6 +62,10 @@ class BuildRecord:
     arch: str
     signature_status: str = "unverified"
     signature_reason: str = "tool_missing"
+    sbom_status: str = "skipped"  # generated | tool_missing | error (FR-008)
+    sbom_ref: str = ""
+    sbom_digest: str = ""
+    sbom_attestation: str = "skipped"  # attached | skipped
     build_duration_sec: float = 0.0
     pre_push_digest: str = ""
     post_push_digest: str = ""
@@ -224,7 +228,19 @@ def build(
     record.branch = branch
     record.build_duration_sec = round(time.monotonic() - started, 3)
     record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    # signing/SBOM hook: the signing issue replaces the default unverified/tool_missing here.
+    # signing/SBOM hook: sign, SBOM, attest, soft-verify, all by digest (FR-008/010/014).
+    from shatag.supplychain import after_push
+
+    chain = after_push(
+        settings, repo, sha, record.image_digest, sign=request.sign, reused=record.reused, env=env
+    )
+    record.signature_status = chain.signature.status
+    record.signature_reason = chain.signature.reason
+    record.sbom_status = chain.sbom.status
+    record.sbom_ref = chain.sbom.sbom_ref
+    record.sbom_digest = chain.sbom.sbom_digest
+    record.sbom_attestation = chain.sbom_attestation
+    record.extra.update({k: v for k, v in chain.as_record().items() if k.endswith("_sec")})
     return record
 
 
