@@ -154,6 +154,58 @@ def test_context_must_be_the_commit_being_tagged(
     assert client(shatag_env, "INVOKE_SHATAG_CANONICAL_REPOSITORY").tags() == []
 
 
+def test_failing_build_streams_its_output_and_pushes_nothing(
+    inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
+) -> None:
+    app = make_app()
+    dockerfile = app.path / "Dockerfile"
+    dockerfile.write_text(
+        dockerfile.read_text().replace(
+            "COPY www /www",
+            'COPY www /www\nRUN ["/bin/busybox", "sh", "-c", "echo shatag-canary-line; exit 7"]',
+        )
+    )
+    app.commit('{"version": "broken"}', "break the build")
+    result = build(inv, shatag_env, app, "--branch=main")
+    assert result.returncode != 0
+    assert "error: BUILD_FAILURE:" in result.stderr
+    assert "shatag-canary-line" in result.stderr  # the build's own output is not lost
+    assert result.stderr.index("shatag-canary-line") < result.stderr.index("error: BUILD_FAILURE")
+    assert client(shatag_env, "INVOKE_SHATAG_CANONICAL_REPOSITORY").tags() == []
+
+
+def test_metrics_textfile_counts_builds_per_repository_type(
+    inv: Callable[..., InvResult],
+    shatag_env: dict[str, str],
+    make_app: Callable[..., App],
+    tmp_path: Path,
+) -> None:
+    """image_build_total{repository_type} accumulates across runs; reuse is not a build."""
+    textfile = tmp_path / "shatag.prom"
+    env = {**shatag_env, "INVOKE_SHATAG_METRICS_TEXTFILE": str(textfile)}
+    app = make_app('{"version": "m1"}')
+    assert build(inv, env, app, "--branch=main").returncode == 0
+    app.commit('{"version": "m2"}')
+    assert build(inv, env, app, "--branch=main").returncode == 0
+    assert build(inv, env, app, "--branch=main").record["reused"] is True
+    app.commit('{"version": "m3"}')
+    assert build(inv, env, app, "--branch=feature").returncode == 0
+    text = textfile.read_text()
+    assert 'image_build_total{repository_type="canonical"} 2.0' in text
+    assert 'image_build_total{repository_type="staging"} 1.0' in text
+
+
+def test_metrics_are_off_by_default(
+    inv: Callable[..., InvResult],
+    shatag_env: dict[str, str],
+    make_app: Callable[..., App],
+    tmp_path: Path,
+) -> None:
+    app = make_app('{"version": "nometrics"}')
+    assert build(inv, shatag_env, app, "--branch=main").returncode == 0
+    assert not list(tmp_path.rglob("*.prom"))
+
+
 def test_sha_defaults_to_git_head_of_the_context(
     inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
 ) -> None:
