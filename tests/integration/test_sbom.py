@@ -1,0 +1,130 @@
+"""SBOM with the real syft, attestation with the real cosign, on a real registry (FR-008).
+
+A missing syft or cosign fails these tests (CI installs both with ci/install-tools.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from shatag import sbom, signing
+from shatag.config import Settings
+from shatag.core import parse_repository
+from shatag.localregistry import LocalRegistry
+from tests.integration._signing_support import (
+    build_and_push,
+    env_with_tools,
+    generate_key_pair,
+    tag_digest,
+    tool_path,
+)
+
+pytestmark = [pytest.mark.needs_syft, pytest.mark.needs_cosign]
+
+PASSWORD = "canary-sbom-pw-91ac"
+SHA = "ab" * 20
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tool_path("cosign")
+    return generate_key_pair(tmp_path_factory.mktemp("sbom-keys") / "k", PASSWORD)
+
+
+def _settings(registry: LocalRegistry, tmp_path: Path, keys: tuple[Path, Path]) -> Settings:
+    return Settings.from_mapping(
+        {
+            "canonical_repository": f"{registry.address}/sbom",
+            "staging_repository": f"{registry.address}/sbom-staging",
+            "sbom_dir": str(tmp_path / "sbom"),
+            "cosign_key": str(keys[0]),
+            "cosign_public_key": str(keys[1]),
+        }
+    )
+
+
+def test_fr008_sbom_names_sha_lists_busybox_and_keeps_digest(
+    registry: LocalRegistry, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    tool_path("syft")
+    settings = _settings(registry, tmp_path, keys)
+    digest = build_and_push(tmp_path, f"{settings.canonical}:{SHA}", "sbom")
+    env = {**env_with_tools("syft", "cosign"), "COSIGN_PASSWORD": PASSWORD}
+
+    started = time.monotonic()
+    result = sbom.generate_sbom(settings, settings.canonical, SHA, digest, env=env)
+    elapsed = time.monotonic() - started
+
+    assert result.status == "generated", result.detail
+    path = Path(result.path)
+    assert path.is_file()
+    assert SHA in path.name
+    assert result.sbom_ref == str(path)
+    assert result.sbom_digest.startswith("sha256:")
+    doc = json.loads(path.read_bytes())
+    assert doc["spdxVersion"].startswith("SPDX-")
+    names = {p["name"] for p in doc["packages"]}
+    assert "busybox" in names, names
+    files = {f.get("fileName") for f in doc.get("files", [])}
+    assert "bin/busybox" in files or "/bin/busybox" in files, files
+    # The image was read, not changed: the SHA tag still points at the same digest.
+    assert tag_digest(registry, "sbom", SHA) == digest
+    assert elapsed < 60, f"syft took {elapsed:.1f}s"
+
+    # Attach it (signed) and verify the attestation; the digest still does not move.
+    image = f"{settings.canonical}@{digest}"
+    assert sbom.verify_sbom_attestation(settings, image, env=env).reason == "no_signature"
+    sbom.attest_sbom(settings, image, result, env=env)
+    verified = sbom.verify_sbom_attestation(settings, image, env=env)
+    assert (verified.status, verified.reason) == ("verified", "n/a")
+    assert tag_digest(registry, "sbom", SHA) == digest
+    # An attestation checked against another key is invalid, not verified.
+    other_pub = generate_key_pair(tmp_path / "other", "x-other-pw")[1]
+    wrong = Settings.from_mapping(
+        {
+            "canonical_repository": str(settings.canonical),
+            "staging_repository": str(settings.staging),
+            "cosign_public_key": str(other_pub),
+        }
+    )
+    assert sbom.verify_sbom_attestation(wrong, image, env=env).reason == "invalid"
+
+
+def test_fr008_sbom_without_syft_is_tool_missing(
+    registry: LocalRegistry, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    settings = _settings(registry, tmp_path, keys)
+    digest = build_and_push(tmp_path, f"{settings.canonical}:{'cd' * 20}", "sbom-nosyft")
+    result = sbom.generate_sbom(
+        settings, settings.canonical, "cd" * 20, digest, env={"PATH": str(tmp_path)}
+    )
+    assert result.status == "tool_missing"
+    assert not sbom.sbom_path(settings, "cd" * 20).exists()
+
+
+def test_fr008_sbom_of_unreachable_registry_is_error(
+    tmp_path: Path, keys: tuple[Path, Path], registry: LocalRegistry
+) -> None:
+    tool_path("syft")
+    settings = _settings(registry, tmp_path, keys)
+    repo = parse_repository("127.0.0.1:9/sbom")
+    result = sbom.generate_sbom(
+        settings, repo, SHA, "sha256:" + "e" * 64, env=env_with_tools("syft")
+    )
+    assert result.status == "error"
+    assert result.detail
+
+
+def test_fr008_fr010_signing_does_not_change_digest(
+    registry: LocalRegistry, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    settings = _settings(registry, tmp_path, keys)
+    sha = "ef" * 20
+    digest = build_and_push(tmp_path, f"{settings.canonical}:{sha}", "sign-digest")
+    env = {**env_with_tools("cosign"), "COSIGN_PASSWORD": PASSWORD}
+    signing.sign_image(settings, f"{settings.canonical}@{digest}", env=env)
+    assert tag_digest(registry, "sbom", sha) == digest
