@@ -226,9 +226,55 @@ def history_(c: Context, env: str = "local", limit: int = 20, json: bool = False
             print(format_catalog(env, rows))
 
 
+@task(
+    help={
+        "sha": "full 40-hex git SHA whose image to verify (required)",
+        "staging": "look in the staging repository instead of the canonical one",
+    }
+)
+def verify(c: Context, sha: str = "", staging: bool = False) -> None:
+    """Signature status of one SHA-tagged image (cosign, by digest; FR-014)."""
+    environ = _environ()
+    _logging(environ)
+    with _edge("verify", environ, {"image_sha": sha}):
+        from shatag.core import RepositoryType
+        from shatag.verify import verify_sha
+
+        kind = RepositoryType.STAGING if staging else RepositoryType.CANONICAL
+        record = verify_sha(_settings(c), sha, env=environ, repository_type=kind)
+        output.emit_json(record.as_dict())
+        output.say(
+            f"{record.image_ref}: signature {record.signature_status} "
+            f"({record.signature_reason}), sbom attestation {record.sbom_attestation_status}"
+        )
+
+
+@task(
+    help={
+        "window": "how many of the newest built/deployed SHAs to look at (default 30)",
+        "json": "print the full report (every SHA) as one JSON line",
+    }
+)
+def signatures(c: Context, window: int = 30, json: bool = False) -> None:
+    """Signature coverage and whether it is safe to switch to signature_policy enforce."""
+    environ = _environ()
+    _logging(environ)
+    with _edge("signatures", environ, {}):
+        from shatag.coverage import coverage, format_report
+
+        report = coverage(_settings(c), window=window)
+        data = report.as_dict()
+        if not json:
+            data.pop("shas")
+        output.emit_json(data)
+        output.say(format_report(report))
+
+
 ns = Collection("shatag")
 ns.add_task(build)
 ns.add_task(deploy)
 ns.add_task(rollback)
 ns.add_task(history_)
+ns.add_task(verify)
+ns.add_task(signatures)
 ns.configure({"shatag": DEFAULTS})

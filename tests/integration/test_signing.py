@@ -7,8 +7,10 @@ A missing cosign fails these tests; CI installs it (ci/install-tools.sh).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from shatag import signing
 from shatag.config import Settings
 from shatag.errors import ConfigError, SignatureRequired, SoftVerifyToolError, ToolFailure
 from shatag.localregistry import LocalRegistry
+from tests.conftest import App, InvResult
 from tests.integration._signing_support import (
     build_and_push,
     env_with_tools,
@@ -231,7 +234,6 @@ def test_fr014_tag_repointed_after_signing_is_not_verified(world: World) -> None
 
 def test_fr014_signature_copied_to_other_image_is_invalid(world: World, signed_image: str) -> None:
     """A real signature of image X placed where image Y's signature belongs: cosign exit 12."""
-    import json
     import urllib.request
 
     other = world.push("7" * 40, "copied-sig")
@@ -282,3 +284,96 @@ def test_fr010_password_never_in_captured_output(
         assert PASSWORD_A not in text
         assert PASSWORD_B not in text
     assert "cosign sign" in caplog.text  # the command was logged, without the password
+
+
+# --- the CLI, as CI runs it ---------------------------------------------------------------
+
+
+def _cli_env(world: World, shatag_env: dict[str, str], **extra: str) -> dict[str, str]:
+    return {
+        **shatag_env,
+        "INVOKE_SHATAG_COSIGN_KEY": str(world.key_a[0]),
+        "INVOKE_SHATAG_COSIGN_PUBLIC_KEY": str(world.key_a[1]),
+        "COSIGN_PASSWORD": PASSWORD_A,
+        **extra,
+    }
+
+
+def _push_for(env: dict[str, str], world: World, sha: str, label: str) -> str:
+    repo = env["INVOKE_SHATAG_CANONICAL_REPOSITORY"]
+    return f"{repo}@{build_and_push(world.root, f'{repo}:{sha}', label)}"
+
+
+def test_fr014_cli_verify_without_cosign_is_tool_missing_exit0(
+    world: World, shatag_env: dict[str, str], inv: Callable[..., InvResult], tmp_path: Path
+) -> None:
+    env = _cli_env(world, shatag_env, SHATAG_TOOLS_DIR=str(tmp_path / "no-tools"))
+    env["PATH"] = "/usr/bin:/bin"
+    _push_for(env, world, SHA_X, "cli-no-cosign")
+    result = inv(["verify", f"--sha={SHA_X}"], env)
+    assert result.returncode == 0, result.stderr
+    record = result.record
+    assert (record["signature_status"], record["signature_reason"]) == (
+        "unverified",
+        "tool_missing",
+    )
+
+
+def test_fr014_cli_enforce_unsigned_fails_with_code(
+    world: World, shatag_env: dict[str, str], inv: Callable[..., InvResult]
+) -> None:
+    env = _cli_env(world, shatag_env, INVOKE_SHATAG_SIGNATURE_POLICY="enforce")
+    _push_for(env, world, SHA_Y, "cli-enforce")
+    result = inv(["verify", f"--sha={SHA_Y}"], env)
+    assert result.returncode != 0
+    assert "error: SIGNATURE_REQUIRED:" in result.stderr
+    assert result.record["error_code"] == "SIGNATURE_REQUIRED"
+    assert "Traceback" not in result.stderr
+
+
+def test_fr014_cli_fake_crashing_cosign_fails_soft_verify_tool_error(
+    world: World, shatag_env: dict[str, str], inv: Callable[..., InvResult], tmp_path: Path
+) -> None:
+    bindir = fake_tool(tmp_path / "fake", "cosign", "echo 'garbage' >&2\nexit 2\n")
+    env = _cli_env(world, shatag_env, SHATAG_TOOLS_DIR=str(tmp_path / "no-tools"))
+    env["PATH"] = f"{bindir}:/usr/bin:/bin"
+    _push_for(env, world, SHA_X, "cli-crash")
+    result = inv(["verify", f"--sha={SHA_X}"], env)
+    assert result.returncode != 0
+    assert "error: SOFT_VERIFY_TOOL_ERROR:" in result.stderr
+    assert result.record["error_code"] == "SOFT_VERIFY_TOOL_ERROR"
+
+
+def test_fr010_cli_build_sign_then_verify_and_coverage(
+    world: World,
+    shatag_env: dict[str, str],
+    inv: Callable[..., InvResult],
+    make_app: Callable[..., App],
+) -> None:
+    tool_path("syft")
+    app = make_app('{"version": "signed"}')
+    env = _cli_env(world, shatag_env, INVOKE_SHATAG_CONTEXT=str(app.path))
+    build = inv(["build", f"--sha={app.sha}", "--branch=main", "--sign"], env)
+    assert build.returncode == 0, build.stderr
+    record = build.record
+    assert (record["signature_status"], record["signature_reason"]) == ("verified", "n/a")
+    assert record["sbom_status"] == "generated"
+    assert app.sha in record["sbom_ref"]
+    assert record["sbom_digest"].startswith("sha256:")
+    assert record["sbom_attestation"] == "attached"
+    metadata = json.loads((Path(env["INVOKE_SHATAG_METADATA_DIR"]) / f"{app.sha}.json").read_text())
+    assert metadata["sbom_digest"] == record["sbom_digest"]
+
+    verify = inv(["verify", f"--sha={app.sha}"], env)
+    assert verify.returncode == 0, verify.stderr
+    assert verify.record["signature_status"] == "verified"
+    assert verify.record["image_digest"] == record["image_digest"]
+    assert verify.record["sbom_attestation_status"] == "verified"
+
+    cov = inv(["signatures"], env)
+    assert cov.returncode == 0, cov.stderr
+    assert cov.record["total"] == 1
+    assert cov.record["verified_pct"] == 100.0
+    assert cov.record["criterion_met"] is False  # 1 SHA is not 30
+    for text in (build.stdout, build.stderr, verify.stdout, verify.stderr, cov.stdout):
+        assert PASSWORD_A not in text

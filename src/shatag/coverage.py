@@ -1,0 +1,181 @@
+"""Signature coverage: is it safe to switch ``signature_policy`` to ``enforce``? (FR-014)
+
+Looks at the last ``window`` (30) distinct SHAs that were built or deployed, newest first, and
+for each takes its newest observation:
+
+* build records — the metadata files ``<metadata_dir>/<sha>.json`` written by ``inv build``
+  (``signature_status``/``signature_reason``, ``created_at``);
+* deploy/rollback records — the history of every configured environment
+  (:class:`shatag.history.HistoryStore`, ``signature_*``, ``finished_at``), including failed
+  attempts, whose ``error_code`` SOFT_VERIFY_TOOL_ERROR counts as a tool failure.
+
+A *tool failure* is an observation where the verifier could not answer: reason ``error``,
+reason ``tool_missing`` (no cosign where verification ran) or error code
+SOFT_VERIFY_TOOL_ERROR. The escalation criterion holds when at least ``window`` SHAs are known,
+≥90 % of them are ``verified`` and <1 % are tool failures.
+
+>>> report = summarize([Observation("a" * 40, "build", "2024-01-01", "verified", "n/a")], 1)
+>>> (report.verified_pct, report.criterion_met)
+(100.0, True)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, Literal
+
+from shatag.config import Settings
+from shatag.core import is_sha
+from shatag.history import HistoryStore
+
+WINDOW: Final = 30
+MIN_VERIFIED_PCT: Final = 90.0
+MAX_TOOL_FAILURE_PCT: Final = 1.0
+TOOL_FAILURE_REASONS: Final = frozenset({"error", "tool_missing"})
+TOOL_FAILURE_CODE: Final = "SOFT_VERIFY_TOOL_ERROR"
+
+Source = Literal["build", "deploy", "rollback"]
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    sha: str
+    source: Source
+    when: str
+    signature_status: str
+    signature_reason: str
+    error_code: str = ""
+    where: str = ""
+
+    @property
+    def tool_failure(self) -> bool:
+        return self.signature_reason in TOOL_FAILURE_REASONS or self.error_code == TOOL_FAILURE_CODE
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageReport:
+    window: int
+    total: int
+    verified: int
+    tool_failures: int
+    verified_pct: float
+    tool_failure_pct: float
+    criterion_met: bool
+    reason: str
+    sources: tuple[str, ...] = ()
+    shas: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sources"] = list(self.sources)
+        return {"phase": "signatures", **data}
+
+
+def summarize(observations: Iterable[Observation], window: int = WINDOW) -> CoverageReport:
+    """The newest observation of each of the newest ``window`` SHAs, and the criterion."""
+    latest: dict[str, Observation] = {}
+    for obs in sorted(observations, key=lambda o: o.when, reverse=True):
+        if obs.sha not in latest:
+            latest[obs.sha] = obs
+    chosen = list(latest.values())[:window]
+    total = len(chosen)
+    verified = sum(1 for o in chosen if o.signature_status == "verified")
+    failures = sum(1 for o in chosen if o.tool_failure)
+    verified_pct = round(100.0 * verified / total, 1) if total else 0.0
+    failure_pct = round(100.0 * failures / total, 1) if total else 0.0
+    if total < window:
+        met, reason = False, f"only {total} of the {window} SHAs needed have been built/deployed"
+    elif verified_pct < MIN_VERIFIED_PCT:
+        met, reason = False, f"{verified_pct}% verified, need at least {MIN_VERIFIED_PCT:g}%"
+    elif failure_pct >= MAX_TOOL_FAILURE_PCT:
+        met, reason = (
+            False,
+            f"{failure_pct}% tool failures, need less than {MAX_TOOL_FAILURE_PCT:g}%",
+        )
+    else:
+        met, reason = True, "ready for signature_policy: enforce"
+    return CoverageReport(
+        window=window,
+        total=total,
+        verified=verified,
+        tool_failures=failures,
+        verified_pct=verified_pct,
+        tool_failure_pct=failure_pct,
+        criterion_met=met,
+        reason=reason,
+        shas=[asdict(o) for o in chosen],
+    )
+
+
+def build_observations(settings: Settings) -> list[Observation]:
+    """One observation per readable ``<sha>.json`` metadata file."""
+    out: list[Observation] = []
+    directory = settings.metadata_dir
+    if not directory.is_dir():
+        return out
+    for path in directory.glob("*.json"):
+        if not is_sha(path.stem):
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        out.append(
+            Observation(
+                sha=str(data.get("image_sha") or path.stem),
+                source="build",
+                when=str(data.get("created_at", "")),
+                signature_status=str(data.get("signature_status", "unverified")),
+                signature_reason=str(data.get("signature_reason", "")),
+                error_code=str(data.get("error_code", "")),
+                where=str(path),
+            )
+        )
+    return out
+
+
+def history_observations(settings: Settings, limit: int = 500) -> list[Observation]:
+    """Deploy and rollback attempts of every configured environment (newest ``limit`` each)."""
+    out: list[Observation] = []
+    for env_name in settings.environments:
+        store = HistoryStore(settings.state_dir, env_name)
+        for record in store.newest(limit=limit):
+            if not is_sha(record.sha):
+                continue
+            out.append(
+                Observation(
+                    sha=record.sha,
+                    source=record.action,
+                    when=record.finished_at or record.started_at,
+                    signature_status=record.signature_status,
+                    signature_reason=record.signature_reason,
+                    error_code=record.error_code,
+                    where=f"history:{env_name}",
+                )
+            )
+    return out
+
+
+def coverage(settings: Settings, window: int = WINDOW) -> CoverageReport:
+    """Coverage over build metadata and deployment history (see the module docstring)."""
+    builds = build_observations(settings)
+    deploys = history_observations(settings)
+    report = summarize([*builds, *deploys], window)
+    sources = (f"metadata:{settings.metadata_dir}", f"history:{settings.state_dir}")
+    return CoverageReport(**{**asdict(report), "sources": sources})
+
+
+def format_report(report: CoverageReport) -> str:
+    """The human summary line(s) of a report."""
+    verdict = "MET" if report.criterion_met else "NOT MET"
+    lines = [
+        f"signature coverage over the last {report.total}/{report.window} SHAs: "
+        f"{report.verified_pct}% verified, {report.tool_failure_pct}% tool failures",
+        f"escalation criterion (>= {MIN_VERIFIED_PCT:g}% verified, < {MAX_TOOL_FAILURE_PCT:g}% "
+        f"tool failures): {verdict} — {report.reason}",
+    ]
+    return "\n".join(lines)

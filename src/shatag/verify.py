@@ -1,0 +1,80 @@
+"""``inv verify --sha=…``: the signature status of one SHA-tagged image, nothing else (FR-014).
+
+The tag is resolved to its digest in the registry (no pull; MISSING_TAG when absent), the
+signature is verified by digest, the SBOM attestation too, and the policy applied: ``soft``
+reports, ``enforce`` raises SIGNATURE_REQUIRED for an unverified image. A cosign that gives no
+pass/fail answer raises SOFT_VERIFY_TOOL_ERROR under either policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from shatag.config import Settings
+from shatag.core import RepositoryType, pinned_reference, validate_sha
+from shatag.errors import MissingTag
+from shatag.registry import RegistryClient
+from shatag.sbom import verify_sbom_attestation
+from shatag.signing import enforce_policy, verify_signature
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRecord:
+    image_sha: str
+    image_digest: str
+    image_ref: str
+    repository: str
+    repository_type: str
+    signature_status: str
+    signature_reason: str
+    signature_detail: str
+    sbom_attestation_status: str
+    sbom_attestation_reason: str
+    signature_policy: str
+    verify_duration_sec: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"phase": "verify", **asdict(self)}
+
+
+def verify_sha(
+    settings: Settings,
+    sha: str,
+    *,
+    env: Mapping[str, str],
+    repository_type: RepositoryType = RepositoryType.CANONICAL,
+) -> VerifyRecord:
+    """Verify the image tagged ``sha`` in the canonical (or staging) repository."""
+    started = time.monotonic()
+    sha = validate_sha(sha)
+    repo = settings.repository(repository_type)
+    registry = RegistryClient(
+        repo, env=env, timeout=settings.registry_timeout_sec, retries=settings.registry_retries
+    )
+    digest = registry.manifest_digest(sha)
+    if digest is None:
+        raise MissingTag(
+            f"{repo.tag(sha)} is not in the registry; build and push it first (`inv build`)"
+        )
+    image = f"{repo}@{digest}"
+    signature = verify_signature(settings, image, env=env)
+    attestation = verify_sbom_attestation(settings, image, env=env)
+    record = VerifyRecord(
+        image_sha=sha,
+        image_digest=digest,
+        image_ref=pinned_reference(repo, sha, digest),
+        repository=str(repo),
+        repository_type=repository_type.value,
+        signature_status=signature.status,
+        signature_reason=signature.reason,
+        signature_detail=signature.detail,
+        sbom_attestation_status=attestation.status,
+        sbom_attestation_reason=attestation.reason,
+        signature_policy=settings.signature_policy,
+        verify_duration_sec=round(time.monotonic() - started, 3),
+    )
+    enforce_policy(settings, signature)
+    return record
