@@ -162,12 +162,19 @@ def deploy(
 
 
 def resolve_image(
-    settings: Settings, envcfg: EnvironmentConfig, sha: str, *, env: Mapping[str, str]
+    settings: Settings,
+    envcfg: EnvironmentConfig,
+    sha: str,
+    *,
+    env: Mapping[str, str],
+    staging_only: type[ShatagError] = PolicyViolation,
 ) -> ImageRef:
     """Find ``<repo>:<sha>`` in the registry by HEAD (no pull) under the repository policy.
 
-    A canonical environment takes canonical images only (FR-012/016); a staging environment
-    takes staging images, and canonical ones (which passed the stricter route) too.
+    A canonical environment takes canonical images only (FR-012/016): a SHA found only in
+    staging raises ``staging_only`` (POLICY_VIOLATION for deploy; rollback's contract calls it
+    MISSING_TAG). A staging environment takes staging images, and canonical ones (which passed
+    the stricter route) too.
     """
     own_type = envcfg.repository_type
     own = settings.repository(own_type)
@@ -182,7 +189,7 @@ def resolve_image(
     if other_digest is not None and own_type is RepositoryType.STAGING:
         return ImageRef(other, sha, other_digest)
     if other_digest is not None:
-        raise PolicyViolation(
+        raise staging_only(
             f"{sha} is not in the canonical repository {own}; it exists only in the staging "
             f"repository {other} (a non-main branch build). Environment {envcfg.name!r} takes "
             "canonical images only (FR-016): merge to a main branch and build it there"

@@ -30,7 +30,7 @@ from shatag.deploy import (
     switch,
     verify,
 )
-from shatag.errors import DigestMismatch, NoRollbackTarget
+from shatag.errors import DigestMismatch, MissingTag, NoRollbackTarget
 from shatag.history import HistoryStore, initiated_by, known_digest
 from shatag.lock import env_lock
 
@@ -69,7 +69,7 @@ def rollback(
                     f"different SHA to roll back to ({now}); pass --sha=<40hex> explicitly"
                 )
             sha = previous.sha
-        image = resolve_image(settings, envcfg, sha, env=env)
+        image = resolve_image(settings, envcfg, sha, env=env, staging_only=MissingTag)
         recorded = store.digest_for(sha, str(image.repository))
         where = f"the deployment history of {envcfg.name!r}"
         if recorded is None:

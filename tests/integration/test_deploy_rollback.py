@@ -404,6 +404,11 @@ def test_staging_sha_into_production_names_the_repository(
     # its metadata names the staging repository: refused as well
     result = site.deploy(feature, f"--metadata={feature.metadata}")
     assert "error: POLICY_VIOLATION:" in result.stderr
+    # rollback's contract: not in the canonical repository is MISSING_TAG, naming staging
+    result = site.rollback(f"--sha={feature.sha}")
+    assert "error: MISSING_TAG:" in result.stderr
+    assert world.staging in result.stderr
+    _assert_untouched(site)
 
 
 def test_tampered_tag_is_refused_by_metadata_and_by_history(
