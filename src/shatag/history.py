@@ -174,9 +174,14 @@ class HistoryStore:
         """The digest this environment last ran (or validated) for ``sha`` -- from
         ``repository`` only, when given (the same commit may be built into staging and
         canonical with different digests)."""
-        for record in self.iter_newest():
+        needle = sha.encode("ascii", "replace")
+        for raw in _reverse_lines(self.path):
+            if needle not in raw:  # skip parsing lines that cannot match: a miss stays fast
+                continue
+            record = HistoryRecord.from_json(raw)
             if (
-                record.sha == sha
+                record is not None
+                and record.sha == sha
                 and record.digest
                 and (repository is None or record.repository == repository)
             ):

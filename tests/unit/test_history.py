@@ -208,3 +208,16 @@ def test_append_fsyncs(store: HistoryStore, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(os, "fsync", spy)
     store.append(rec(SHA_A))
     assert calls
+
+
+def test_digest_for_filters_by_repository(store: HistoryStore) -> None:
+    store.append(
+        HistoryRecord("deploy", "prod", SHA_A, "sha256:" + "1" * 64, "ok", repository="r/x")
+    )
+    store.append(
+        HistoryRecord("deploy", "prod", SHA_A, "sha256:" + "2" * 64, "ok", repository="r/y")
+    )
+    assert store.digest_for(SHA_A) == "sha256:" + "2" * 64
+    assert store.digest_for(SHA_A, "r/x") == "sha256:" + "1" * 64
+    assert store.digest_for(SHA_A, "r/z") is None
+    assert store.digest_for(SHA_B) is None
