@@ -16,18 +16,31 @@ if TYPE_CHECKING:
     from shatag.config import Settings
 
 
-def _publish(settings: Settings, name: str, documentation: str, labels: dict[str, str]) -> None:
+_DOCS: dict[str, str] = {
+    "image_build": "Images built and pushed by shatag",
+    "rollback": "Rollbacks performed by shatag",
+    "deploy": "Deploys performed by shatag",
+}
+
+_Totals = dict[str, dict[tuple[tuple[str, str], ...], float]]
+
+
+def _publish(settings: Settings, name: str, labels: dict[str, str]) -> None:
+    """Add 1 to ``<name>_total{labels}``; every other counter in the textfile is kept."""
     if not (settings.metrics_textfile or settings.metrics_pushgateway):
         return
     from prometheus_client import CollectorRegistry, Counter, push_to_gateway, write_to_textfile
 
+    totals = _previous_totals(settings.metrics_textfile)
+    mine = totals.setdefault(name, {})
+    key = tuple(sorted(labels.items()))
+    mine[key] = mine.get(key, 0.0) + 1
     registry = CollectorRegistry()
-    counter = Counter(name, documentation, list(labels), registry=registry)
-    previous = _previous_totals(settings.metrics_textfile, f"{name}_total")
-    for known, value in previous.items():
-        if known != tuple(sorted(labels.items())):
-            counter.labels(**dict(known)).inc(value)
-    counter.labels(**labels).inc(previous.get(tuple(sorted(labels.items())), 0.0) + 1)
+    for family, series in sorted(totals.items()):
+        label_names = sorted({label for key_ in series for label, _ in key_})
+        counter = Counter(family, _DOCS.get(family, family), label_names, registry=registry)
+        for series_key, value in series.items():
+            counter.labels(**dict(series_key)).inc(value)
     if settings.metrics_textfile:
         # write_to_textfile writes a temp file and renames it: readers never see half a file.
         write_to_textfile(settings.metrics_textfile, registry)
@@ -40,8 +53,8 @@ def _publish(settings: Settings, name: str, documentation: str, labels: dict[str
             ) from None
 
 
-def _previous_totals(textfile: str, sample: str) -> dict[tuple[tuple[str, str], ...], float]:
-    """Counters accumulate across runs: read the totals the textfile already holds."""
+def _previous_totals(textfile: str) -> _Totals:
+    """Counters accumulate across runs: read every counter total the textfile already holds."""
     if not textfile:
         return {}
     from prometheus_client.parser import text_string_to_metric_families
@@ -50,12 +63,15 @@ def _previous_totals(textfile: str, sample: str) -> dict[tuple[tuple[str, str], 
         text = Path(textfile).read_text()
     except OSError:
         return {}
-    totals: dict[tuple[tuple[str, str], ...], float] = {}
+    totals: _Totals = {}
     try:
         for family in text_string_to_metric_families(text):
+            if family.type != "counter" or family.name not in _DOCS:
+                continue
             for s in family.samples:
-                if s.name == sample:
-                    totals[tuple(sorted(s.labels.items()))] = float(s.value)
+                if s.name == f"{family.name}_total":
+                    key = tuple(sorted(s.labels.items()))
+                    totals.setdefault(family.name, {})[key] = float(s.value)
     except ValueError:
         return {}
     return totals
@@ -63,23 +79,14 @@ def _previous_totals(textfile: str, sample: str) -> dict[tuple[tuple[str, str], 
 
 def record_build(settings: Settings, repository_type: str) -> None:
     """``image_build_total{repository_type}``."""
-    _publish(
-        settings,
-        "image_build",
-        "Images built and pushed by shatag",
-        {"repository_type": repository_type},
-    )
+    _publish(settings, "image_build", {"repository_type": repository_type})
 
 
 def record_rollback(settings: Settings, repository_type: str) -> None:
     """``rollback_total{repository_type}``."""
-    _publish(
-        settings, "rollback", "Rollbacks performed by shatag", {"repository_type": repository_type}
-    )
+    _publish(settings, "rollback", {"repository_type": repository_type})
 
 
 def record_deploy(settings: Settings, repository_type: str) -> None:
     """``deploy_total{repository_type}``: successful deploys (rollbacks count separately)."""
-    _publish(
-        settings, "deploy", "Deploys performed by shatag", {"repository_type": repository_type}
-    )
+    _publish(settings, "deploy", {"repository_type": repository_type})
