@@ -65,6 +65,16 @@ if command -v go >/dev/null 2>&1 && ! "$tools_bin/actionlint" -version 2>/dev/nu
   GOBIN="$tools_bin" GOFLAGS=-buildvcs=false go install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
 fi
 
+# The buildx plugin binary, so the test suite can exercise the BuildKit path where the docker CLI
+# has no buildx (Debian's docker.io). It is not installed as a plugin: the tests point
+# DOCKER_CONFIG at a directory that links it, so the machine's default builder is unchanged.
+BUILDX_VERSION=v0.38.2
+if command -v go >/dev/null 2>&1 && ! docker buildx version >/dev/null 2>&1 \
+   && [ ! -x "$tools_bin/buildx" ]; then
+  log "installing buildx $BUILDX_VERSION (plugin binary for the BuildKit-path tests)"
+  GOBIN="$tools_bin" GOFLAGS=-buildvcs=false go install "github.com/docker/buildx/cmd/buildx@$BUILDX_VERSION"
+fi
+
 # Under GitHub Actions, later steps find cosign/syft/actionlint on PATH.
 if [ -n "${GITHUB_PATH:-}" ]; then
   echo "$tools_bin" >> "$GITHUB_PATH"

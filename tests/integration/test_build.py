@@ -15,7 +15,7 @@ import pytest
 from shatag.core import parse_repository
 from shatag.localregistry import LocalRegistry, free_port
 from shatag.registry import RegistryClient
-from tests.conftest import ROOT, App, InvResult
+from tests.conftest import ROOT, TOOLS_BIN, App, InvResult
 
 BUILD_KEYS = {
     "phase",
@@ -204,6 +204,50 @@ def test_metrics_are_off_by_default(
     app = make_app('{"version": "nometrics"}')
     assert build(inv, shatag_env, app, "--branch=main").returncode == 0
     assert not list(tmp_path.rglob("*.prom"))
+
+
+def _buildx_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """Where the docker CLI lacks buildx, link the plugin ci/setup.sh built into a private
+    DOCKER_CONFIG, so only this test sees it."""
+    probe = subprocess.run(
+        ["docker", "buildx", "version"], capture_output=True, timeout=60, check=False
+    )
+    if probe.returncode == 0:
+        return env
+    plugin = TOOLS_BIN / "buildx"
+    if not plugin.exists():
+        pytest.fail(f"{plugin} is missing: run `bash ci/setup.sh` (it builds buildx with Go)")
+    config = tmp_path / "docker-config"
+    (config / "cli-plugins").mkdir(parents=True)
+    (config / "cli-plugins" / "docker-buildx").symlink_to(plugin)
+    return {**env, "DOCKER_CONFIG": str(config)}
+
+
+@pytest.mark.parametrize("builder", ["buildx", "classic"])
+def test_both_builders_produce_a_proven_single_manifest(
+    inv: Callable[..., InvResult],
+    shatag_env: dict[str, str],
+    make_app: Callable[..., App],
+    tmp_path: Path,
+    builder: str,
+) -> None:
+    """BuildKit when the CLI has buildx (attestations off: one manifest), classic otherwise."""
+    env = _buildx_env(shatag_env, tmp_path)
+    if builder == "classic":
+        env["SHATAG_BUILDER"] = "classic"
+    app = make_app(f'{{"builder": "{builder}"}}')
+    result = build(inv, env, app, "--branch=main")
+    assert result.returncode == 0, result.stderr
+    record = result.record
+    assert record["builder"] == builder
+    assert record["digest_verification"] == "ok"
+    canonical = client(shatag_env, "INVOKE_SHATAG_CANONICAL_REPOSITORY")
+    manifest = canonical.manifest(app.sha)
+    assert manifest is not None
+    assert manifest.digest == record["image_digest"]
+    assert "manifests" not in manifest.parsed()  # a single image manifest, not an index (FR-015)
+    assert canonical.config_digest(app.sha) == record["pre_push_digest"]
+    assert canonical.manifest_digest(app.sha[:12]) == record["image_digest"]
 
 
 def test_sha_defaults_to_git_head_of_the_context(
