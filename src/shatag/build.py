@@ -65,7 +65,6 @@ class BuildRecord:
     sbom_status: str = "skipped"  # generated | tool_missing | error (FR-008)
     sbom_ref: str = ""
     sbom_digest: str = ""
-    sbom_attestation: str = "skipped"  # attached | skipped
     build_duration_sec: float = 0.0
     pre_push_digest: str = ""
     post_push_digest: str = ""
@@ -239,8 +238,6 @@ def build(
     record.sbom_status = chain.sbom.status
     record.sbom_ref = chain.sbom.sbom_ref
     record.sbom_digest = chain.sbom.sbom_digest
-    record.sbom_attestation = chain.sbom_attestation
-    record.extra.update({k: v for k, v in chain.as_record().items() if k.endswith("_sec")})
     return record
 
 

@@ -30,7 +30,7 @@ from shatag.signing import SignatureResult, attest_predicate, verify_attestation
 
 log = logging.getLogger("shatag.sbom")
 
-SbomStatus = Literal["generated", "tool_missing", "error"]
+SbomStatus = Literal["generated", "tool_missing"]
 SYFT: Final = "syft"
 PREDICATE_TYPE: Final = "spdxjson"
 
@@ -95,8 +95,8 @@ def generate_sbom(
 ) -> SbomResult:
     """Scan ``repository@digest`` from the registry with syft into ``<sbom_dir>/<sha>.spdx.json``.
 
-    Never raises for a tool problem: a missing syft is ``tool_missing``, any failure ``error``
-    with a detail (the SBOM is evidence, not a gate).
+    A missing syft is ``tool_missing`` (the product never requires it); a syft that runs and
+    fails raises :class:`ToolFailure` (TOOL_FAILURE, contracts/sbom-linkage.yaml).
     """
     validate_digest(digest)
     path = sbom_path(settings, sha)
@@ -113,14 +113,23 @@ def generate_sbom(
         packages = parse_spdx(data, digest)
     except ToolMissing:
         return SbomResult("tool_missing", detail="syft is not installed or not on PATH")
-    except ToolTimeout:
-        return SbomResult(
-            "error", detail=f"syft did not finish within {settings.tool_timeout_sec:g}s"
-        )
+    except ToolTimeout as exc:
+        raise ToolFailure(
+            f"syft did not finish within {settings.tool_timeout_sec:g}s "
+            "(shatag.tool_timeout_sec); the image is pushed and unchanged",
+            command=exc.command,
+        ) from None
     except ToolFailure as exc:
-        return SbomResult("error", detail=str(exc)[:500])
+        raise ToolFailure(
+            f"syft failed to scan {image}; the image is pushed and unchanged: {exc}",
+            command=exc.command,
+            returncode=exc.returncode,
+            output=exc.output,
+        ) from None
     except (OSError, ValueError) as exc:
-        return SbomResult("error", detail=f"syft produced no usable SPDX-JSON: {exc}")
+        raise ToolFailure(
+            f"syft produced no usable SPDX-JSON for {image}: {exc}", command=SYFT
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     atomic_write_bytes(path, data)

@@ -226,26 +226,20 @@ def history_(c: Context, env: str = "local", limit: int = 20, json: bool = False
             print(format_catalog(env, rows))
 
 
-@task(
-    help={
-        "sha": "full 40-hex git SHA whose image to verify (required)",
-        "staging": "look in the staging repository instead of the canonical one",
-    }
-)
-def verify(c: Context, sha: str = "", staging: bool = False) -> None:
+@task(help={"sha": "full 40-hex git SHA whose image (canonical repository) to verify"})
+def verify(c: Context, sha: str = "") -> None:
     """Signature status of one SHA-tagged image (cosign, by digest; FR-014)."""
     environ = _environ()
     _logging(environ)
     with _edge("verify", environ, {"image_sha": sha}):
-        from shatag.core import RepositoryType
         from shatag.verify import verify_sha
 
-        kind = RepositoryType.STAGING if staging else RepositoryType.CANONICAL
-        record = verify_sha(_settings(c), sha, env=environ, repository_type=kind)
+        record = verify_sha(_settings(c), sha, env=environ)
         output.emit_json(record.as_dict())
         output.say(
             f"{record.image_ref}: signature {record.signature_status} "
-            f"({record.signature_reason}), sbom attestation {record.sbom_attestation_status}"
+            f"({record.signature_reason}); sbom attestation {record.sbom_attestation_status} "
+            f"({record.sbom_attestation_reason})"
         )
 
 

@@ -37,7 +37,22 @@ class VerifyRecord:
     verify_duration_sec: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"phase": "verify", **asdict(self)}
+        """The verify log line: exactly the fields of the signature-verification contract."""
+        data = asdict(self)
+        return {"phase": "verify", **{k: data[k] for k in _LINE_FIELDS}}
+
+
+# specs/003-tag-api-container/contracts/signature-verification.yaml (additionalProperties: false)
+_LINE_FIELDS = (
+    "image_sha",
+    "image_ref",
+    "image_digest",
+    "repository",
+    "repository_type",
+    "signature_status",
+    "signature_reason",
+    "signature_policy",
+)
 
 
 def verify_sha(

@@ -14,6 +14,7 @@ import pytest
 from shatag import sbom, signing
 from shatag.config import Settings
 from shatag.core import parse_repository
+from shatag.errors import ToolFailure
 from shatag.localregistry import LocalRegistry
 from tests.integration._signing_support import (
     build_and_push,
@@ -106,17 +107,17 @@ def test_fr008_sbom_without_syft_is_tool_missing(
     assert not sbom.sbom_path(settings, "cd" * 20).exists()
 
 
-def test_fr008_sbom_of_unreachable_registry_is_error(
+def test_fr008_syft_failing_is_tool_failure(
     tmp_path: Path, keys: tuple[Path, Path], registry: LocalRegistry
 ) -> None:
+    """A real syft against a closed port: it runs and fails -> TOOL_FAILURE, no SBOM file."""
     tool_path("syft")
     settings = _settings(registry, tmp_path, keys)
     repo = parse_repository("127.0.0.1:9/sbom")
-    result = sbom.generate_sbom(
-        settings, repo, SHA, "sha256:" + "e" * 64, env=env_with_tools("syft")
-    )
-    assert result.status == "error"
-    assert result.detail
+    with pytest.raises(ToolFailure) as excinfo:
+        sbom.generate_sbom(settings, repo, SHA, "sha256:" + "e" * 64, env=env_with_tools("syft"))
+    assert excinfo.value.code == "TOOL_FAILURE"
+    assert not sbom.sbom_path(settings, SHA).exists()
 
 
 def test_fr008_fr010_signing_does_not_change_digest(
