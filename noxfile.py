@@ -98,7 +98,9 @@ def perf(session: nox.Session) -> None:
     if os.environ.get("SHATAG_SKIP_PERF") == "1":
         session.skip("SHATAG_SKIP_PERF=1")
     _install(session, "perf")
-    _pytest(session, "tests/perf")
+    # A benchmark script, not a pytest suite: it interleaves the compared commands, writes
+    # docs/performance.md + docs/perf-validation.png and exits 1 when an asserted ratio misses.
+    session.run("python", "-m", "tests.perf.bench", *session.posargs, env=_tools_env(session))
 
 
 @nox.session(python=PYTHON)
