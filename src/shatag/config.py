@@ -231,7 +231,7 @@ def _positive(raw: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> 
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"shatag.{key} must be a number, not {value!r}") from None
-    if number < 0 or (number == 0 and not allow_zero) or math.isnan(number):
+    if number < 0 or (number == 0 and not allow_zero) or not math.isfinite(number):
         raise ConfigError(f"shatag.{key} must be positive, not {value!r}")
     return number
 
@@ -287,7 +287,7 @@ def _target(env: str, index: int, raw: Any) -> TargetConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping with a 'kind'")
     kind = raw.get("kind")
-    if kind not in _TARGET_KEYS:
+    if not isinstance(kind, str) or kind not in _TARGET_KEYS:
         raise ConfigError(f"{where}.kind must be one of docker, sdl, tfvars, not {kind!r}")
     unknown = sorted(set(raw) - _TARGET_KEYS[kind])
     if unknown:
@@ -307,7 +307,7 @@ def _target(env: str, index: int, raw: Any) -> TargetConfig:
             service=str(raw.get("service", "")),
             pin=pin,
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if kind == "docker" and not (
         target.name and 0 < target.port < 65536 and 0 < target.container_port < 65536
