@@ -839,6 +839,8 @@ def markdown(w: World, info: Mapping[str, str], elapsed: float) -> str:
     ]
     for r in w.rows:
         result = "pass" if r.ok else ("**FAIL**" if r.asserted else "over target")
+        if r.shatag == "not measured":
+            result = "-"
         lines.append(
             f"| {r.item} | {r.what} | {r.shatag} | {r.baseline} | {r.ratio} | {r.target} | "
             f"{'yes' if r.asserted else 'no'} | {result} |"
