@@ -26,7 +26,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from shatag import output
-from shatag.config import DEFAULTS, Settings
+from shatag.config import Settings, invoke_defaults
 from shatag.errors import ShatagError
 
 
@@ -271,4 +271,4 @@ ns.add_task(rollback)
 ns.add_task(history_)
 ns.add_task(verify)
 ns.add_task(signatures)
-ns.configure({"shatag": DEFAULTS})
+ns.configure({"shatag": invoke_defaults()})
