@@ -125,30 +125,12 @@ class ToolMissing(ToolFailure):
     code = "TOOL_MISSING"
 
 
-ALL_CODES: tuple[str, ...] = tuple(
-    sorted(
-        {
-            cls.code
-            for cls in (
-                MissingSha,
-                InvalidInput,
-                ConfigError,
-                BuildFailure,
-                PushFailure,
-                RegistryUnavailable,
-                RegistryAuthError,
-                MissingTag,
-                PolicyViolation,
-                DigestMismatch,
-                SoftVerifyToolError,
-                SignatureRequired,
-                DeployFailed,
-                DeployLocked,
-                NoRollbackTarget,
-                ToolFailure,
-                ToolTimeout,
-                ToolMissing,
-            )
-        }
-    )
-)
+def _codes(cls: type[ShatagError]) -> set[str]:
+    found = {cls.code}
+    for sub in cls.__subclasses__():
+        found |= _codes(sub)
+    return found
+
+
+#: Every code an expected failure can carry (derived, so a new error class cannot be missed).
+ALL_CODES: tuple[str, ...] = tuple(sorted(_codes(ShatagError) - {ShatagError.code}))

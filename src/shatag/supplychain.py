@@ -8,8 +8,9 @@ Order and failure policy:
 
 1. ``--sign``: ``cosign sign`` by digest (skipped for a reused image that already verifies).
    A failed signing fails the build (the operator asked for it); the tags stay as they are.
-2. SBOM (FR-008): syft scans the pushed digest; missing syft → ``sbom_status=tool_missing``,
-   other trouble → ``sbom_status=error``; neither fails the build.
+2. SBOM (FR-008): syft scans the pushed digest; missing syft → ``sbom_status=tool_missing``;
+   a syft that runs and fails → TOOL_FAILURE (the image stays pushed and unchanged; a rerun
+   reuses it and generates the SBOM again).
 3. With ``--sign`` and a generated SBOM: ``cosign attest --type spdxjson`` to the same digest.
 4. Soft verification (FR-014): the signature status goes into the record; a cosign that gives
    no pass/fail answer raises SOFT_VERIFY_TOOL_ERROR. The ``enforce`` policy is applied where an

@@ -12,7 +12,9 @@ produced here by a real failing invocation (a code without a scenario fails the 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -335,6 +337,87 @@ def _rollback_never_built(make_world: Callable[..., World], _: Any) -> InvResult
 @scenario("rollback-workflow", "NO_ROLLBACK_TARGET")
 def _rollback_nothing_before(make_world: Callable[..., World], _: Any) -> InvResult:
     return make_world().inv("rollback", "--env=production")
+
+
+def _fake_tool(world: World, name: str, body: str) -> None:
+    """A real executable named like the tool, first on PATH: for tool faults that the real
+    cosign/syft cannot be made to produce on demand (crash with garbage, failing scan)."""
+    bindir = world.root / "fakebin"
+    bindir.mkdir(exist_ok=True)
+    script = bindir / name
+    script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    script.chmod(0o755)
+    world.env["PATH"] = f"{bindir}{os.pathsep}{world.env['PATH']}"
+
+
+@scenario("build-workflow", "SOURCE_MISMATCH")
+def _build_context_at_other_commit(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world()
+    context = Path(world.config["context"])
+    git = ["git", "-C", str(context), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=30)
+    subprocess.run([*git, "add", "-A"], check=True, timeout=30)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True, timeout=30)
+    return world.build(new_sha())  # not the commit the context is at
+
+
+@scenario("build-workflow", "TOOL_FAILURE")
+@scenario("sbom-linkage", "TOOL_FAILURE")
+def _build_sbom_tool_fails_fake_syft(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world()
+    _fake_tool(world, "syft", "echo 'syft: scan exploded' >&2; exit 1")
+    return world.build()
+
+
+@scenario("signature-verification", "MISSING_SHA")
+def _verify_bad_sha(make_world: Callable[..., World], _: Any) -> InvResult:
+    return make_world().inv("verify", "--sha=abc")
+
+
+@scenario("signature-verification", "MISSING_TAG")
+def _verify_never_built(make_world: Callable[..., World], _: Any) -> InvResult:
+    return make_world().inv("verify", f"--sha={new_sha()}")
+
+
+@scenario("signature-verification", "SIGNATURE_REQUIRED")
+def _verify_enforce_unsigned(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world(signature_policy="enforce")
+    return world.inv("verify", f"--sha={_deployed(world)}")
+
+
+@scenario("signature-verification", "SOFT_VERIFY_TOOL_ERROR")
+def _verify_cosign_crashes_fake_cosign(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world()
+    sha = _deployed(world)
+    key = world.root / "cosign.pub"
+    key.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    _fake_tool(world, "cosign", "printf 'panic: \\001\\002 garbage\\n' >&2; exit 2")
+    return world.inv("verify", f"--sha={sha}", config={"cosign_public_key": str(key)})
+
+
+@scenario("deploy-workflow", "DEPLOY_FAILED")
+def _deploy_apply_fails(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world()
+    sha = _deployed(world)
+    envs = json.loads(json.dumps(world.config["environments"]))
+    envs["production"]["apply"] = "false"
+    return world.inv("deploy", f"--sha={sha}", "--env=production", config={"environments": envs})
+
+
+@scenario("deploy-workflow", "DEPLOY_LOCKED")
+def _deploy_while_locked(make_world: Callable[..., World], _: Any) -> InvResult:
+    from shatag.lock import env_lock
+
+    world = make_world(deploy_lock_timeout_sec=0.5)
+    sha = _deployed(world)
+    with env_lock(Path(world.config["state_dir"]), "production", timeout=5):
+        return world.inv("deploy", f"--sha={sha}", "--env=production")
+
+
+@scenario("deploy-workflow", "SIGNATURE_REQUIRED")
+def _deploy_enforce_unsigned(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world(signature_policy="enforce")
+    return world.inv("deploy", f"--sha={_deployed(world)}", "--env=production")
 
 
 def _listed() -> list[tuple[str, str]]:
