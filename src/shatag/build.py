@@ -114,35 +114,43 @@ def check_source(context: Path, sha: str, env: Mapping[str, str]) -> None:
 
     When the context is in a git work tree, its HEAD must be ``sha`` and no tracked file may
     be modified (untracked and ignored files, e.g. build inputs, are allowed). A context
-    outside git is built as given: the operator vouches for it with ``--sha``.
+    outside git is built as given: the operator vouches for it with ``--sha``. One ``git
+    status`` answers both questions.
     """
-    probe = _run.run(
-        ["git", "-C", str(context), "rev-parse", "--is-inside-work-tree"],
-        timeout=30,
+    status = _run.run(
+        [
+            "git",
+            "-C",
+            str(context),
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=no",
+            "--",
+            ".",
+        ],
+        timeout=120,
         env=env,
         check=False,
     )
-    if probe.returncode != 0 or probe.stdout.strip() != "true":
-        return
-    head = _run.run(
-        ["git", "-C", str(context), "rev-parse", "HEAD"], timeout=30, env=env, check=False
-    ).stdout.strip()
+    if status.returncode != 0:
+        return  # not a git work tree (or no git): nothing to compare against
+    head, changed = "", []
+    for line in status.stdout.splitlines():
+        if line.startswith("# branch.oid "):
+            head = line.removeprefix("# branch.oid ").strip()
+        elif line and not line.startswith("#"):
+            changed.append(line.rsplit(" ", 1)[-1].split("\t")[0])
     if head != sha:
+        shown = head if head and head != "(initial)" else "no commit"
         raise SourceMismatch(
-            f"the build context {context} is checked out at {head or 'no commit'}, not at {sha}; "
+            f"the build context {context} is checked out at {shown}, not at {sha}; "
             f"check out {sha} (e.g. `git checkout {sha}`) before building it"
         )
-    dirty = _run.run(
-        ["git", "-C", str(context), "status", "--porcelain", "--untracked-files=no", "--", "."],
-        timeout=60,
-        env=env,
-        check=False,
-    ).stdout.strip()
-    if dirty:
-        first = dirty.splitlines()[0][3:]
+    if changed:
         raise SourceMismatch(
-            f"the build context {context} has uncommitted changes ({first} …); an image tagged "
-            f"{sha} must hold exactly that commit — commit or stash them first"
+            f"the build context {context} has uncommitted changes ({changed[0]} …); an image "
+            f"tagged {sha} must hold exactly that commit — commit or stash them first"
         )
 
 
@@ -220,7 +228,6 @@ def build(
             raise BuildFailure(f"Dockerfile {dockerfile} does not exist")
         check_source(context, sha, env)
         engine = docker or DockerEngine(env)
-        engine.ping()
         record = _build_and_push(
             job, engine, existing=existing, on_line=on_line, context=context, dockerfile=dockerfile
         )

@@ -286,9 +286,10 @@ def _target(env: str, index: int, raw: Any) -> TargetConfig:
     where = f"shatag.environments.{env}.targets[{index}]"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping with a 'kind'")
-    kind = raw.get("kind")
-    if not isinstance(kind, str) or kind not in _TARGET_KEYS:
-        raise ConfigError(f"{where}.kind must be one of docker, sdl, tfvars, not {kind!r}")
+    raw_kind = raw.get("kind")
+    if raw_kind not in ("docker", "sdl", "tfvars"):
+        raise ConfigError(f"{where}.kind must be one of docker, sdl, tfvars, not {raw_kind!r}")
+    kind: TargetKind = raw_kind
     unknown = sorted(set(raw) - _TARGET_KEYS[kind])
     if unknown:
         raise ConfigError(f"{where}: unknown keys {', '.join(unknown)} for kind {kind}")

@@ -124,6 +124,7 @@ class DockerEngine:
             try:
                 _run.run(argv, timeout=timeout, env=env, on_line=on_line)
             except ToolFailure as exc:
+                self.ping()  # a daemon that is down gets its own clear message
                 raise BuildFailure(
                     f"docker build of {context} failed ({exc.message}); the build output above "
                     "shows why"

@@ -299,7 +299,7 @@ EMPTY_TRUSTED_ROOT: Final = (
 
 
 def verification_flags(
-    settings: Settings, version: CosignVersion, trusted_root: Path | None = None
+    settings: Settings, trusted_root: Path | None = None
 ) -> list[str] | SignatureResult:
     """The trust flags for ``verify``/``verify-attestation``, or ``key_not_found``.
 
@@ -308,7 +308,8 @@ def verification_flags(
     Sigstore root. Keyless (``keyless_identity`` + ``keyless_issuer``) checks the Fulcio
     certificate identity and the Rekor log, as GitHub-OIDC-signed images need.
     """
-    del version  # the verify flags we use are the same in v2 and v3 (observed)
+    # The verify flags we use are the same in cosign v2 and v3 (observed), so verification
+    # never needs `cosign version` (0.3-0.6 s saved per build/deploy).
     key = settings.cosign_public_key
     if key:
         if _is_key_file(key) and not Path(key).is_file():
@@ -346,12 +347,10 @@ def _verify_with_trust(
     what: str,
 ) -> Result | SignatureResult:
     """Run ``cosign <command> <trust flags> <image>`` or return why it cannot answer."""
-    try:
-        version = cosign_version(settings, env)
-    except ToolMissing:
+    if which(COSIGN, env) is None:
         return _unverified("tool_missing", "cosign is not installed or not on PATH")
     with _trusted_root_file() as trusted_root:
-        flags = verification_flags(settings, version, trusted_root)
+        flags = verification_flags(settings, trusted_root)
         if isinstance(flags, SignatureResult):
             return flags
         return _run_cosign([*command, *flags, image], settings, env, what)

@@ -190,8 +190,7 @@ def test_fr010_keyless_only_under_oidc() -> None:
 
 
 def test_fr014_verification_flags() -> None:
-    version = CosignVersion(2, 6, 5)
-    missing = verification_flags(_settings(), version)
+    missing = verification_flags(_settings())
     assert isinstance(missing, SignatureResult)
     assert missing.reason == "key_not_found"
     keyless = verification_flags(
@@ -199,7 +198,6 @@ def test_fr014_verification_flags() -> None:
             keyless_identity="^https://github.com/o/r/",
             keyless_issuer="https://token.actions.githubusercontent.com",
         ),
-        version,
     )
     assert keyless == [
         "--certificate-identity-regexp",
@@ -207,10 +205,10 @@ def test_fr014_verification_flags() -> None:
         "--certificate-oidc-issuer",
         "https://token.actions.githubusercontent.com",
     ]
-    kms = verification_flags(_settings(cosign_public_key="awskms:///alias/x"), version)
+    kms = verification_flags(_settings(cosign_public_key="awskms:///alias/x"))
     assert kms == ["--key", "awskms:///alias/x", "--insecure-ignore-tlog"]
     root = Path("/tmp/root.json")
-    with_root = verification_flags(_settings(cosign_public_key="awskms:///a"), version, root)
+    with_root = verification_flags(_settings(cosign_public_key="awskms:///a"), root)
     assert with_root == [
         "--key",
         "awskms:///a",
