@@ -39,6 +39,12 @@ INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_LIST})
 DEFAULT_CERTS_DIR: Final = Path("/etc/docker/certs.d")
 
 
+def registry_ca(registry: str, certs_dir: Path = DEFAULT_CERTS_DIR) -> Path | None:
+    """The CA the docker daemon trusts for ``registry`` (``certs.d/<host:port>/ca.crt``)."""
+    ca = certs_dir / registry / "ca.crt"
+    return ca if ca.is_file() else None
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     digest: str
@@ -88,13 +94,15 @@ class RegistryClient:
         self.timeout = timeout
         self.retries = max(1, retries)
         self._sleep = sleep
-        scheme = "http" if repository.plain_http else "https"
+        ca = certs_dir / repository.registry / "ca.crt"
+        # Like the docker daemon: a loopback registry with a CA in certs.d speaks TLS.
+        self.plain_http = repository.plain_http and not ca.is_file()
+        scheme = "http" if self.plain_http else "https"
         self.origin = f"{scheme}://{repository.registry}"
         self.base_url = f"{self.origin}/v2/{repository.name}"
         self._session = _TimeoutSession(timeout)
         self._session.trust_env = False  # no proxies from the environment for loopback/CI
-        ca = certs_dir / repository.registry / "ca.crt"
-        self._session.verify = str(ca) if not repository.plain_http and ca.is_file() else True
+        self._session.verify = str(ca) if ca.is_file() else True
         self._env = dict(env)
         self._authorization: str | None = None
         self._auth_backend: Any = None
@@ -261,7 +269,7 @@ class RegistryClient:
             backend = oras.auth.get_auth_backend(
                 "token",
                 session=self._session,
-                insecure=self.repository.plain_http,
+                insecure=self.plain_http,
                 tls_verify=self._session.verify,
             )
             backend._auth_config = self._docker_config()

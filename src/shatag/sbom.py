@@ -62,7 +62,13 @@ def sbom_path(settings: Settings, sha: str) -> Path:
 def _syft_env(repository: Repository, env: Mapping[str, str]) -> dict[str, str]:
     out = dict(env)
     out.setdefault("SYFT_CHECK_FOR_APP_UPDATE", "false")
-    if repository.plain_http:
+    from shatag.registry import registry_ca
+
+    ca = registry_ca(repository.registry)
+    if ca is not None:
+        # A registry with a CA in certs.d speaks TLS, loopback or not (as for the daemon).
+        out.setdefault("SYFT_REGISTRY_CA_CERT", str(ca))
+    elif repository.plain_http:
         # Loopback registries speak plain HTTP (DESIGN.md); syft needs to be told.
         out.setdefault("SYFT_REGISTRY_INSECURE_USE_HTTP", "true")
     return out
