@@ -41,7 +41,7 @@ LABEL_DIGEST: Final = "shatag.digest"
 LABEL_ENV: Final = "shatag.env"
 LABEL_ATTEMPT: Final = "shatag.attempt"
 STOP_TIMEOUT_SEC: Final = 10
-_POLL_SEC: Final = 0.25
+_POLL_SEC: Final = 0.1  # health polls are cheap; a late poll is pure deploy latency
 _LOG_TAIL: Final = 20
 
 
