@@ -67,6 +67,9 @@ class SignatureOutcome:
     status: str
     reason: str
     detail: str = ""
+    #: The SBOM attestation (``cosign attest --type spdxjson``) of the same digest (FR-008).
+    sbom_attestation_status: str = "unverified"
+    sbom_attestation_reason: str = "n/a"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,8 @@ class DeployRecord:
     targets: tuple[str, ...] = field(default_factory=tuple)
     apply_command: bool = False
     recovered: tuple[str, ...] = field(default_factory=tuple)
+    sbom_attestation_status: str = "unverified"
+    sbom_attestation_reason: str = "n/a"
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON log line (deploy-log / rollback-log keys of REQUIREMENTS.md, and more)."""
@@ -104,6 +109,8 @@ class DeployRecord:
             "previous_sha": self.previous_sha,
             "signature_status": self.signature_status,
             "signature_reason": self.signature_reason,
+            "sbom_attestation_status": self.sbom_attestation_status,
+            "sbom_attestation_reason": self.sbom_attestation_reason,
             f"{self.action}_duration_sec": self.duration_sec,
             "initiated_by": self.initiated_by,
             "started_at": self.started_at,
@@ -207,7 +214,18 @@ def verify(settings: Settings, image: ImageRef, *, env: Mapping[str, str]) -> Si
 
     result = verify_signature(settings, image.by_digest, env=env)
     enforce_policy(settings, result)
-    return SignatureOutcome(result.status, result.reason, result.detail)
+    # The attestation is checked with the same cosign and trust: where the signature could
+    # not be checked (no cosign, no key) neither can the attestation, so no second call.
+    attestation_status: str = result.status
+    attestation_reason: str = result.reason
+    if result.reason not in ("tool_missing", "key_not_found"):
+        from shatag.sbom import verify_sbom_attestation
+
+        attestation = verify_sbom_attestation(settings, image.by_digest, env=env)
+        attestation_status, attestation_reason = attestation.status, attestation.reason
+    return SignatureOutcome(
+        result.status, result.reason, result.detail, attestation_status, attestation_reason
+    )
 
 
 def switch(
@@ -323,6 +341,8 @@ def switch(
         targets=record.targets,
         apply_command=bool(envcfg.apply),
         recovered=recovered,
+        sbom_attestation_status=signature.sbom_attestation_status,
+        sbom_attestation_reason=signature.sbom_attestation_reason,
     )
 
 

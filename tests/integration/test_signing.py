@@ -369,10 +369,37 @@ def test_fr010_cli_build_sign_then_verify_and_coverage(
     assert verify.record["image_digest"] == record["image_digest"]
     assert "sbom attestation verified (n/a)" in verify.stderr
 
+    # The deploy record reports the signature and the SBOM attestation of the same digest.
+    config = world.root / "deploy.yaml"
+    tfvars = world.root / "image.auto.tfvars.json"
+    config.write_text(
+        "shatag:\n  environments:\n    files:\n      repository_type: canonical\n"
+        f"      targets:\n        - {{kind: tfvars, path: {tfvars}}}\n"
+    )
+    deploy = inv(["-f", str(config), "deploy", f"--sha={app.sha}", "--env=files"], env)
+    assert deploy.returncode == 0, deploy.stderr
+    assert (deploy.record["signature_status"], deploy.record["signature_reason"]) == (
+        "verified",
+        "n/a",
+    )
+    assert (
+        deploy.record["sbom_attestation_status"],
+        deploy.record["sbom_attestation_reason"],
+    ) == ("verified", "n/a")
+    assert json.loads(tfvars.read_text())["image_digest"] == record["image_digest"]
+
     cov = inv(["signatures"], env)
     assert cov.returncode == 0, cov.stderr
     assert cov.record["total"] == 1
     assert cov.record["verified_pct"] == 100.0
     assert cov.record["criterion_met"] is False  # 1 SHA is not 30
-    for text in (build.stdout, build.stderr, verify.stdout, verify.stderr, cov.stdout):
+    for text in (
+        build.stdout,
+        build.stderr,
+        verify.stdout,
+        verify.stderr,
+        cov.stdout,
+        deploy.stdout,
+        deploy.stderr,
+    ):
         assert PASSWORD_A not in text
