@@ -57,7 +57,10 @@ def lint(session: nox.Session) -> None:
     workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
     if workflows:
         session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
-        session.run("actionlint", *workflows, env=_tools_env(session), external=True)
+        actionlint = TOOLS_BIN / "actionlint"
+        session.run(
+            str(actionlint) if actionlint.exists() else "actionlint", *workflows, external=True
+        )
 
 
 @nox.session(python=PYTHON)
