@@ -418,6 +418,7 @@ def test_registry_stopped_during_build_fails_before_any_push(
             "COPY www /www", 'COPY www /www\nRUN ["/bin/busybox", "sleep", "3"]'
         )
     )
+    app.commit('{"version": "slow build"}', "a build step that takes 3 s")
     proc = subprocess.Popen(
         [
             sys.executable,
