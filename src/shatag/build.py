@@ -296,17 +296,21 @@ def _build_and_push(
         "org.opencontainers.image.revision": sha,
         "org.opencontainers.image.source": str(repo),
     }
-    # Build under a private tag: the SHA tags are applied only once we know we will push.
-    staging_tag = f"{repo}:shatag-build-{sha}"
+    # A first build is tagged with the SHA tags directly (local tags only; nothing is pushed
+    # before the re-check below). A --rebuild builds under a private tag, so the local SHA tags
+    # keep pointing at the image the registry holds.
+    private_tag = f"{repo}:shatag-build-{sha}"
+    local_tags = [private_tag] if existing is not None else [full_tag, short_tag]
     built = engine.build(
         context=context,
         dockerfile=dockerfile,
         platform=settings.platform,
-        tags=[staging_tag],
+        tags=local_tags,
         labels=labels,
         timeout=settings.build_timeout_sec,
         on_line=on_line,
     )
+    pushing = False
     try:
         # Re-ask the registry right before pushing: another build of this SHA may have won.
         current = registry.manifest_digest(sha)
@@ -316,12 +320,12 @@ def _build_and_push(
             raise DigestMismatch(
                 f"{full_tag} vanished from the registry during --rebuild; refusing to push"
             )
-        engine.tag(staging_tag, full_tag)
-        engine.tag(staging_tag, short_tag)
+        pushing = True
         reported = engine.push(full_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
         short_reported = engine.push(short_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
     finally:
-        engine.untag([staging_tag])
+        if not pushing:
+            engine.untag(local_tags)
 
     served = registry.manifest_digest(sha)
     if served is None:
