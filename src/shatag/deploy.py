@@ -287,8 +287,10 @@ def switch(
     applied: list[Target] = []
     try:
         for target in targets:
-            target.apply()
+            # Listed before apply(): a target whose apply failed half-way (and whose own undo
+            # failed) is restored too; restore() is a no-op for a target that changed nothing.
             applied.append(target)
+            target.apply()
         if envcfg.apply:
             _run_apply(envcfg, image, action=action, env=env, on_line=on_line)
     except BaseException as exc:
@@ -303,7 +305,10 @@ def switch(
                 error=(error.message if error else str(exc))[:2000],
             )
         )
-        journal.unlink(missing_ok=True)
+        if not problems:
+            journal.unlink(missing_ok=True)
+        # else: keep the journal, so the next deploy/rollback of this environment restores
+        # what this one could not (e.g. the docker daemon went away mid-switch).
         if problems:
             raise DeployFailed(
                 f"{exc}; restoring the previous state also failed: {'; '.join(problems)}"

@@ -166,7 +166,15 @@ class DockerEngine:
             return None
 
     def tag(self, source: str, target: str) -> None:
-        self.client.image.tag(source, target)
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            self.client.image.tag(source, target)
+        except DockerException as exc:  # the daemon went away between build and push
+            raise BuildFailure(
+                f"docker tag {source} {target} failed ({' '.join(str(exc).split())[-300:]}); "
+                "check that the docker daemon is running, then build again"
+            ) from None
 
     def untag(self, tags: Sequence[str]) -> None:
         """Drop local tags (not the registry's): used when a push must not happen."""

@@ -91,17 +91,24 @@ class DockerTarget:
         image = self._image
         if image is None:
             raise RuntimeError("apply() before prepare()")
+        # Applied from the first change on: if the old container is parked and the daemon goes
+        # away before it is back, restore() (and the journal) must still undo it.
+        self._applied = True
         try:
             self._park_old()
             new = self._start(image)
         except DockerException as exc:
             self._undo()
+            self._applied = False
             raise DeployFailed(
                 f"{self.label}: could not start {image.pinned}: {_docker_error(exc)}; the "
                 "previous container was restored"
             ) from None
         self._applied = True
-        problem = self._wait_healthy(new)
+        try:
+            problem = self._wait_healthy(new)
+        except DockerException as exc:  # the daemon went away while we waited
+            problem = f"could not be health-checked: {_docker_error(exc)}"
         if problem is not None:
             logs = self._logs(new)
             self._undo()
@@ -238,12 +245,17 @@ class DockerTarget:
 
 
 def _inspect(docker: DockerClient, name: str) -> Container | None:
-    from python_on_whales.exceptions import NoSuchContainer
+    from python_on_whales.exceptions import DockerException, NoSuchContainer
 
     try:
         return docker.container.inspect(name)
     except NoSuchContainer:
         return None
+    except DockerException as exc:  # the daemon went away, permissions, ...
+        raise DeployFailed(
+            f"docker inspect {name} failed: {_docker_error(exc)}; check that the docker daemon "
+            "is running"
+        ) from None
 
 
 def _docker_error(exc: Exception) -> str:

@@ -1,0 +1,294 @@
+"""The docker daemon stops during build and during deploy (issue 6).
+
+Stopping the machine's shared daemon would break every other suite running on it, so this test
+starts its *own* real ``dockerd`` (Debian's docker.io, own data-root, exec-root, socket and
+bridge) and points shatag at it with ``DOCKER_HOST``; stopping that daemon (SIGTERM, as
+``systemctl stop docker`` does) is the fault. It is restarted the way ``ci/setup.sh`` starts
+one (``setsid dockerd``) and waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shatag.localregistry import free_port
+from tests.conftest import InvResult
+from tests.reliability.conftest import Ledger, Site, World, describe, error_code, wait_for
+
+BRIDGE = "shatagrel0"
+BRIDGE_CIDR = "10.213.7.1/24"
+
+
+class PrivateDaemon:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sock = root / "docker.sock"
+        self.host = f"unix://{self.sock}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def docker(self, *args: str, check: bool = True) -> str:
+        out = subprocess.run(
+            ["docker", "-H", self.host, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=check,
+        )
+        return out.stdout.strip()
+
+    def answers(self) -> bool:
+        return (
+            subprocess.run(
+                ["docker", "-H", self.host, "info"], capture_output=True, timeout=30, check=False
+            ).returncode
+            == 0
+        )
+
+    def start(self) -> None:
+        with (self.root / "dockerd.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    "dockerd",
+                    "--data-root",
+                    str(self.root / "data"),
+                    "--exec-root",
+                    str(self.root / "exec"),
+                    "--pidfile",
+                    str(self.root / "docker.pid"),
+                    "-H",
+                    self.host,
+                    "--bridge",
+                    BRIDGE,
+                    "--iptables=false",
+                    "--ip-masq=false",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        if not wait_for(self.answers, 60, 0.5):
+            raise RuntimeError(f"private dockerd did not start: {self.root / 'dockerd.log'}")
+
+    def stop(self) -> None:
+        """SIGTERM, as `systemctl stop docker` does; containers stop with the daemon."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[PrivateDaemon]:
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, dockerd and ip to run a private docker daemon")
+    created_bridge = False
+    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True, check=False).returncode:
+        for argv in (
+            ["ip", "link", "add", BRIDGE, "type", "bridge"],
+            ["ip", "addr", "add", BRIDGE_CIDR, "dev", BRIDGE],
+            ["ip", "link", "set", BRIDGE, "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True, timeout=30)
+        created_bridge = True
+    # A short path: the daemon's unix socket path must stay under 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="shatag-rd-"))
+    d = PrivateDaemon(root)
+    d.start()
+    try:
+        yield d
+    finally:
+        if d.proc is not None:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                names = d.docker("ps", "-aq")
+                if names:
+                    d.docker("rm", "-f", *names.split(), check=False)
+        d.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        if created_bridge:
+            subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+
+
+def _run_and_stop_daemon(
+    argv: list[str],
+    env: dict[str, str],
+    daemon: PrivateDaemon,
+    trigger: Callable[[list[str]], bool],
+    delay: float = 0.0,
+) -> InvResult:
+    """Start ``argv``; once ``trigger(stderr lines so far)`` holds (+``delay``), stop the
+    daemon. Returns the run's result and leaves the daemon stopped."""
+    err_lines: list[str] = []
+    with subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+
+        def read_err() -> None:
+            assert proc.stderr is not None
+            err_lines.extend(proc.stderr)
+
+        reader = threading.Thread(target=read_err, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if trigger(list(err_lines)):
+                break
+            time.sleep(0.05)
+        time.sleep(delay)
+        daemon.stop()
+        out = proc.stdout.read() if proc.stdout else ""
+        proc.wait(timeout=300)
+        reader.join(timeout=30)
+    return InvResult(proc.returncode, out, "".join(err_lines))
+
+
+def test_daemon_stopped_during_build(ledger: Ledger, world: World, daemon: PrivateDaemon) -> None:
+    from tests.reliability.test_concurrency import _inv_argv
+
+    env = {**world.env, "DOCKER_HOST": daemon.host, "INVOKE_SHATAG_CONTEXT": str(world.app.path)}
+    # 1. stopped before the build starts
+    daemon.stop()
+    ledger.count("faults_injected")
+    sha1 = world.app.commit('{"daemon": "down"}', "daemon down")
+    down = InvResult(0, "", "")
+    try:
+        from tests.reliability.conftest import rinv
+
+        down = rinv(ledger, ["build", f"--sha={sha1}", "--branch=main"], env)
+    finally:
+        daemon.start()
+    # 2. stopped while docker build runs
+    sha2 = world.app.commit('{"daemon": "dies"}', "daemon dies")
+    ledger.count("faults_injected")
+    mid = _run_and_stop_daemon(
+        _inv_argv(["build", f"--sha={sha2}", "--branch=main"]),
+        env,
+        daemon,
+        lambda lines: any("Step 1/" in line or "#1 " in line for line in lines),
+    )
+    ledger.capture("build, daemon stopped", mid.stdout + mid.stderr)
+    daemon.start()
+    client = world.client()
+    pushed = [client.manifest_digest(s) is not None for s in (sha1, sha2)]
+    mid_ok = error_code(mid) in ("BUILD_FAILURE", "PUSH_FAILURE") or (
+        mid.returncode == 0 and pushed[1]
+    )
+    ok = (
+        error_code(down) == "BUILD_FAILURE"
+        and "daemon" in down.stderr
+        and mid_ok
+        and "Traceback" not in down.stderr + mid.stderr
+        and not pushed[0]
+        and (pushed[1] == (mid.returncode == 0))
+    )
+    ledger.record(
+        "docker daemon stopped before / during build (private dockerd)",
+        "BUILD_FAILURE naming the daemon; no tag pushed for a failed build",
+        f"before: {describe(down)}; during: {describe(mid)}; tags pushed {pushed}",
+        ok,
+    )
+    assert ok, (down.stderr[-400:], mid.stderr[-3000:])
+
+
+def _docker_site(make_site: Callable[..., Site], daemon: PrivateDaemon) -> tuple[Site, str]:
+    name = f"shatag-rel-{uuid.uuid4().hex[:8]}"
+    site = make_site()
+    spec = json.loads(site.config.read_text())
+    spec["shatag"]["environments"]["rel"]["targets"].append(
+        {"kind": "docker", "name": name, "port": free_port(), "container_port": 8080}
+    )
+    site.config.write_text(json.dumps(spec))
+    site.extra_env = {"DOCKER_HOST": daemon.host}
+    return site, name
+
+
+def _container(daemon: PrivateDaemon, name: str) -> list[str]:
+    fmt = '{{.Id}} {{.State.Running}} {{index .Config.Labels "shatag.sha"}}'
+    return daemon.docker("inspect", "--format", fmt, name, check=False).split()
+
+
+@pytest.mark.parametrize("moment", ["before the switch", "during the switch"])
+def test_daemon_stopped_during_deploy(
+    ledger: Ledger,
+    world: World,
+    daemon: PrivateDaemon,
+    make_site: Callable[..., Site],
+    moment: str,
+) -> None:
+    from tests.reliability.test_concurrency import _inv_argv
+
+    a, b = world.images[0], world.images[1]
+    site, name = _docker_site(make_site, daemon)
+    first = site.deploy(ledger, a)
+    assert first.returncode == 0, first.stderr[-600:]
+    old_id = _container(daemon, name)[0]
+
+    def new_container_started(_: list[str]) -> bool:
+        by_label, by_name = f"label=shatag.sha={b.sha}", f"name={name}"
+        found = daemon.docker("ps", "-aq", "--filter", by_label, "--filter", by_name, check=False)
+        return bool(found)
+
+    trigger: Callable[[list[str]], bool] = (
+        (lambda _: True) if moment == "before the switch" else new_container_started
+    )
+    ledger.count("faults_injected")
+    result = _run_and_stop_daemon(
+        [*_inv_argv(["-f", str(site.config)]), "deploy", f"--sha={b.sha}", "--env=rel"],
+        site.env,
+        daemon,
+        trigger,
+        0.5 if moment == "before the switch" else 0.0,
+    )
+    ledger.capture("deploy, daemon stopped", result.stdout + result.stderr)
+    daemon.start()
+    recovered = ""
+    journal_left = (site.state / "rel" / "pending.json").exists()
+    if moment == "during the switch":
+        # The old container was already stopped and parked when the daemon died: the next run
+        # of shatag for this environment restores it before doing anything else. A deploy of
+        # a SHA that is not in the registry shows that restore alone (it then fails
+        # MISSING_TAG).
+        probe = site.inv(ledger, "deploy", f"--sha={'0' * 40}", "--env=rel")
+        recovered = f"; next run (recovery, then {describe(probe)})"
+    wait_for(lambda: _container(daemon, name)[1:2] == ["true"], 20, 0.5)
+    state = _container(daemon, name)
+    untouched = state == [old_id, "true", a.sha]
+    again = site.deploy(ledger, b)
+    ok = (
+        result.returncode != 0
+        and bool(error_code(result))
+        and "Traceback" not in result.stderr
+        and untouched
+        and again.returncode == 0
+    )
+    ledger.record(
+        f"docker daemon stopped during deploy, {moment} (private dockerd)",
+        "deploy fails with a code; once the daemon is back the old container (same id, "
+        "release A) runs"
+        + (" after the next shatag run's recovery" if moment == "during the switch" else "")
+        + "; the next deploy works",
+        f"{describe(result)}{recovered}; old container (same id, A, running)={untouched}; "
+        f"next deploy {describe(again)}",
+        ok,
+    )
+    listing = daemon.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}", check=False)
+    assert ok, (journal_left, state, old_id[:12], listing, result.stderr[-1500:])
