@@ -190,6 +190,24 @@ class _Job:
         )
 
 
+def ensure_writable(path: Path) -> None:
+    """Fail INVALID_INPUT now if the metadata file cannot be written there, rather than after
+    an image was built and pushed."""
+    import tempfile
+
+    if path.is_dir():
+        raise InvalidInput(f"metadata destination {path} is a directory; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".shatag-probe-"):
+            pass
+    except OSError as exc:
+        raise InvalidInput(
+            f"metadata destination {path} is not writable ({exc.strerror or exc}); pass a "
+            "writable --metadata-out or shatag.metadata_dir"
+        ) from None
+
+
 def metadata_path(settings: Settings, request: BuildRequest) -> Path:
     return request.metadata_out or settings.metadata_dir / f"{request.sha}.json"
 
@@ -214,6 +232,7 @@ def build(
         repo, env=env, timeout=settings.registry_timeout_sec, retries=settings.registry_retries
     )
     meta_path = metadata_path(settings, request)
+    ensure_writable(meta_path)
     context = settings.context
     dockerfile = context / settings.dockerfile
 
