@@ -206,7 +206,7 @@ class Settings:
             keyless_issuer=_str(merged, "keyless_issuer"),
             sbom_dir=Path(_str(merged, "sbom_dir")),
             registry_timeout_sec=_positive(merged, "registry_timeout_sec"),
-            registry_retries=int(_positive(merged, "registry_retries")),
+            registry_retries=_whole(merged, "registry_retries"),
             build_timeout_sec=_positive(merged, "build_timeout_sec"),
             tool_timeout_sec=_positive(merged, "tool_timeout_sec"),
             deploy_lock_timeout_sec=_positive(merged, "deploy_lock_timeout_sec", allow_zero=True),
@@ -234,6 +234,14 @@ def _positive(raw: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> 
     if number < 0 or (number == 0 and not allow_zero) or not math.isfinite(number):
         raise ConfigError(f"shatag.{key} must be positive, not {value!r}")
     return number
+
+
+def _whole(raw: Mapping[str, Any], key: str) -> int:
+    """A count: a whole number >= 1 (``"3"`` from an environment variable is fine)."""
+    number = _positive(raw, key)
+    if number < 1 or number != int(number):
+        raise ConfigError(f"shatag.{key} must be a whole number >= 1, not {raw[key]!r}")
+    return int(number)
 
 
 def _branches(value: Any) -> tuple[str, ...]:
