@@ -27,7 +27,7 @@ COUNT_LABELS = {
     "inputs_tried": "hostile inputs tried (CLI runs)",
     "hypothesis_examples": "property-test examples (hypothesis)",
     "faults_injected": "faults injected",
-    "kills_attempted": "SIGKILLs sent",
+    "kills_attempted": "deploy/rollback runs with a SIGKILL at a random point",
     "kills_survived": "kills survived (process alive when killed, state intact, next deploy ok)",
     "leaks_found": "secret leaks found",
     "outputs_scanned": "CLI outputs scanned for canary secrets",
