@@ -32,6 +32,8 @@ from shatag.errors import (
     DigestMismatch,
     InvalidInput,
     PushFailure,
+    RegistryAuthError,
+    RegistryUnavailable,
     SourceMismatch,
     ToolFailure,
 )
@@ -341,15 +343,15 @@ def _build_and_push(
             )
         pushing = True
         reported = engine.push(full_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
-        short_reported = engine.push(short_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
     finally:
         if not pushing:
             engine.untag(local_tags)
 
-    served = registry.manifest_digest(sha)
-    if served is None:
+    manifest = registry.manifest(sha)
+    if manifest is None:
         raise PushFailure(f"{full_tag} is not in the registry after the push (FR-003)")
-    config_digest = registry.config_digest(sha, settings.platform) or ""
+    served = manifest.digest
+    config_digest = registry.config_digest_of(manifest, settings.platform) or ""
     verification = "ok" if built.image_id in (config_digest, served) else "mismatch"
     record = job.record(
         served,
@@ -359,20 +361,25 @@ def _build_and_push(
         digest_verification=verification,
         builder=built.builder,
     )
-    problems = []
     if verification != "ok":
-        problems.append(
+        raise DigestMismatch(
             f"the registry's image config {config_digest} is not the image we built "
-            f"({built.image_id}); another build of this SHA pushed in between"
+            f"({built.image_id}); another build of this SHA pushed in between — do not deploy "
+            "this SHA until resolved (the short tag was not touched)"
         )
-    if reported != served or short_reported != served:
-        problems.append(
-            f"docker push reported {reported} (short tag {short_reported}) but the registry "
-            f"serves {served}"
+    if reported != served:
+        raise DigestMismatch(
+            f"docker push reported {reported} but the registry serves {served} for {full_tag} "
+            "— do not deploy this SHA until resolved"
         )
+    # The short tag: the same manifest bytes stored under the 12-hex tag, registry-side (the
+    # blobs are there already), so it cannot name anything but this digest (FR-002).
+    if registry.manifest_digest(short_sha(sha)) is None:
+        try:
+            registry.put_manifest(short_sha(sha), manifest)
+        except (RegistryUnavailable, RegistryAuthError) as exc:
+            raise PushFailure(f"could not push the short tag {short_tag}: {exc.message}") from None
     _ensure_short_tag(job, served)
-    if problems:
-        raise DigestMismatch("; ".join(problems) + " — do not deploy this SHA until resolved")
     return record
 
 

@@ -141,8 +141,10 @@ class RegistryClient:
     def config_digest(self, reference: str, platform: str = "linux/amd64") -> str | None:
         """The image config digest (what ``docker image inspect`` calls the image ID)."""
         manifest = self.manifest(reference)
-        if manifest is None:
-            return None
+        return None if manifest is None else self.config_digest_of(manifest, platform)
+
+    def config_digest_of(self, manifest: Manifest, platform: str = "linux/amd64") -> str | None:
+        """:meth:`config_digest` of a manifest already fetched (an index costs one more GET)."""
         data = manifest.parsed()
         media_type = manifest.media_type or str(data.get("mediaType", ""))
         if media_type in INDEX_TYPES or "manifests" in data:
@@ -155,6 +157,18 @@ class RegistryClient:
         config = data.get("config") or {}
         digest = config.get("digest")
         return str(digest) if digest else None
+
+    def put_manifest(self, tag: str, manifest: Manifest) -> str:
+        """Store ``manifest`` (exact bytes, so the same digest) under ``tag``; return the digest
+        the registry answers. The registry-side equivalent of ``docker tag`` + ``docker push``
+        for an image whose blobs are already there: one request instead of a push round."""
+        url = f"{self.base_url}/manifests/{tag}"
+        response = self._request(
+            "PUT", url, headers={"Content-Type": manifest.media_type}, body=manifest.body
+        )
+        if response.status_code in (401, 403) or response.status_code >= 400:
+            self._expect_ok(response, f"PUT manifest {tag}")
+        return response.headers.get("Docker-Content-Digest", "")
 
     def tags(self, page_size: int = 100) -> list[str]:
         """Every tag of the repository, following ``Link: <…>; rel="next"`` pagination."""
@@ -190,7 +204,11 @@ class RegistryClient:
             )
 
     def _request(
-        self, method: str, url: str, headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
     ) -> requests.Response:
         last_error = ""
         for attempt in range(self.retries):
@@ -205,7 +223,7 @@ class RegistryClient:
                 )
                 self._sleep(delay)
             try:
-                response = self._send(method, url, headers)
+                response = self._send(method, url, headers, body)
             except requests.exceptions.SSLError as exc:
                 raise RegistryUnavailable(
                     f"TLS with registry {self.repository.registry} failed: {_short(exc)}; trust "
@@ -225,14 +243,22 @@ class RegistryClient:
             f"({last_error}); check that it is running and reachable"
         )
 
-    def _send(self, method: str, url: str, headers: Mapping[str, str] | None) -> requests.Response:
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        body: bytes | None = None,
+    ) -> requests.Response:
         sent = dict(headers or {})
         if self._authorization:
             sent["Authorization"] = self._authorization
-        response = self._session.request(method, url, headers=sent, allow_redirects=True)
+        response = self._session.request(method, url, headers=sent, data=body, allow_redirects=True)
         if response.status_code == 401 and self._authenticate(response):
             sent["Authorization"] = self._authorization or ""
-            response = self._session.request(method, url, headers=sent, allow_redirects=True)
+            response = self._session.request(
+                method, url, headers=sent, data=body, allow_redirects=True
+            )
         return response
 
     def _authenticate(self, challenge: requests.Response) -> bool:

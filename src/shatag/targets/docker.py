@@ -78,7 +78,10 @@ class DockerTarget:
         self._had_old = old is not None
         self._old_running = bool(old is not None and old.state.running)
         try:
-            self._docker.image.pull(image.pinned, quiet=True)
+            # Content-addressed: an image present locally under this digest is these exact
+            # bytes, so a rollback to a recent release starts without a registry round trip.
+            if not self._docker.image.exists(image.pinned):
+                self._docker.image.pull(image.pinned, quiet=True)
         except DockerException as exc:
             raise DeployFailed(
                 f"{self.label}: could not pull {image.pinned}: {_docker_error(exc)}; check that "
