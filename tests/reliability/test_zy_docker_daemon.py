@@ -202,7 +202,8 @@ def test_daemon_stopped_during_build(ledger: Ledger, world: World, daemon: Priva
     )
     ledger.record(
         "docker daemon stopped before / during build (private dockerd)",
-        "BUILD_FAILURE naming the daemon; no tag pushed for a failed build",
+        "BUILD_FAILURE naming the daemon (PUSH_FAILURE if it dies while pushing); no tag "
+        "pushed for a failed build",
         f"before: {describe(down)}; during: {describe(mid)}; tags pushed {pushed}",
         ok,
     )
