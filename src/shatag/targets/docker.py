@@ -59,6 +59,7 @@ class DockerTarget:
         self._had_old = False
         self._old_running = False
         self._applied = False
+        self._old: Container | None = None
 
     @property
     def label(self) -> str:
@@ -75,6 +76,7 @@ class DockerTarget:
 
         self._image = image
         old = _inspect(self._docker, self.name)
+        self._old = old
         self._had_old = old is not None
         self._old_running = bool(old is not None and old.state.running)
         try:
@@ -120,9 +122,6 @@ class DockerTarget:
                 f"{self.label}: {image.pinned} {problem}; it was removed and the previous "
                 f"container restored. Last log lines: {logs}"
             )
-        # Only a healthy container gets a restart policy: a crash-looping one must show as exited.
-        with contextlib.suppress(DockerException):
-            self._docker.container.update(self.name, restart="unless-stopped")
 
     def restore(self) -> None:
         if self._applied:
@@ -156,7 +155,9 @@ class DockerTarget:
                 self._docker.container.rename(stale, self.name)
             else:
                 self._docker.container.remove(stale, force=True)
-        old = _inspect(self._docker, self.name)
+            old = _inspect(self._docker, self.name)
+        else:
+            old = self._old  # inspected by prepare(), under the same environment lock
         if old is None:
             return
         self._docker.container.stop(old, time=STOP_TIMEOUT_SEC)
@@ -183,6 +184,9 @@ class DockerTarget:
             # stop timeout before SIGKILL.
             init=True,
             pull="never",
+            # Set at start: a container that crashes while starting shows as restarting, which
+            # the health gate treats as a failure (see _wait_healthy).
+            restart="unless-stopped",
         )
 
     def _wait_healthy(self, container: Container) -> str | None:
