@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,48 +112,48 @@ def _git(context: Path, args: list[str], env: Mapping[str, str], flag: str) -> s
     return result.stdout.strip()
 
 
-def check_source(context: Path, sha: str, env: Mapping[str, str]) -> None:
+def check_head(context: Path, sha: str, env: Mapping[str, str]) -> bool:
     """The image must be built from the commit it will be tagged with.
 
-    When the context is in a git work tree, its HEAD must be ``sha`` and no tracked file may
-    be modified (untracked and ignored files, e.g. build inputs, are allowed). A context
-    outside git is built as given: the operator vouches for it with ``--sha``. One ``git
-    status`` answers both questions.
+    When the context is in a git work tree its HEAD must be ``sha`` (checked before building;
+    one cheap ``git rev-parse``). Returns whether the context is in a git work tree; outside
+    git the context is built as given and the operator vouches for it with ``--sha``.
     """
-    status = _run.run(
-        [
-            "git",
-            "-C",
-            str(context),
-            "status",
-            "--porcelain=v2",
-            "--branch",
-            "--untracked-files=no",
-            "--",
-            ".",
-        ],
-        timeout=120,
+    probe = _run.run(
+        ["git", "-C", str(context), "rev-parse", "--is-inside-work-tree", "HEAD"],
+        timeout=30,
         env=env,
         check=False,
     )
-    if status.returncode != 0:
-        return  # not a git work tree (or no git): nothing to compare against
-    head, changed = "", []
-    for line in status.stdout.splitlines():
-        if line.startswith("# branch.oid "):
-            head = line.removeprefix("# branch.oid ").strip()
-        elif line and not line.startswith("#"):
-            changed.append(line.rsplit(" ", 1)[-1].split("\t")[0])
+    lines = probe.stdout.split()
+    if not lines or lines[0] != "true":
+        return False  # not a git work tree (or no git): nothing to compare against
+    head = lines[1] if probe.returncode == 0 and len(lines) > 1 else ""
     if head != sha:
-        shown = head if head and head != "(initial)" else "no commit"
         raise SourceMismatch(
-            f"the build context {context} is checked out at {shown}, not at {sha}; "
+            f"the build context {context} is checked out at {head or 'no commit'}, not at {sha}; "
             f"check out {sha} (e.g. `git checkout {sha}`) before building it"
         )
-    if changed:
+    return True
+
+
+def check_clean(context: Path, sha: str, env: Mapping[str, str]) -> None:
+    """No tracked file of the context may be modified (untracked and ignored files, e.g. build
+    inputs, are allowed). ``git status`` may hash every file, so the build runs it alongside
+    ``docker build`` and waits for it before anything is pushed."""
+    status = _run.run(
+        ["git", "-C", str(context), "status", "--porcelain", "--untracked-files=no", "--", "."],
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    if status.returncode != 0 or changed:
+        first = changed[0] if changed else status.stderr.strip()[:200]
         raise SourceMismatch(
-            f"the build context {context} has uncommitted changes ({changed[0]} …); an image "
-            f"tagged {sha} must hold exactly that commit — commit or stash them first"
+            f"the build context {context} has uncommitted changes ({first} …); an image tagged "
+            f"{sha} must hold exactly that commit — commit or stash them first (nothing was "
+            "pushed)"
         )
 
 
@@ -247,11 +248,19 @@ def build(
             raise BuildFailure(f"build context {context} does not exist or is not a directory")
         if not dockerfile.is_file():
             raise BuildFailure(f"Dockerfile {dockerfile} does not exist")
-        check_source(context, sha, env)
+        in_git = check_head(context, sha, env)
         engine = docker or DockerEngine(env)
-        record = _build_and_push(
-            job, engine, existing=existing, on_line=on_line, context=context, dockerfile=dockerfile
-        )
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            clean = pool.submit(check_clean, context, sha, env) if in_git else None
+            record = _build_and_push(
+                job,
+                engine,
+                existing=existing,
+                on_line=on_line,
+                context=context,
+                dockerfile=dockerfile,
+                before_push=clean.result if clean is not None else lambda: None,
+            )
     record.branch = branch
     record.build_duration_sec = round(time.monotonic() - started, 3)
     record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -310,6 +319,7 @@ def _build_and_push(
     on_line: Callable[[str], None],
     context: Path,
     dockerfile: Path,
+    before_push: Callable[[], object],
 ) -> BuildRecord:
     settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
@@ -333,6 +343,7 @@ def _build_and_push(
     )
     pushing = False
     try:
+        before_push()  # the source check that ran alongside the build (SOURCE_MISMATCH)
         # Re-ask the registry right before pushing: another build of this SHA may have won.
         current = registry.manifest_digest(sha)
         if current is not None:

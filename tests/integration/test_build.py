@@ -145,13 +145,22 @@ def test_context_must_be_the_commit_being_tagged(
     assert result.returncode != 0
     assert "error: SOURCE_MISMATCH:" in result.stderr
     assert f"not at {sha_a}" in result.stderr
+    assert "Step 1/" not in result.stderr  # the cheap HEAD check runs before any build
     (app.path / "www" / "api.json").write_text('{"version": "edited"}\n')
     result = inv(["build", f"--sha={app.sha}", "--branch=main"], env)
     assert result.returncode != 0
     assert "error: SOURCE_MISMATCH:" in result.stderr
     assert "uncommitted changes" in result.stderr
-    assert "Step 1/" not in result.stderr
+    # `git status` runs alongside the build; it is waited for before anything is pushed
+    assert "Pushed" not in result.stderr
     assert client(shatag_env, "INVOKE_SHATAG_CANONICAL_REPOSITORY").tags() == []
+    local = subprocess.run(
+        ["docker", "image", "inspect", f"{env['INVOKE_SHATAG_CANONICAL_REPOSITORY']}:{app.sha}"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert local.returncode != 0  # the local SHA tags of the refused build were removed
 
 
 def test_failing_build_streams_its_output_and_pushes_nothing(
