@@ -11,6 +11,8 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
+# The test suite (the README's test command, .ci/run). `perf` is a benchmark, run on its own
+# (`nox -s perf`): timing ratios on a shared 2-core machine are measurements, not pass/fail.
 nox.options.sessions = [
     "lint",
     "typecheck",
@@ -18,7 +20,6 @@ nox.options.sessions = [
     "contract",
     "integration",
     "reliability",
-    "perf",
 ]
 
 ROOT = Path(__file__).parent
