@@ -22,12 +22,23 @@ from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.exceptions import Exit
+from invoke.exceptions import Exit, ParseError
 from invoke.tasks import task
 
 from shatag import output
 from shatag.config import Settings, invoke_defaults
 from shatag.errors import ShatagError
+
+
+def _parse_error_line(self: ParseError) -> str:
+    flat = " ".join(Exception.__str__(self).split())
+    return f"error: INVALID_INPUT: {flat}; see `inv --help <task>`"
+
+
+# Invoke's own parser rejects some hostile flag values before any task runs (``--sha`` with no
+# value, ``--sha=--rebuild``) and prints str(ParseError) itself. This module is imported before
+# task flags are parsed, so those messages too follow our `error: CODE: message` contract.
+ParseError.__str__ = _parse_error_line  # type: ignore[method-assign,assignment]
 
 
 def _plain(value: Any) -> Any:

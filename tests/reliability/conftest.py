@@ -204,10 +204,6 @@ def error_code(result: InvResult) -> str:
     for line in result.stderr.splitlines():
         if line.startswith("error: "):
             return line.split(":", 2)[1].strip()
-    # Invoke's own argument parser rejects some input before any shatag code runs (a value that
-    # is itself a known flag); it prints a usage error and exits 1.
-    if result.returncode == 1 and "needed value and was not given one" in result.stderr:
-        return "INVOKE_USAGE"
     return ""
 
 
