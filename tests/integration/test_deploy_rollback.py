@@ -71,11 +71,29 @@ class World:
     b: Built
     root: Path
 
-    def build(self, content: str, *, branch: str = "main", drop_health: bool = False) -> Built:
+    def build(
+        self,
+        content: str,
+        *,
+        branch: str = "main",
+        drop_health: bool = False,
+        no_healthcheck: bool = False,
+    ) -> Built:
         if drop_health:
             (self.app.path / "www" / "healthz").unlink(missing_ok=True)
         else:
             (self.app.path / "www" / "healthz").write_text("ok\n")
+        dockerfile = self.app.path / "Dockerfile"
+        original = (EXAMPLE / "Dockerfile").read_text()
+        if no_healthcheck:  # an image with no HEALTHCHECK: the target probes health_path itself
+            kept = [
+                line
+                for line in original.splitlines()
+                if not line.startswith(("HEALTHCHECK", "  CMD"))
+            ]
+            dockerfile.write_text("\n".join(kept) + "\n")
+        else:
+            dockerfile.write_text(original)
         sha = self.app.commit(content, f"content {content}")
         meta = self.root / "metadata" / f"{sha}.json"
         env = {**self.env, "INVOKE_SHATAG_CONTEXT": str(self.app.path)}
@@ -461,6 +479,32 @@ def test_unhealthy_new_image_restores_the_old_container(
     assert rows[0]["error_code"] == "DEPLOY_FAILED"
     assert rows[1]["sha"] == world.a.sha
     assert rows[1]["current"] is True
+
+
+def test_image_without_healthcheck_is_gated_by_an_http_probe(
+    world: World, make_site: Callable[..., Site]
+) -> None:
+    """No HEALTHCHECK in the image: GET health_path on the published port decides (issue 4)."""
+    plain = world.build('{"release": "plain"}', no_healthcheck=True)
+    assert "Healthcheck" not in _docker(
+        "image", "inspect", "--format", "{{json .Config}}", f"{world.canonical}:{plain.sha}"
+    )
+    site = make_site(health_timeout=20)
+    assert site.deploy(world.a).returncode == 0
+    result = site.deploy(plain)
+    assert result.returncode == 0, result.stderr
+    assert site.serves() == plain.content
+    # ... and a health_path that never answers 2xx fails the gate and restores the old one
+    broken = world.build('{"release": "plain-broken"}', drop_health=True, no_healthcheck=True)
+    site_short = make_site(health_timeout=3)
+    assert site_short.deploy(plain).returncode == 0
+    old_id = _docker("inspect", "--format", "{{.Id}}", site_short.container)
+    result = site_short.deploy(broken)
+    assert result.returncode != 0
+    assert "error: DEPLOY_FAILED:" in result.stderr
+    assert "HTTP 404" in result.stderr
+    assert _docker("inspect", "--format", "{{.Id}}", site_short.container) == old_id
+    assert site_short.serves() == plain.content
 
 
 def test_failing_apply_command_restores_every_target(
