@@ -77,6 +77,34 @@ def _git(cwd: Path, *args: str) -> str:
     return out.stdout.strip()
 
 
+def new_app(path: Path, branch: str = "main") -> App:
+    """A git repository (no commit yet) holding a copy of ``examples/api`` at ``path``."""
+    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".gitignore"))
+    _git(path, "init", "-q", "-b", branch)
+    return App(path)
+
+
+def cli_env(registry: LocalRegistry, root: Path, name: str) -> dict[str, str]:
+    """The environment of a CLI run, as a new user sets it: ``INVOKE_SHATAG_*`` pointing at the
+    repositories ``name`` and ``name``-staging of ``registry``, HOME isolated under ``root``,
+    the pinned tools first on PATH."""
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": tools_path(),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "INVOKE_SHATAG_CANONICAL_REPOSITORY": f"{registry.address}/{name}",
+        "INVOKE_SHATAG_STAGING_REPOSITORY": f"{registry.address}/{name}-staging",
+        "INVOKE_SHATAG_METADATA_DIR": str(root / "metadata"),
+        "INVOKE_SHATAG_SBOM_DIR": str(root / "sbom"),
+    }
+    for key in ("DOCKER_HOST", "SHATAG_BUILDER", "SHATAG_TOOLS_DIR"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[..., App]:
     """``make_app(content="v1")`` → an App (git repo of examples/api) with one commit."""
@@ -86,10 +114,7 @@ def make_app(tmp_path: Path) -> Callable[..., App]:
     counter = iter(range(1000))
 
     def factory(content: str = '{"version": "v1"}', branch: str = "main") -> App:
-        path = tmp_path / f"app{next(counter)}"
-        shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".gitignore"))
-        _git(path, "init", "-q", "-b", branch)
-        app = App(path)
+        app = new_app(tmp_path / f"app{next(counter)}", branch)
         app.commit(content, "initial")
         return app
 
@@ -99,22 +124,8 @@ def make_app(tmp_path: Path) -> Callable[..., App]:
 @pytest.fixture
 def shatag_env(registry: LocalRegistry, tmp_path: Path) -> dict[str, str]:
     """Environment for one CLI run against fresh repositories (unique names per test)."""
-    name = f"app-{uuid.uuid4().hex[:10]}"
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    env = {
-        "PATH": tools_path(),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "INVOKE_SHATAG_CANONICAL_REPOSITORY": f"{registry.address}/{name}",
-        "INVOKE_SHATAG_STAGING_REPOSITORY": f"{registry.address}/{name}-staging",
-        "INVOKE_SHATAG_METADATA_DIR": str(tmp_path / "metadata"),
-        "INVOKE_SHATAG_STATE_DIR": str(tmp_path / "state"),
-        "INVOKE_SHATAG_SBOM_DIR": str(tmp_path / "sbom"),
-    }
-    for key in ("DOCKER_HOST", "SHATAG_BUILDER", "SHATAG_TOOLS_DIR"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+    env = cli_env(registry, tmp_path, f"app-{uuid.uuid4().hex[:10]}")
+    env["INVOKE_SHATAG_STATE_DIR"] = str(tmp_path / "state")
     return env
 
 

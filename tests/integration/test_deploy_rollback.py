@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from ruamel.yaml import YAML
 from shatag.core import parse_repository
 from shatag.localregistry import LocalRegistry, free_port
 from shatag.registry import RegistryClient
-from tests.conftest import EXAMPLE, ROOT, App, InvResult, _git, run_inv, tools_path
+from tests.conftest import EXAMPLE, ROOT, App, InvResult, cli_env, new_app, run_inv
 
 SDL_TEXT = """\
 ---
@@ -106,25 +105,8 @@ class World:
 def world(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("deploy-world")
     name = f"dep-{uuid.uuid4().hex[:8]}"
-    home = root / "home"
-    home.mkdir()
-    env = {
-        "PATH": tools_path(),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "USER": "operator-tests",
-        "INVOKE_SHATAG_CANONICAL_REPOSITORY": f"{registry.address}/{name}",
-        "INVOKE_SHATAG_STAGING_REPOSITORY": f"{registry.address}/{name}-staging",
-        "INVOKE_SHATAG_METADATA_DIR": str(root / "metadata"),
-        "INVOKE_SHATAG_SBOM_DIR": str(root / "sbom"),
-    }
-    for key in ("DOCKER_HOST", "SHATAG_BUILDER", "SHATAG_TOOLS_DIR"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    path = root / "app"
-    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".gitignore"))
-    _git(path, "init", "-q", "-b", "main")
-    app = App(path)
+    env = {**cli_env(registry, root, name), "USER": "operator-tests"}
+    app = new_app(root / "app")
     world = World(
         env=env,
         app=app,

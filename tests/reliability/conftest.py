@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -32,7 +31,8 @@ import pytest
 from shatag.core import parse_repository
 from shatag.localregistry import LocalRegistry
 from shatag.registry import RegistryClient
-from tests.conftest import EXAMPLE, ROOT, App, InvResult, _git, run_inv, tools_path
+from tests.conftest import ROOT, App, InvResult, cli_env, run_inv
+from tests.conftest import new_app as new_example_app
 
 RESULTS_ENV = "SHATAG_RELIABILITY_JSON"
 DEFAULT_RESULTS = ROOT / "build" / "reliability" / "results.json"
@@ -258,30 +258,13 @@ class World:
 
 
 def world_env(registry: LocalRegistry, root: Path, name: str) -> dict[str, str]:
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        "PATH": tools_path(),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "USER": "reliability",
-        "INVOKE_SHATAG_CANONICAL_REPOSITORY": f"{registry.address}/{name}",
-        "INVOKE_SHATAG_STAGING_REPOSITORY": f"{registry.address}/{name}-staging",
-        "INVOKE_SHATAG_METADATA_DIR": str(root / "metadata"),
-        "INVOKE_SHATAG_SBOM_DIR": str(root / "sbom"),
-    }
-    for key in ("DOCKER_HOST", "SHATAG_BUILDER", "SHATAG_TOOLS_DIR"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    return env
+    return {**cli_env(registry, root, name), "USER": "reliability"}
 
 
 def new_app(root: Path) -> App:
-    path = root / "app"
-    shutil.copytree(EXAMPLE, path, ignore=shutil.ignore_patterns(".gitignore"))
-    (path / "www" / "healthz").write_text("ok\n")
-    _git(path, "init", "-q", "-b", "main")
-    return App(path)
+    app = new_example_app(root / "app")
+    (app.path / "www" / "healthz").write_text("ok\n")
+    return app
 
 
 @pytest.fixture(scope="session")
