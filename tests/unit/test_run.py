@@ -1,0 +1,55 @@
+"""The subprocess chokepoint: real (tiny) programs, no shell, bounded, masked, quick."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from shatag import _run
+from shatag.errors import ToolFailure, ToolMissing, ToolTimeout
+
+PY = sys.executable
+
+
+def test_collects_stdout_and_stderr_and_the_exit_code() -> None:
+    code = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
+    result = _run.run([PY, "-c", code], timeout=30, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+def test_a_failing_command_raises_tool_failure_with_its_output() -> None:
+    with pytest.raises(ToolFailure) as caught:
+        _run.run([PY, "-c", "import sys; sys.exit('boom')"], timeout=30)
+    assert caught.value.returncode == 1
+    assert "boom" in caught.value.message
+
+
+def test_stdin_is_empty_so_a_reader_does_not_wait() -> None:
+    result = _run.run([PY, "-c", "import sys; print(len(sys.stdin.read()))"], timeout=30)
+    assert result.stdout == "0\n"
+
+
+def test_a_command_past_its_timeout_is_killed() -> None:
+    started = time.monotonic()
+    with pytest.raises(ToolTimeout) as caught:
+        _run.run([PY, "-c", "import time; time.sleep(30)"], timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert "0.5s" in caught.value.message
+
+
+def test_a_missing_program_is_tool_missing() -> None:
+    with pytest.raises(ToolMissing):
+        _run.run(["shatag-no-such-program"], timeout=5)
+
+
+def test_secrets_are_masked_in_lines_and_results() -> None:
+    lines: list[str] = []
+    result = _run.run(
+        [PY, "-c", "print('token=hunter22')"], timeout=30, secrets=["hunter22"], on_line=lines.append
+    )
+    assert result.stdout == "token=***\n"
+    assert lines == ["token=***"]
+    assert "hunter22" not in result.command
+
