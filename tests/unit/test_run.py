@@ -47,9 +47,11 @@ def test_a_missing_program_is_tool_missing() -> None:
 def test_secrets_are_masked_in_lines_and_results() -> None:
     lines: list[str] = []
     result = _run.run(
-        [PY, "-c", "print('token=hunter22')"], timeout=30, secrets=["hunter22"], on_line=lines.append
+        [PY, "-c", "print('token=hunter22')"],
+        timeout=30,
+        secrets=["hunter22"],
+        on_line=lines.append,
     )
     assert result.stdout == "token=***\n"
     assert lines == ["token=***"]
     assert "hunter22" not in result.command
-
