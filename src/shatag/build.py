@@ -39,6 +39,7 @@ from shatag.errors import (
     ToolFailure,
 )
 from shatag.registry import RegistryClient
+from shatag.sbom import scan_local_image
 
 PUSH_TIMEOUT_SEC = 900.0
 
@@ -241,18 +242,20 @@ def build(
 
     job = _Job(settings, repo, repo_type, sha, registry)
     existing = registry.manifest_digest(sha)
-    if existing is not None and not request.rebuild:
-        record = _reuse(job, existing, meta_path)
-    else:
-        if not context.is_dir():
-            raise BuildFailure(f"build context {context} does not exist or is not a directory")
-        if not dockerfile.is_file():
-            raise BuildFailure(f"Dockerfile {dockerfile} does not exist")
-        in_git = check_head(context, sha, env)
-        engine = docker or DockerEngine(env)
-        with ThreadPoolExecutor(max_workers=1) as pool:
+    local_sbom: Callable[[], bytes] | None = None
+    # Two helpers at most: the source check alongside the build, the SBOM scan alongside the push.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        if existing is not None and not request.rebuild:
+            record = _reuse(job, existing, meta_path)
+        else:
+            if not context.is_dir():
+                raise BuildFailure(f"build context {context} does not exist or is not a directory")
+            if not dockerfile.is_file():
+                raise BuildFailure(f"Dockerfile {dockerfile} does not exist")
+            in_git = check_head(context, sha, env)
+            engine = docker or DockerEngine(env)
             clean = pool.submit(check_clean, context, sha, env) if in_git else None
-            record = _build_and_push(
+            record, local_sbom = _build_and_push(
                 job,
                 engine,
                 existing=existing,
@@ -260,16 +263,35 @@ def build(
                 context=context,
                 dockerfile=dockerfile,
                 before_push=clean.result if clean is not None else lambda: None,
+                scan=(
+                    (
+                        lambda image_id: (
+                            pool.submit(
+                                scan_local_image, settings, repo, sha, image_id, env=env
+                            ).result
+                        )
+                    )
+                    if _run.which("syft", env)
+                    else None
+                ),
             )
-    record.branch = branch
-    record.build_duration_sec = round(time.monotonic() - started, 3)
-    record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    # signing/SBOM hook: sign, SBOM, attest, soft-verify, all by digest (FR-008/010/014).
-    from shatag.supplychain import after_push
+        record.branch = branch
+        record.build_duration_sec = round(time.monotonic() - started, 3)
+        record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+        # signing/SBOM hook: sign, SBOM, attest, soft-verify, all by digest (FR-008/010/014).
+        from shatag.supplychain import after_push
 
-    chain = after_push(
-        settings, repo, sha, record.image_digest, sign=request.sign, reused=record.reused, env=env
-    )
+        chain = after_push(
+            settings,
+            repo,
+            sha,
+            record.image_digest,
+            sign=request.sign,
+            reused=record.reused,
+            env=env,
+            config_digest=record.config_digest,
+            local_sbom=local_sbom,
+        )
     record.signature_status = chain.signature.status
     record.signature_reason = chain.signature.reason
     record.sbom_status = chain.sbom.status
@@ -320,7 +342,10 @@ def _build_and_push(
     context: Path,
     dockerfile: Path,
     before_push: Callable[[], object],
-) -> BuildRecord:
+    scan: Callable[[str], Callable[[], bytes]] | None,
+) -> tuple[BuildRecord, Callable[[], bytes] | None]:
+    """Build, push, prove. Returns the record and, for a pushed image, the pending local SBOM
+    scan (``scan(image_id)`` starts it alongside the push; see :mod:`shatag.sbom`)."""
     settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
     labels = {
@@ -347,12 +372,13 @@ def _build_and_push(
         # Re-ask the registry right before pushing: another build of this SHA may have won.
         current = registry.manifest_digest(sha)
         if current is not None:
-            return _compare_rebuild(job, current, built)
+            return _compare_rebuild(job, current, built), None
         if existing is not None:
             raise DigestMismatch(
                 f"{full_tag} vanished from the registry during --rebuild; refusing to push"
             )
         pushing = True
+        local_sbom = scan(built.image_id) if scan is not None else None
         reported = engine.push(full_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
     finally:
         if not pushing:
@@ -391,7 +417,7 @@ def _build_and_push(
         except (RegistryUnavailable, RegistryAuthError) as exc:
             raise PushFailure(f"could not push the short tag {short_tag}: {exc.message}") from None
     _ensure_short_tag(job, served)
-    return record
+    return record, local_sbom
 
 
 def _compare_rebuild(job: _Job, current: str, built: Any) -> BuildRecord:

@@ -1,11 +1,19 @@
-"""syft adapter: an SPDX-JSON SBOM of the pushed image, read from the registry by digest (FR-008).
+"""syft adapter: an SPDX-JSON SBOM of the pushed image (FR-008).
 
 The SBOM file is named after the full git SHA (``<sbom_dir>/<sha>.spdx.json``); its own
-``sha256`` is recorded beside the image digest. syft reads the image straight from the registry
-(``registry:`` source), never from the local docker daemon, so the SBOM describes exactly the
-pushed manifest; reading changes nothing in the registry (the image digest stays the same).
+``sha256`` is recorded beside the image digest. Two ways to scan, one result:
+
+* A fresh build: :func:`scan_local_image` scans the image just built, by its image ID, from the
+  docker engine that built it, **while** it is being pushed (the two together take about as long
+  as the push alone). The SBOM names the image ID (its config digest) as its version. It counts
+  only once the push is proven: the registry's manifest for the SHA tag must carry that same
+  config digest, which fixes every layer (the config lists the layers' content digests). A local
+  scan that fails falls back to the registry scan below.
+* Otherwise (a reused tag, a ``--rebuild`` comparison, a fallback): syft reads the pushed digest
+  straight from the registry (``registry:`` source); reading changes nothing there.
+
 With signing configured the SBOM is attached as a signed in-toto attestation
-(``cosign attest --type spdxjson``) to the same digest.
+(``cosign attest --type spdxjson``) to the manifest digest.
 
 >>> sbom_path(Settings.from_mapping({}), "a" * 40).name
 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.spdx.json'
@@ -16,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -74,8 +82,9 @@ def _syft_env(repository: Repository, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def parse_spdx(data: bytes, digest: str) -> tuple[str, ...]:
-    """Check ``data`` is an SPDX-JSON document of the image ``digest``; return package names.
+def parse_spdx(data: bytes, *digests: str) -> tuple[str, ...]:
+    """Check ``data`` is an SPDX-JSON document of the image (one of ``digests``: its manifest
+    digest, or its config digest for a local scan); return the package names.
 
     Raises ``ValueError`` when it is not.
     """
@@ -86,9 +95,31 @@ def parse_spdx(data: bytes, digest: str) -> tuple[str, ...]:
     if not isinstance(packages, list):
         raise ValueError("the SPDX document lists no packages")  # noqa: TRY004 -- one error type for any malformed document
     names = tuple(str(p.get("name", "")) for p in packages if isinstance(p, dict))
-    if not any(isinstance(p, dict) and p.get("versionInfo") == digest for p in packages):
-        raise ValueError(f"the SPDX document does not describe the image {digest}")
+    wanted = {d for d in digests if d}
+    if not any(isinstance(p, dict) and p.get("versionInfo") in wanted for p in packages):
+        raise ValueError(f"the SPDX document does not describe the image {' or '.join(digests)}")
     return names
+
+
+def scan_local_image(
+    settings: Settings, repository: Repository, sha: str, image_id: str, *, env: Mapping[str, str]
+) -> bytes:
+    """Scan the freshly built image ``image_id`` from the docker engine; return the SPDX bytes.
+
+    Started alongside ``docker push``; see the module docstring for why the result may stand for
+    the pushed digest. Raises like :func:`_run.run` (ToolMissing/ToolTimeout/ToolFailure).
+    """
+    validate_digest(image_id)
+    path = sbom_path(settings, sha)
+    tmp = path.with_name(f".{path.name}.local")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [SYFT, "scan", f"docker:{image_id}", "--source-name", f"{repository}:{sha}"]
+    argv += ["--source-version", image_id, "-o", f"spdx-json={tmp}", "-q"]
+    try:
+        run(argv, timeout=settings.tool_timeout_sec, env=_syft_env(repository, env))
+        return tmp.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def generate_sbom(
@@ -98,13 +129,67 @@ def generate_sbom(
     digest: str,
     *,
     env: Mapping[str, str],
+    local: Callable[[], bytes] | None = None,
+    config_digest: str = "",
 ) -> SbomResult:
-    """Scan ``repository@digest`` from the registry with syft into ``<sbom_dir>/<sha>.spdx.json``.
+    """The SBOM of ``repository@digest`` into ``<sbom_dir>/<sha>.spdx.json``.
+
+    ``local`` waits for a :func:`scan_local_image` of the image whose ID is ``config_digest``
+    (verified by the caller to be the pushed manifest's config); without it, or when that scan
+    failed, syft scans ``repository@digest`` from the registry.
 
     A missing syft is ``tool_missing`` (the product never requires it); a syft that runs and
     fails raises :class:`ToolFailure` (TOOL_FAILURE, contracts/sbom-linkage.yaml).
     """
     validate_digest(digest)
+    scanned = None
+    if local is not None and config_digest:
+        scanned = _local_result(local, config_digest, f"{repository}@{digest}")
+    if scanned is None:
+        scanned = _scan_registry(settings, repository, sha, digest, env=env)
+    if scanned is None:
+        return SbomResult("tool_missing", detail="syft is not installed or not on PATH")
+    data, packages = scanned
+    path = sbom_path(settings, sha)
+    atomic_write_bytes(path, data)
+    sbom_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    log.info(
+        "SBOM of %s@%s: %s (%s, %d packages)", repository, digest, path, sbom_digest, len(packages)
+    )
+    return SbomResult(
+        "generated",
+        path=str(path),
+        sbom_ref=str(path),
+        sbom_digest=sbom_digest,
+        packages=packages,
+    )
+
+
+def _local_result(
+    local: Callable[[], bytes], config_digest: str, image: str
+) -> tuple[bytes, tuple[str, ...]] | None:
+    """The local scan's document and packages, or ``None`` to scan the registry instead."""
+    try:
+        data = local()
+        packages = parse_spdx(data, config_digest)
+    except ToolMissing:
+        return None  # the registry scan reports tool_missing the same way
+    except ToolTimeout as exc:
+        raise ToolFailure(
+            f"syft did not finish within its timeout (shatag.tool_timeout_sec) scanning {image} "
+            "locally; the image is pushed and unchanged",
+            command=exc.command,
+        ) from None
+    except (ToolFailure, OSError, ValueError) as exc:
+        log.warning("local SBOM scan of %s failed (%s); scanning the registry instead", image, exc)
+        return None
+    return data, packages
+
+
+def _scan_registry(
+    settings: Settings, repository: Repository, sha: str, digest: str, *, env: Mapping[str, str]
+) -> tuple[bytes, tuple[str, ...]] | None:
+    """syft reads ``repository@digest`` from the registry; ``None`` when syft is missing."""
     path = sbom_path(settings, sha)
     image = f"{repository}@{digest}"
     tmp = path.with_name(f".{path.name}.syft")
@@ -118,7 +203,7 @@ def generate_sbom(
         data = tmp.read_bytes()
         packages = parse_spdx(data, digest)
     except ToolMissing:
-        return SbomResult("tool_missing", detail="syft is not installed or not on PATH")
+        return None
     except ToolTimeout as exc:
         raise ToolFailure(
             f"syft did not finish within {settings.tool_timeout_sec:g}s "
@@ -138,16 +223,7 @@ def generate_sbom(
         ) from None
     finally:
         tmp.unlink(missing_ok=True)
-    atomic_write_bytes(path, data)
-    sbom_digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    log.info("SBOM of %s: %s (%s, %d packages)", image, path, sbom_digest, len(packages))
-    return SbomResult(
-        "generated",
-        path=str(path),
-        sbom_ref=str(path),
-        sbom_digest=sbom_digest,
-        packages=packages,
-    )
+    return data, packages
 
 
 def attest_sbom(

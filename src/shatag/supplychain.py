@@ -8,9 +8,10 @@ Order and failure policy:
 
 1. ``--sign``: ``cosign sign`` by digest (skipped for a reused image that already verifies).
    A failed signing fails the build (the operator asked for it); the tags stay as they are.
-2. SBOM (FR-008): syft scans the pushed digest; missing syft → ``sbom_status=tool_missing``;
-   a syft that runs and fails → TOOL_FAILURE (the image stays pushed and unchanged; a rerun
-   reuses it and generates the SBOM again).
+2. SBOM (FR-008): the local scan started alongside the push (``local_sbom``, see
+   :mod:`shatag.sbom`), else syft scans the pushed digest from the registry; missing syft
+   → ``sbom_status=tool_missing``; a syft that runs and fails → TOOL_FAILURE (the image
+   stays pushed and unchanged; a rerun reuses it and generates the SBOM again).
 3. With ``--sign`` and a generated SBOM: ``cosign attest --type spdxjson`` to the same digest.
 4. Soft verification (FR-014): the signature status goes into the record; a cosign that gives
    no pass/fail answer raises SOFT_VERIFY_TOOL_ERROR. The ``enforce`` policy is applied where an
@@ -22,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,6 +64,8 @@ def after_push(
     sign: bool,
     reused: bool,
     env: Mapping[str, str],
+    config_digest: str = "",
+    local_sbom: Callable[[], bytes] | None = None,
 ) -> SupplyChainResult:
     """Sign (optionally), generate + attest the SBOM, verify. See the module docstring."""
     image = f"{repository}@{validate_digest(digest)}"
@@ -82,9 +85,17 @@ def after_push(
             signed = True
 
     started = time.monotonic()
-    sbom = _existing_sbom(settings, sha, digest) if reused else None
+    sbom = _existing_sbom(settings, sha, digest, config_digest) if reused else None
     if sbom is None:
-        sbom = generate_sbom(settings, repository, sha, digest, env=env)
+        sbom = generate_sbom(
+            settings,
+            repository,
+            sha,
+            digest,
+            env=env,
+            local=local_sbom,
+            config_digest=config_digest,
+        )
     timings["sbom"] = time.monotonic() - started
 
     attestation: AttestationStatus = "skipped"
@@ -108,12 +119,14 @@ def after_push(
     return SupplyChainResult(signature, sbom, attestation, signed, timings)
 
 
-def _existing_sbom(settings: Settings, sha: str, digest: str) -> SbomResult | None:
+def _existing_sbom(
+    settings: Settings, sha: str, digest: str, config_digest: str
+) -> SbomResult | None:
     """A reused image keeps the SBOM already generated for it, if it still matches."""
     path = sbom_path(settings, sha)
     try:
         data = path.read_bytes()
-        packages = parse_spdx(data, digest)
+        packages = parse_spdx(data, digest, config_digest)
     except (OSError, ValueError):
         return None
     return SbomResult(

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,9 +18,12 @@ from shatag.config import Settings
 from shatag.core import parse_repository
 from shatag.errors import ToolFailure
 from shatag.localregistry import LocalRegistry
+from shatag.registry import RegistryClient
+from tests.conftest import App, InvResult
 from tests.integration._signing_support import (
     build_and_push,
     env_with_tools,
+    fake_tool,
     generate_key_pair,
     tag_digest,
     tool_path,
@@ -129,3 +134,57 @@ def test_fr008_fr010_signing_does_not_change_digest(
     env = {**env_with_tools("cosign"), "COSIGN_PASSWORD": PASSWORD}
     signing.sign_image(settings, f"{settings.canonical}@{digest}", env=env)
     assert tag_digest(registry, "sbom", sha) == digest
+
+
+def _container_package(sbom_file: Path) -> dict[str, Any]:
+    doc = json.loads(sbom_file.read_text())
+    roots = [p for p in doc["packages"] if p.get("primaryPackagePurpose") == "CONTAINER"]
+    assert len(roots) == 1, roots
+    return dict(roots[0])
+
+
+def test_fr008_build_scans_the_image_alongside_the_push_and_names_its_pushed_config(
+    inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
+) -> None:
+    """A fresh build's SBOM comes from the local scan (started with the push): it names the
+    image ID, which the registry's manifest for the SHA tag carries as its config digest."""
+    tool_path("syft")
+    app = make_app('{"version": "sbom-local"}')
+    env = {**shatag_env, "INVOKE_SHATAG_CONTEXT": str(app.path)}
+    result = inv(["build", f"--sha={app.sha}", "--branch=main"], env)
+    assert result.returncode == 0, result.stderr
+    record = result.record
+    assert record["sbom_status"] == "generated"
+    root = _container_package(Path(record["sbom_ref"]))
+    repo = parse_repository(record["repository"])
+    pushed_config = RegistryClient(repo, env={}).config_digest(app.sha, "linux/amd64")
+    assert root["versionInfo"] == record["pre_push_digest"] == pushed_config
+    assert root["name"] == f"{record['repository']}:{app.sha}"
+    names = {p["name"] for p in json.loads(Path(record["sbom_ref"]).read_text())["packages"]}
+    assert "busybox" in names
+    assert "scanning the registry instead" not in result.stderr
+
+
+def test_fr008_fake_syft_refusing_the_daemon_falls_back_to_the_registry_scan(
+    inv: Callable[..., InvResult],
+    shatag_env: dict[str, str],
+    make_app: Callable[..., App],
+    tmp_path: Path,
+) -> None:
+    """syft that cannot reach the engine (a wrapper refusing ``docker:`` sources, then the real
+    syft): the build still gets its SBOM, read from the registry by the pushed digest."""
+    real = tool_path("syft")
+    refuse = 'case "$*" in *docker:*) echo "fake: no docker daemon here" >&2; exit 1;; esac\n'
+    bindir = fake_tool(tmp_path / "fake", "syft", refuse + f'exec {real} "$@"\n')
+    app = make_app('{"version": "sbom-fallback"}')
+    env = {
+        **shatag_env,
+        "INVOKE_SHATAG_CONTEXT": str(app.path),
+        "PATH": f"{bindir}:{shatag_env['PATH']}",
+    }
+    result = inv(["build", f"--sha={app.sha}", "--branch=main"], env)
+    assert result.returncode == 0, result.stderr
+    record = result.record
+    assert record["sbom_status"] == "generated"
+    assert "scanning the registry instead" in result.stderr
+    assert _container_package(Path(record["sbom_ref"]))["versionInfo"] == record["image_digest"]
