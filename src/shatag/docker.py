@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
 from shatag import _run
-from shatag.errors import BuildFailure, PushFailure, ToolFailure, ToolMissing
+from shatag.errors import BuildFailure, PushFailure, ToolFailure, ToolMissing, ToolTimeout
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
@@ -156,6 +156,20 @@ class DockerEngine:
         if not reported:
             raise PushFailure(f"docker push {tag} reported no digest")
         return reported[-1]
+
+    def exec_status(self, container: str, command: Sequence[str], *, timeout: float) -> int:
+        """``docker exec`` ``command`` in ``container`` (a health check): its exit status, or -1
+        when it could not run or did not finish within ``timeout``."""
+        try:
+            result = _run.run(
+                [*self._cmd(), "exec", container, *command],
+                timeout=timeout,
+                env=self._env,
+                check=False,
+            )
+        except (ToolFailure, ToolTimeout):
+            return -1
+        return result.returncode
 
     def image_id(self, reference: str) -> str | None:
         from python_on_whales.exceptions import NoSuchImage

@@ -6,9 +6,11 @@ The new container must publish the same host port as the old one, so the switch 
    digest decides what is pulled and run); nothing running changes.
 2. ``apply``: stop the old container ``<name>`` and rename it ``<name>-shatag-prev`` (kept, not
    removed); start the new one as ``<name>`` on ``127.0.0.1:<port>``; wait until it is healthy
-   (its ``HEALTHCHECK`` polled every second, else an HTTP GET of ``health_path``), bounded by
+   (its ``HEALTHCHECK`` status polled, else an HTTP GET of ``health_path``), bounded by
    ``health_timeout_sec``. Not healthy in time, or exited: its logs go into the error, it is
    removed, and the old one is renamed back and started again -- :class:`DeployFailed`.
+   The image's ``HEALTHCHECK`` command is also run at once through ``docker exec``, so a
+   healthy service passes the gate without waiting for the engine's first scheduled check.
 3. ``restore`` (a later step failed): the same undo.
 4. ``commit``: remove ``<name>-shatag-prev``; only now is the old container gone.
 
@@ -23,9 +25,9 @@ import contextlib
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from shatag.config import TargetConfig
 from shatag.docker import DockerEngine
@@ -43,6 +45,7 @@ LABEL_ATTEMPT: Final = "shatag.attempt"
 STOP_TIMEOUT_SEC: Final = 10
 _POLL_SEC: Final = 0.1  # health polls are cheap; a late poll is pure deploy latency
 _LOG_TAIL: Final = 20
+_DEFAULT_CHECK_TIMEOUT_SEC: Final = 30.0  # docker's default HEALTHCHECK --timeout
 
 
 class DockerTarget:
@@ -190,35 +193,54 @@ class DockerTarget:
         )
 
     def _wait_healthy(self, container: Container) -> str | None:
-        """``None`` once healthy; else what went wrong."""
+        """``None`` once healthy; else what went wrong.
+
+        With a ``HEALTHCHECK`` the image's own check command is also run right away (``docker
+        exec``, the same command, user and timeout), so the gate opens when the service first
+        passes it rather than at the engine's first scheduled probe one interval later; the
+        engine's verdict counts too (``healthy`` opens, ``unhealthy`` or an exit fails).
+        """
         from python_on_whales.exceptions import DockerException
 
         deadline = time.monotonic() + self.config.health_timeout_sec
-        status = "starting"
+        check = _health_command(container)
         while True:
             try:
                 container = self._docker.container.inspect(container.id)
             except DockerException as exc:
                 return f"disappeared while starting ({_docker_error(exc)})"
-            state = container.state
-            if not state.running or state.restarting:
-                return f"exited with status {state.exit_code} before becoming healthy"
-            if state.health is not None:
-                status = str(state.health.status)
-                if status == "healthy":
-                    return None
-                if status == "unhealthy":
-                    return "reported unhealthy by its HEALTHCHECK"
-            else:
-                status = self._probe()
-                if status == "ok":
-                    return None
+            verdict, status = self._health_step(container, check, deadline)
+            if verdict != "wait":
+                return None if verdict == "ok" else status
             if time.monotonic() >= deadline:
                 return (
                     f"was not healthy within {self.config.health_timeout_sec:g}s "
                     f"(last status: {status})"
                 )
             time.sleep(_POLL_SEC)
+
+    def _health_step(
+        self, container: Container, check: tuple[list[str], float] | None, deadline: float
+    ) -> tuple[Literal["ok", "fail", "wait"], str]:
+        """One look at a starting container: its verdict and status text."""
+        state = container.state
+        if not state.running or state.restarting:
+            return "fail", f"exited with status {state.exit_code} before becoming healthy"
+        if state.health is None:
+            status = self._probe()
+            return ("ok" if status == "ok" else "wait"), status
+        status = str(state.health.status)
+        if status == "healthy":
+            return "ok", status
+        if status == "unhealthy":
+            return "fail", "reported unhealthy by its HEALTHCHECK"
+        if check is not None:
+            command, timeout = check
+            left = max(1.0, deadline - time.monotonic())
+            if self._engine.exec_status(container.id, command, timeout=min(timeout, left)) == 0:
+                return "ok", "its HEALTHCHECK command passed"
+            status = "starting (its HEALTHCHECK command has not passed yet)"
+        return "wait", status
 
     def _probe(self) -> str:
         url = f"http://127.0.0.1:{self.config.port}{self.config.health_path}"
@@ -263,6 +285,32 @@ def _inspect(docker: DockerClient, name: str) -> Container | None:
             f"docker inspect {name} failed: {_docker_error(exc)}; check that the docker daemon "
             "is running"
         ) from None
+
+
+def _health_command(container: Container) -> tuple[list[str], float] | None:
+    healthcheck = container.config.healthcheck
+    if healthcheck is None:
+        return None
+    return health_command(healthcheck.test, healthcheck.timeout)
+
+
+def health_command(
+    test: Sequence[str] | None, timeout_ns: int | None
+) -> tuple[list[str], float] | None:
+    """A ``HEALTHCHECK`` (docker's ``Test`` list, ``Timeout`` in ns) as an exec argument list and
+    its timeout in seconds; ``None`` when there is nothing to run.
+
+    >>> health_command(["CMD-SHELL", "curl -f localhost"], 2_000_000_000)
+    (['/bin/sh', '-c', 'curl -f localhost'], 2.0)
+    >>> health_command(["NONE"], None) is None
+    True
+    """
+    test = list(test or [])
+    if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
+        return None  # NONE, inherited-only or empty: nothing of our own to run
+    command = test[1:] if test[0] == "CMD" else ["/bin/sh", "-c", test[1]]
+    seconds = timeout_ns / 1e9 if timeout_ns and timeout_ns > 0 else _DEFAULT_CHECK_TIMEOUT_SEC
+    return command, seconds
 
 
 def _docker_error(exc: Exception) -> str:

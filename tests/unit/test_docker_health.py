@@ -1,0 +1,105 @@
+"""The docker target's health gate: the HEALTHCHECK parser and the verdict of one look.
+
+Pure: the container is a stand-in for python-on-whales' inspect result and the engine a recorder
+of ``docker exec`` calls; the real gate runs in tests/integration/test_deploy_rollback.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shatag.config import TargetConfig
+from shatag.targets.docker import DockerTarget, health_command
+
+
+def test_cmd_form_runs_as_written_with_its_timeout() -> None:
+    assert health_command(["CMD", "/bin/busybox", "wget", "-q"], 2_000_000_000) == (
+        ["/bin/busybox", "wget", "-q"],
+        2.0,
+    )
+
+
+def test_shell_form_runs_through_sh_and_timeout_defaults_to_dockers() -> None:
+    assert health_command(["CMD-SHELL", "curl -f http://x/ || exit 1"], None) == (
+        ["/bin/sh", "-c", "curl -f http://x/ || exit 1"],
+        30.0,
+    )
+
+
+@pytest.mark.parametrize("test", [None, [], ["NONE"], ["CMD"], ["CMD-SHELL"], ["BOGUS", "x"]])
+def test_nothing_to_run(test: list[str] | None) -> None:
+    assert health_command(test, 1) is None
+
+
+@given(st.none() | st.lists(st.text(max_size=20), max_size=6), st.none() | st.integers())
+def test_any_healthcheck_parses_without_error(test: list[str] | None, timeout: int | None) -> None:
+    parsed = health_command(test, timeout)
+    if parsed is not None:
+        command, seconds = parsed
+        assert command
+        assert seconds > 0
+        assert test is not None
+        assert test[0] in ("CMD", "CMD-SHELL")
+
+
+class Engine:
+    """Records ``docker exec`` calls and answers with a fixed status."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.calls: list[Sequence[str]] = []
+
+    def exec_status(self, container: str, command: Sequence[str], *, timeout: float) -> int:
+        assert timeout > 0
+        self.calls.append(command)
+        return self.status
+
+
+def look(health: str | None, *, exec_status: int = 1, running: bool = True) -> tuple[Any, Engine]:
+    target = DockerTarget(
+        TargetConfig(kind="docker", name="api", port=8080, health_path="/healthz"), env={}
+    )
+    engine = Engine(exec_status)
+    target._engine = engine  # type: ignore[assignment]
+    state = SimpleNamespace(
+        running=running,
+        restarting=False,
+        exit_code=0 if running else 3,
+        health=None if health is None else SimpleNamespace(status=health),
+    )
+    container: Any = SimpleNamespace(id="c0ffee", state=state)
+    check = (["/bin/busybox", "wget", "-q", "http://127.0.0.1:8080/healthz"], 2.0)
+    return target._health_step(container, check, deadline=1e12), engine
+
+
+def test_the_images_check_passing_opens_the_gate_before_the_engines_first_probe() -> None:
+    (verdict, _status), engine = look("starting", exec_status=0)
+    assert verdict == "ok"
+    assert engine.calls == [["/bin/busybox", "wget", "-q", "http://127.0.0.1:8080/healthz"]]
+
+
+def test_a_failing_check_keeps_waiting() -> None:
+    (verdict, status), _engine = look("starting", exec_status=1)
+    assert verdict == "wait"
+    assert "not passed yet" in status
+
+
+def test_the_engines_verdict_counts_without_running_anything() -> None:
+    (healthy, _), engine = look("healthy")
+    (unhealthy, status), engine2 = look("unhealthy", exec_status=0)
+    assert (healthy, unhealthy) == ("ok", "fail")
+    assert "unhealthy" in status
+    assert engine.calls == engine2.calls == []
+
+
+def test_an_exited_container_fails_whatever_its_check_says() -> None:
+    (verdict, status), engine = look("starting", exec_status=0, running=False)
+    assert verdict == "fail"
+    assert "exited with status 3" in status
+    assert engine.calls == []
