@@ -397,7 +397,7 @@ def bench_build(w: World) -> None:
             what=f"`inv build` vs the same tools by hand: {tools} ({workload})",
             shatag=fmt(median(xs)),
             baseline=fmt(median(ys)),
-            ratio=f"{ratio:.3f} (+{overhead:.2f} s)",
+            ratio=f"{ratio:.3f} ({overhead:+.2f} s)",
             target="<= 1.10",
             asserted=True,
             ok=ratio <= 1.10,
@@ -592,7 +592,7 @@ def bench_rollback(w: World) -> None:
             shatag=fmt(median(xs)),
             baseline=fmt(median(by_exec)),
             ratio=f"{median([x / y for x, y in zip(xs, by_exec, strict=True)]):.2f} "
-            f"(+{median([x - y for x, y in zip(xs, by_exec, strict=True)]):.2f} s)",
+            f"({median([x - y for x, y in zip(xs, by_exec, strict=True)]):+.2f} s)",
             target="reported",
             asserted=False,
             ok=True,
@@ -749,7 +749,7 @@ def suite_row() -> Row:
     detail = ", ".join(f"{k} {float(v):.0f} s" for k, v in sessions.items())
     return Row(
         "6",
-        f"test suite wall time of the `nox` run before this one, {data.get('when', '?')} "
+        f"test suite wall time: the sessions of the latest `nox` run, {data.get('when', '?')} "
         f"({detail})",
         f"{total / 60:.1f} min",
         "-",
