@@ -255,6 +255,10 @@ def build(
             in_git = check_head(context, sha, env)
             engine = docker or DockerEngine(env)
             clean = pool.submit(check_clean, context, sha, env) if in_git else None
+
+            def start_scan(image_id: str) -> Callable[[], bytes]:
+                return pool.submit(scan_local_image, settings, repo, sha, image_id, env=env).result
+
             record, local_sbom = _build_and_push(
                 job,
                 engine,
@@ -263,17 +267,7 @@ def build(
                 context=context,
                 dockerfile=dockerfile,
                 before_push=clean.result if clean is not None else lambda: None,
-                scan=(
-                    (
-                        lambda image_id: (
-                            pool.submit(
-                                scan_local_image, settings, repo, sha, image_id, env=env
-                            ).result
-                        )
-                    )
-                    if _run.which("syft", env)
-                    else None
-                ),
+                scan=start_scan if _run.which("syft", env) else None,
             )
         record.branch = branch
         record.build_duration_sec = round(time.monotonic() - started, 3)
