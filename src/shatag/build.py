@@ -9,7 +9,9 @@ config digest equals the local image ID, and the short tag resolves to the same 
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,6 +40,7 @@ from shatag.errors import (
     SourceMismatch,
     ToolFailure,
 )
+from shatag.lock import build_lock
 from shatag.registry import RegistryClient
 from shatag.sbom import scan_local_image
 
@@ -346,38 +349,48 @@ def _build_and_push(
         "org.opencontainers.image.revision": sha,
         "org.opencontainers.image.source": str(repo),
     }
-    # A first build is tagged with the SHA tags directly (local tags only; nothing is pushed
-    # before the re-check below). A --rebuild builds under a private tag, so the local SHA tags
-    # keep pointing at the image the registry holds.
-    private_tag = f"{repo}:shatag-build-{sha}"
-    local_tags = [private_tag] if existing is not None else [full_tag, short_tag]
+    # Built under a tag of its own: another build of this SHA on this engine cannot move it.
+    # The SHA tags are set only under the build lock, right before the push.
+    private_tag = f"{repo}:shatag-build-{short_sha(sha)}-{uuid.uuid4().hex[:8]}"
     built = engine.build(
         context=context,
         dockerfile=dockerfile,
         platform=settings.platform,
-        tags=local_tags,
+        tags=[private_tag],
         labels=labels,
         timeout=settings.build_timeout_sec,
         on_line=on_line,
     )
-    pushing = False
     try:
         before_push()  # the source check that ran alongside the build (SOURCE_MISMATCH)
-        # Re-ask the registry right before pushing: another build of this SHA may have won.
-        current = registry.manifest_digest(sha)
-        if current is not None:
-            return _compare_rebuild(job, current, built), None
-        if existing is not None:
-            raise DigestMismatch(
-                f"{full_tag} vanished from the registry during --rebuild; refusing to push"
-            )
-        pushing = True
-        local_sbom = scan(built.image_id) if scan is not None else None
-        reported = engine.push(full_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
+        with build_lock(
+            settings.state_dir,
+            str(repo),
+            sha,
+            timeout=PUSH_TIMEOUT_SEC,
+            holder=f"pid {os.getpid()}",
+        ):
+            # Re-ask the registry right before pushing: another build of this SHA may have won.
+            current = registry.manifest_digest(sha)
+            if current is not None:
+                return _compare_rebuild(job, current, built), None
+            if existing is not None:
+                raise DigestMismatch(
+                    f"{full_tag} vanished from the registry during --rebuild; refusing to push"
+                )
+            for tag in (full_tag, short_tag):
+                engine.tag(built.image_id, tag)
+            local_sbom = scan(built.image_id) if scan is not None else None
+            reported = engine.push(full_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
+            return _prove(job, built, reported), local_sbom
     finally:
-        if not pushing:
-            engine.untag(local_tags)
+        engine.untag([private_tag])
 
+
+def _prove(job: _Job, built: Any, reported: str) -> BuildRecord:
+    """After the push: the registry serves what we built, and the short tag names it too."""
+    settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
+    full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
     manifest = registry.manifest(sha)
     if manifest is None:
         raise PushFailure(f"{full_tag} is not in the registry after the push (FR-003)")
@@ -411,7 +424,7 @@ def _build_and_push(
         except (RegistryUnavailable, RegistryAuthError) as exc:
             raise PushFailure(f"could not push the short tag {short_tag}: {exc.message}") from None
     _ensure_short_tag(job, served)
-    return record, local_sbom
+    return record
 
 
 def _compare_rebuild(job: _Job, current: str, built: Any) -> BuildRecord:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,6 +102,11 @@ def parse_spdx(data: bytes, *digests: str) -> tuple[str, ...]:
     return names
 
 
+def _scratch(path: Path, kind: str) -> Path:
+    """A private file beside ``path`` for syft to write (two builds of one SHA never share it)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{kind}")
+
+
 def scan_local_image(
     settings: Settings, repository: Repository, sha: str, image_id: str, *, env: Mapping[str, str]
 ) -> bytes:
@@ -111,7 +117,7 @@ def scan_local_image(
     """
     validate_digest(image_id)
     path = sbom_path(settings, sha)
-    tmp = path.with_name(f".{path.name}.local")
+    tmp = _scratch(path, "local")
     path.parent.mkdir(parents=True, exist_ok=True)
     argv = [SYFT, "scan", f"docker:{image_id}", "--source-name", f"{repository}:{sha}"]
     argv += ["--source-version", image_id, "-o", f"spdx-json={tmp}", "-q"]
@@ -192,7 +198,7 @@ def _scan_registry(
     """syft reads ``repository@digest`` from the registry; ``None`` when syft is missing."""
     path = sbom_path(settings, sha)
     image = f"{repository}@{digest}"
-    tmp = path.with_name(f".{path.name}.syft")
+    tmp = _scratch(path, "syft")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         run(

@@ -1,4 +1,5 @@
-"""Per-environment deploy lock (issue 4): bounded wait, then DEPLOY_LOCKED."""
+"""Per-environment deploy lock (issue 4): bounded wait, then DEPLOY_LOCKED; the per-SHA build
+lock (one push of a SHA at a time)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shatag.errors import DeployLocked
-from shatag.lock import env_lock
+from shatag.errors import DeployLocked, PushFailure
+from shatag.lock import build_lock, env_lock
 
 
 def _hold(state_dir: str, ready: multiprocessing.synchronize.Event, seconds: float) -> None:
@@ -64,4 +65,26 @@ def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
 
 def test_environments_lock_independently(tmp_path: Path) -> None:
     with env_lock(tmp_path, "prod", timeout=0), env_lock(tmp_path, "staging", timeout=0):
+        pass
+
+
+def test_build_lock_serialises_pushes_of_one_sha_and_names_the_code(tmp_path: Path) -> None:
+    with build_lock(tmp_path, "127.0.0.1:5000/api", "a" * 40, timeout=0, holder="first"):
+        with (
+            pytest.raises(PushFailure) as caught,
+            build_lock(tmp_path, "127.0.0.1:5000/api", "a" * 40, timeout=0),
+        ):
+            pass
+        assert "first" in caught.value.message
+        # another SHA, or the same SHA in another repository, does not wait
+        with build_lock(tmp_path, "127.0.0.1:5000/api", "b" * 40, timeout=0):
+            pass
+        with build_lock(tmp_path, "127.0.0.1:5000/other", "a" * 40, timeout=0):
+            pass
+
+
+def test_build_lock_in_an_unusable_state_dir_lets_the_build_go_on(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with build_lock(blocker / "state", "127.0.0.1:5000/api", "a" * 40, timeout=0):
         pass
