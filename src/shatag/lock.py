@@ -55,6 +55,7 @@ def env_lock(
         )
 
     path = state_dir / validate_env_name(env) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     with _flock(path, timeout=timeout, holder=holder, locked=locked, clock=clock, sleep=sleep):
         yield path
 
@@ -99,7 +100,8 @@ def _flock(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``flock`` ``path`` (its directory exists) for the ``with`` block; ``locked(holder)`` is
+    raised once ``timeout`` seconds have passed."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = clock() + max(0.0, timeout)

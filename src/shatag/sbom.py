@@ -102,9 +102,36 @@ def parse_spdx(data: bytes, *digests: str) -> tuple[str, ...]:
     return names
 
 
-def _scratch(path: Path, kind: str) -> Path:
-    """A private file beside ``path`` for syft to write (two builds of one SHA never share it)."""
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{kind}")
+def _syft_scan(
+    settings: Settings,
+    repository: Repository,
+    sha: str,
+    source: list[str],
+    *,
+    env: Mapping[str, str],
+) -> bytes:
+    """Run ``syft scan <source…>`` into a private file beside the SBOM and return its bytes (two
+    builds of one SHA never share that file). Raises like :func:`_run.run`."""
+    path = sbom_path(settings, sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.syft")
+    try:
+        run(
+            [SYFT, "scan", *source, "-o", f"spdx-json={tmp}", "-q"],
+            timeout=settings.tool_timeout_sec,
+            env=_syft_env(repository, env),
+        )
+        return tmp.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _timed_out(settings: Settings, image: str, exc: ToolTimeout) -> ToolFailure:
+    return ToolFailure(
+        f"syft did not finish within {settings.tool_timeout_sec:g}s (shatag.tool_timeout_sec) "
+        f"scanning {image}; the image is pushed and unchanged",
+        command=exc.command,
+    )
 
 
 def scan_local_image(
@@ -116,16 +143,8 @@ def scan_local_image(
     the pushed digest. Raises like :func:`_run.run` (ToolMissing/ToolTimeout/ToolFailure).
     """
     validate_digest(image_id)
-    path = sbom_path(settings, sha)
-    tmp = _scratch(path, "local")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    argv = [SYFT, "scan", f"docker:{image_id}", "--source-name", f"{repository}:{sha}"]
-    argv += ["--source-version", image_id, "-o", f"spdx-json={tmp}", "-q"]
-    try:
-        run(argv, timeout=settings.tool_timeout_sec, env=_syft_env(repository, env))
-        return tmp.read_bytes()
-    finally:
-        tmp.unlink(missing_ok=True)
+    source = [f"docker:{image_id}", "--source-name", f"{repository}:{sha}"]
+    return _syft_scan(settings, repository, sha, [*source, "--source-version", image_id], env=env)
 
 
 def generate_sbom(
@@ -150,7 +169,7 @@ def generate_sbom(
     validate_digest(digest)
     scanned = None
     if local is not None and config_digest:
-        scanned = _local_result(local, config_digest, f"{repository}@{digest}")
+        scanned = _local_result(settings, local, config_digest, f"{repository}@{digest}")
     if scanned is None:
         scanned = _scan_registry(settings, repository, sha, digest, env=env)
     if scanned is None:
@@ -172,7 +191,7 @@ def generate_sbom(
 
 
 def _local_result(
-    local: Callable[[], bytes], config_digest: str, image: str
+    settings: Settings, local: Callable[[], bytes], config_digest: str, image: str
 ) -> tuple[bytes, tuple[str, ...]] | None:
     """The local scan's document and packages, or ``None`` to scan the registry instead."""
     try:
@@ -180,12 +199,8 @@ def _local_result(
         packages = parse_spdx(data, config_digest)
     except ToolMissing:
         return None  # the registry scan reports tool_missing the same way
-    except ToolTimeout as exc:
-        raise ToolFailure(
-            f"syft did not finish within its timeout (shatag.tool_timeout_sec) scanning {image} "
-            "locally; the image is pushed and unchanged",
-            command=exc.command,
-        ) from None
+    except ToolTimeout as exc:  # a hung syft would hang again on the registry: no fallback
+        raise _timed_out(settings, image, exc) from None
     except (ToolFailure, OSError, ValueError) as exc:
         log.warning("local SBOM scan of %s failed (%s); scanning the registry instead", image, exc)
         return None
@@ -196,26 +211,14 @@ def _scan_registry(
     settings: Settings, repository: Repository, sha: str, digest: str, *, env: Mapping[str, str]
 ) -> tuple[bytes, tuple[str, ...]] | None:
     """syft reads ``repository@digest`` from the registry; ``None`` when syft is missing."""
-    path = sbom_path(settings, sha)
     image = f"{repository}@{digest}"
-    tmp = _scratch(path, "syft")
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        run(
-            [SYFT, "scan", f"registry:{image}", "-o", f"spdx-json={tmp}", "-q"],
-            timeout=settings.tool_timeout_sec,
-            env=_syft_env(repository, env),
-        )
-        data = tmp.read_bytes()
+        data = _syft_scan(settings, repository, sha, [f"registry:{image}"], env=env)
         packages = parse_spdx(data, digest)
     except ToolMissing:
         return None
     except ToolTimeout as exc:
-        raise ToolFailure(
-            f"syft did not finish within {settings.tool_timeout_sec:g}s "
-            "(shatag.tool_timeout_sec); the image is pushed and unchanged",
-            command=exc.command,
-        ) from None
+        raise _timed_out(settings, image, exc) from None
     except ToolFailure as exc:
         raise ToolFailure(
             f"syft failed to scan {image}; the image is pushed and unchanged: {exc}",
@@ -227,8 +230,6 @@ def _scan_registry(
         raise ToolFailure(
             f"syft produced no usable SPDX-JSON for {image}: {exc}", command=SYFT
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return data, packages
 
 
