@@ -146,12 +146,39 @@ class InvResult:
         return records[-1]
 
 
+# The build-log keys REQUIREMENTS.md lists (issue 2): every build record carries them.
+BUILD_LOG_KEYS: frozenset[str] = frozenset(
+    {
+        "phase",
+        "image_sha",
+        "short_sha",
+        "image_digest",
+        "repository",
+        "repository_type",
+        "arch",
+        "signature_status",
+        "signature_reason",
+        "build_duration_sec",
+        "pre_push_digest",
+        "post_push_digest",
+        "digest_verification",
+        "reused",
+        "created_at",
+    }
+)
+
+
+def inv_argv(*args: str) -> list[str]:
+    """The real CLI's command line, as CI runs it: ``inv --search-root ROOT <args>``."""
+    return [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args]
+
+
 def run_inv(
     args: list[str], env: dict[str, str], *, cwd: Path | None = None, timeout: float = 600
 ) -> InvResult:
     """The real CLI, as CI runs it: ``inv --search-root ROOT <args>``."""
     proc = subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args],
+        inv_argv(*args),
         cwd=cwd or ROOT,
         env=env,
         capture_output=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,26 +14,9 @@ import pytest
 from shatag.core import parse_repository
 from shatag.localregistry import LocalRegistry, free_port
 from shatag.registry import RegistryClient
-from tests.conftest import ROOT, TOOLS_BIN, App, InvResult
+from tests.conftest import BUILD_LOG_KEYS, TOOLS_BIN, App, InvResult, inv_argv
 
-BUILD_KEYS = {
-    "phase",
-    "image_sha",
-    "short_sha",
-    "image_digest",
-    "repository",
-    "repository_type",
-    "arch",
-    "signature_status",
-    "signature_reason",
-    "build_duration_sec",
-    "pre_push_digest",
-    "post_push_digest",
-    "digest_verification",
-    "reused",
-    "created_at",
-    "image_ref",
-}
+BUILD_KEYS = BUILD_LOG_KEYS | {"image_ref"}
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -429,16 +411,7 @@ def test_registry_stopped_during_build_fails_before_any_push(
     )
     app.commit('{"version": "slow build"}', "a build step that takes 3 s")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "--search-root",
-            str(ROOT),
-            "build",
-            f"--sha={app.sha}",
-            "--branch=main",
-        ],
+        inv_argv("build", f"--sha={app.sha}", "--branch=main"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -26,7 +25,7 @@ from ruamel.yaml import YAML
 from shatag.core import parse_repository
 from shatag.localregistry import LocalRegistry, free_port
 from shatag.registry import RegistryClient
-from tests.conftest import EXAMPLE, ROOT, App, InvResult, cli_env, new_app, run_inv
+from tests.conftest import EXAMPLE, ROOT, App, InvResult, cli_env, inv_argv, new_app, run_inv
 
 SDL_TEXT = """\
 ---
@@ -531,18 +530,7 @@ def test_concurrent_deploys_never_interleave(world: World, make_site: Callable[.
     env = {**world.env}
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "invoke",
-                "--search-root",
-                str(ROOT),
-                "-f",
-                str(site.config),
-                "deploy",
-                f"--sha={built.sha}",
-                "--env=production",
-            ],
+            inv_argv("-f", str(site.config), "deploy", f"--sha={built.sha}", "--env=production"),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -569,18 +557,7 @@ def test_kill_9_during_deploy_leaves_a_consistent_state(
     assert site.deploy(world.a).returncode == 0
     journal = site.dir / "state" / "production" / "pending.json"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "--search-root",
-            str(ROOT),
-            "-f",
-            str(site.config),
-            "deploy",
-            f"--sha={world.b.sha}",
-            "--env=production",
-        ],
+        inv_argv("-f", str(site.config), "deploy", f"--sha={world.b.sha}", "--env=production"),
         cwd=ROOT,
         env=world.env,
         stdout=subprocess.DEVNULL,

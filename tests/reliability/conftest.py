@@ -31,7 +31,7 @@ import pytest
 from shatag.core import parse_repository
 from shatag.localregistry import LocalRegistry
 from shatag.registry import RegistryClient
-from tests.conftest import ROOT, App, InvResult, cli_env, run_inv
+from tests.conftest import ROOT, App, InvResult, cli_env, inv_argv, run_inv
 from tests.conftest import new_app as new_example_app
 
 RESULTS_ENV = "SHATAG_RELIABILITY_JSON"
@@ -326,18 +326,7 @@ class Site:
         )
 
     def argv(self, *args: str) -> list[str]:
-        import sys
-
-        return [
-            sys.executable,
-            "-m",
-            "invoke",
-            "--search-root",
-            str(ROOT),
-            "-f",
-            str(self.config),
-            *args,
-        ]
+        return inv_argv("-f", str(self.config), *args)
 
     def deploy(self, ledger: Ledger, built: Built, *extra: str, **kw: Any) -> InvResult:
         return self.inv(

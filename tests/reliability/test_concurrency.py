@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import InvResult
+from tests.conftest import InvResult, inv_argv
 from tests.reliability.conftest import Ledger, Site, World, describe, error_code
 
 
@@ -107,7 +107,7 @@ def test_two_builds_of_one_sha_at_once(ledger: Ledger, world: World) -> None:
         sha = world.app.commit(f'{{"race": {round_}}}', f"race {round_}")
         results = _together(
             env,
-            [_inv_argv(["build", f"--sha={sha}", "--branch=main"]) for _ in range(2)],
+            [inv_argv("build", f"--sha={sha}", "--branch=main") for _ in range(2)],
             ledger,
         )
         final = client.manifest_digest(sha)
@@ -145,11 +145,3 @@ def test_two_builds_of_one_sha_at_once(ledger: Ledger, world: World) -> None:
         ok,
     )
     assert ok, observed
-
-
-def _inv_argv(args: list[str]) -> list[str]:
-    import sys
-
-    from tests.conftest import ROOT
-
-    return [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args]

@@ -162,7 +162,7 @@ def _run_and_stop_daemon(
 
 
 def test_daemon_stopped_during_build(ledger: Ledger, world: World, daemon: PrivateDaemon) -> None:
-    from tests.reliability.test_concurrency import _inv_argv
+    from tests.conftest import inv_argv
 
     env = {**world.env, "DOCKER_HOST": daemon.host, "INVOKE_SHATAG_CONTEXT": str(world.app.path)}
     # 1. stopped before the build starts
@@ -180,7 +180,7 @@ def test_daemon_stopped_during_build(ledger: Ledger, world: World, daemon: Priva
     sha2 = world.app.commit('{"daemon": "dies"}', "daemon dies")
     ledger.count("faults_injected")
     mid = _run_and_stop_daemon(
-        _inv_argv(["build", f"--sha={sha2}", "--branch=main"]),
+        inv_argv("build", f"--sha={sha2}", "--branch=main"),
         env,
         daemon,
         lambda lines: any("Step 1/" in line or "#1 " in line for line in lines),
@@ -235,7 +235,7 @@ def test_daemon_stopped_during_deploy(
     make_site: Callable[..., Site],
     moment: str,
 ) -> None:
-    from tests.reliability.test_concurrency import _inv_argv
+    from tests.conftest import inv_argv
 
     a, b = world.images[0], world.images[1]
     site, name = _docker_site(make_site, daemon)
@@ -253,7 +253,7 @@ def test_daemon_stopped_during_deploy(
     )
     ledger.count("faults_injected")
     result = _run_and_stop_daemon(
-        [*_inv_argv(["-f", str(site.config)]), "deploy", f"--sha={b.sha}", "--env=rel"],
+        inv_argv("-f", str(site.config), "deploy", f"--sha={b.sha}", "--env=rel"),
         site.env,
         daemon,
         trigger,
