@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,35 @@ TOOLS_BIN = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag
 sys.path.insert(0, str(ROOT / "src"))
 
 from shatag.localregistry import LocalRegistry  # noqa: E402
+
+
+# What docker build/push print under a "--- docker build" header: folded into one line per
+# command, so the whole first run (set-up + tour) stays under 80 lines (issue 18).
+_DOCKER_OUTPUT = re.compile(
+    r"\s*$|\s{2,}\S|Step \d+/\d+ : |DEPRECATED:|Successfully (built|tagged) |The push refers to "
+    r"|[\w.-]+: (Preparing|Waiting|Pushed|Layer already exists|Mounted from|digest: )|#\d+ "
+    r"| ---> |Removing intermediate|Sending build context"
+)
+
+
+def folded(lines: list[str]) -> list[str]:
+    """``lines`` with each docker output section replaced by its header and a line count."""
+    out: list[str] = []
+    header, count = "", 0
+    for line in lines:
+        if header and _DOCKER_OUTPUT.match(line):
+            count += 1
+            continue
+        if header:
+            out.append(f"{header} ({count} lines of docker output folded)")
+            header = ""
+        if line.startswith("--- docker "):
+            header, count = line, 0
+        else:
+            out.append(line)
+    if header:
+        out.append(f"{header} ({count} lines of docker output folded)")
+    return out
 
 
 def step(title: str) -> None:
@@ -85,9 +115,8 @@ def inv(*args: str) -> dict[str, object]:
         timeout=900,
         check=False,
     )
-    for line in proc.stderr.splitlines():
-        if not line.startswith((" ---> ", "Removing intermediate", "Sending build context")):
-            print(f"  {line}")
+    for line in folded(proc.stderr.splitlines()):
+        print(f"  {line}")
     records = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     for line in proc.stdout.splitlines():
         if not line.startswith("{"):

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
@@ -115,3 +116,33 @@ def test_nox_sessions_install_the_tools_they_drive() -> None:
     for session in ("contract", "integration", "reliability", "perf"):
         assert {"cosign", "syft"} <= set(tools[session]), session
     assert tools["demo"] == [], "the demo needs no test-only tool"
+
+
+def test_the_demo_folds_docker_output_into_one_line_per_command() -> None:
+    spec = importlib.util.spec_from_file_location("shatag_demo", ROOT / "ci" / "demo.py")
+    assert spec and spec.loader
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    lines = [
+        "--- docker build 01a3d1d97b0a",
+        "DEPRECATED: The legacy builder is deprecated and will be removed in a future release.",
+        "            BuildKit is currently disabled; enable it by removing the DOCKER_BUILDKIT=0",
+        "",
+        "Step 1/9 : FROM scratch",
+        " ---> Running in 5d1a",
+        "Successfully built 2259a9280885",
+        "Successfully tagged localhost:5000/api:shatag-build-ae3a22a00a32-48861f3d",
+        "The push refers to repository [localhost:5000/api]",
+        "5f70bf18a086: Pushed",
+        "01a3d1d97b0a: digest: sha256:26c9 size: 735",
+        "image: localhost:5000/api:01a3d1d97b0a@sha256:26c9",
+        "warning: something the user should read",
+    ]
+    assert demo.folded(lines) == [
+        "--- docker build 01a3d1d97b0a (10 lines of docker output folded)",
+        "image: localhost:5000/api:01a3d1d97b0a@sha256:26c9",
+        "warning: something the user should read",
+    ]
+    assert demo.folded(["--- docker build x", "Step 1/1 : FROM scratch"]) == [
+        "--- docker build x (1 lines of docker output folded)"
+    ]
