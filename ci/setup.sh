@@ -59,9 +59,9 @@ if ! command -v docker >/dev/null 2>&1 \
   missing+=(docker.io)
 fi
 [ -n "$(static_busybox)" ] || missing+=(busybox-static)
-# uv is installed into a private venv from PyPI: that needs python3's venv module.
+# uv comes from PyPI with python3's pip, or into a private venv: that needs python3's venv module.
 if ! command -v uv >/dev/null 2>&1 && [ ! -x "$tools_dir/bin/uv" ] \
-  && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  && ! python3 -m pip --version >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
 if [ "$MODE" = tests ]; then
@@ -105,24 +105,29 @@ mkdir -p examples/api/bin
 cmp -s "$busybox" examples/api/bin/busybox || cp "$busybox" examples/api/bin/busybox
 done_line "static busybox: $busybox → examples/api/bin/busybox" "$started"
 
-# --- uv: the one on PATH, else a pinned copy in a private venv under the tools directory ---------
+# --- uv: the one on PATH, else a pinned copy from PyPI under the tools directory ----------------
 started="$(now_ms)"
-install_uv() {
-  rm -rf "$tools_dir/uv-venv"
-  python3 -m venv "$tools_dir/uv-venv"
-  "$tools_dir/uv-venv/bin/python" -m pip install --disable-pip-version-check "uv==$UV_VERSION"
+install_uv() { # pip --target where python3 has pip (no venv to create), else a private venv
+  rm -rf "$tools_dir/uv-pkg"
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip install --disable-pip-version-check --no-compile --target "$tools_dir/uv-pkg" \
+      "uv==$UV_VERSION"
+  else
+    python3 -m venv "$tools_dir/uv-pkg"
+    "$tools_dir/uv-pkg/bin/python" -m pip install --disable-pip-version-check "uv==$UV_VERSION"
+  fi
   mkdir -p "$tools_dir/bin"
-  ln -sf "$tools_dir/uv-venv/bin/uv" "$tools_dir/bin/uv"
+  ln -sf "$tools_dir/uv-pkg/bin/uv" "$tools_dir/bin/uv"
 }
 if command -v uv >/dev/null 2>&1; then
   UV="$(command -v uv)"
   done_line "uv $("$UV" --version | cut -d' ' -f2): present" "$started"
 else
   UV="$tools_dir/bin/uv"
-  if "$UV" --version 2>/dev/null | grep -qx "uv $UV_VERSION"; then
+  if [ "$("$UV" --version 2>/dev/null | cut -d' ' -f2)" = "$UV_VERSION" ]; then
     done_line "uv $UV_VERSION: present" "$started"
   else
-    step "$LOGS/uv.log" "uv $UV_VERSION (pip, into $tools_dir/uv-venv)" install_uv
+    step "$LOGS/uv.log" "uv $UV_VERSION (pip install into $tools_dir/uv-pkg)" install_uv
   fi
 fi
 
