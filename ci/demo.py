@@ -53,15 +53,19 @@ def folded(lines: list[str]) -> list[str]:
             count += 1
             continue
         if header:
-            out.append(f"{header} ({count} lines of docker output folded)")
+            out.append(_fold(header, count))
             header = ""
         if line.startswith("--- docker "):
             header, count = line, 0
         else:
             out.append(line)
     if header:
-        out.append(f"{header} ({count} lines of docker output folded)")
+        out.append(_fold(header, count))
     return out
+
+
+def _fold(header: str, count: int) -> str:
+    return f"{header} ({count} lines of docker output folded)" if count else header
 
 
 def step(title: str) -> None:

@@ -143,6 +143,7 @@ def test_the_demo_folds_docker_output_into_one_line_per_command() -> None:
         "image: localhost:5000/api:01a3d1d97b0a@sha256:26c9",
         "warning: something the user should read",
     ]
-    assert demo.folded(["--- docker build x", "Step 1/1 : FROM scratch"]) == [
-        "--- docker build x (1 lines of docker output folded)"
+    assert demo.folded(["--- docker build x", "Step 1/2 : FROM scratch", "Step 2/2 : COPY"]) == [
+        "--- docker build x (2 lines of docker output folded)"
     ]
+    assert demo.folded(["--- docker build x", "image: y"]) == ["--- docker build x", "image: y"]
