@@ -8,7 +8,7 @@ example API as a git repository with two commits, then exactly what an operator 
     inv build        (commit B)
     inv deploy --sha=<B>
     inv rollback                  → back to A, no build, no push
-    inv history
+    inv history --limit=3
 
 Run it with ``bash ci/setup.sh && .venv/bin/python ci/demo.py``. A second run reuses the
 same commits, so the builds report ``"reused": true`` (FR-009).
@@ -164,8 +164,8 @@ def main() -> None:
     step("rollback (no --sha: the previous deployment, A) — no build, no push")
     record = inv("rollback")
     print(f"  serving: {serving()}")
-    step("history")
-    inv("history")
+    step("history (the last 3 records)")
+    inv("history", "--limit=3")
     if record.get("image_sha") != sha_a:
         raise SystemExit("demo: rollback did not return to A")
     print("\ndemo: build → deploy → rollback done; the app answers on http://127.0.0.1:8080/")
