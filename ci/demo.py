@@ -34,7 +34,6 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from shatag.localregistry import LocalRegistry  # noqa: E402
 
-
 # What docker build/push print under a "--- docker build" header: folded into one line per
 # command, so the whole first run (set-up + tour) stays under 80 lines (issue 18).
 _DOCKER_OUTPUT = re.compile(

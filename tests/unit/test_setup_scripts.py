@@ -44,10 +44,12 @@ def all_tools() -> list[str]:
 
 
 def outside_test_blocks(script: str) -> str:
-    """The script without its top-level ``if [ "$MODE" = tests ]; then … fi`` blocks."""
+    """The script's commands (no comments) outside its ``if [ "$MODE" = tests ]; then … fi``."""
     kept: list[str] = []
     skipping = False
     for line in script.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
         if line.startswith('if [ "$MODE" = tests ]; then'):
             skipping = True
         elif skipping and line == "fi":
@@ -120,7 +122,8 @@ def test_nox_sessions_install_the_tools_they_drive() -> None:
 
 def test_the_demo_folds_docker_output_into_one_line_per_command() -> None:
     spec = importlib.util.spec_from_file_location("shatag_demo", ROOT / "ci" / "demo.py")
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     lines = [
