@@ -57,7 +57,8 @@ installed() {
     # The proxy image is FROM scratch: the binary must be static (built with CGO_ENABLED=0).
     caddy) [ "$(module_version "$b" github.com/caddyserver/caddy/v2)" = "$CADDY_VERSION" ] \
       && go version -m "$b" | grep -q 'CGO_ENABLED=0' ;;
-    tofu) [ -x "$b" ] && [ "$("$b" version 2>/dev/null | head -n 1)" = "OpenTofu $TOFU_VERSION" ] ;;
+    # A build without the release flag says "-dev" after the same version: also the pinned source.
+    tofu) [ -x "$b" ] && "$b" version 2>/dev/null | head -n 1 | grep -Eqx "OpenTofu ${TOFU_VERSION//./\\.}(-dev)?" ;;
     *) return 1 ;;
   esac
 }
@@ -75,7 +76,7 @@ build_tofu() {
   dir="$(go mod download -json "github.com/opentofu/opentofu@$TOFU_VERSION" \
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
   [ -d "$dir" ] || { echo "go mod download gave no directory for opentofu@$TOFU_VERSION"; return 1; }
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -v -trimpath \
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod" go build -v -trimpath \
     -ldflags "-s -w -X github.com/opentofu/opentofu/version.dev=no" -o "$bin_dir/tofu" ./cmd/tofu)
   "$bin_dir/tofu" version
 }
