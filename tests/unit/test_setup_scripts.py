@@ -150,3 +150,14 @@ def test_the_demo_folds_docker_output_into_one_line_per_command() -> None:
         "--- docker build x (2 lines of docker output folded)"
     ]
     assert demo.folded(["--- docker build x", "image: y"]) == ["--- docker build x", "image: y"]
+
+
+def test_no_session_lets_pytest_exit_code_5_pass() -> None:
+    """Exit code 5 (no tests collected) must fail the session, never pass silently."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call):
+            for keyword in call.keywords:
+                if keyword.arg == "success_codes":
+                    codes = ast.literal_eval(keyword.value)
+                    assert 5 not in codes, ast.unparse(call)
