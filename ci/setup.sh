@@ -94,7 +94,7 @@ start_dockerd() {
 }
 if docker info >/dev/null 2>&1; then
   done_line "Docker $(docker version --format '{{.Server.Version}}'): daemon answers" "$started"
-elif [ -n "$SUDO" ] && $SUDO docker info >/dev/null 2>&1; then
+elif docker info 2>&1 | grep -qi 'permission denied'; then
   say "Docker: the daemon runs, but $(id -un) may not use it; run" \
     "\`sudo usermod -aG docker $(id -un)\`, log in again, and re-run this command"
   exit 1
