@@ -94,9 +94,12 @@ start_dockerd() {
 }
 if docker info >/dev/null 2>&1; then
   done_line "Docker $(docker version --format '{{.Server.Version}}'): daemon answers" "$started"
-elif docker info 2>&1 | grep -qi 'permission denied'; then
+elif grep -qi 'permission denied' <<<"$(docker info 2>&1)"; then
   say "Docker: the daemon runs, but $(id -un) may not use it; run" \
     "\`sudo usermod -aG docker $(id -un)\`, log in again, and re-run this command"
+  exit 1
+elif [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then
+  say "Docker: no daemon answers, and starting dockerd needs root (or sudo)"
   exit 1
 else
   step "$LOGS/dockerd.log" "start dockerd (its own log: /var/log/shatag-dockerd.log)" start_dockerd
