@@ -147,7 +147,8 @@ want=(".venv/.shatag-setup-$hash-tests")
 make_venv() {
   [ -x .venv/bin/python ] || "$UV" venv --python 3.11 .venv || "$UV" venv .venv
   local extra=()
-  [ "$MODE" = demo ] || extra=(--group dev)
+  # nox finds uv in its own environment for the sessions' venvs (uv may not be on PATH).
+  [ "$MODE" = demo ] || extra=(--group dev "uv==$UV_VERSION")
   # Bytecode compiled at install time: with PYTHONDONTWRITEBYTECODE set (as in some CI
   # environments) every `inv` call would otherwise recompile ~0.4 s of modules.
   UV_COMPILE_BYTECODE=1 "$UV" pip install --python .venv/bin/python -e . "${extra[@]}"
