@@ -9,6 +9,7 @@
 #   bash ci/install-tools.sh                  cosign and syft (what `inv build --sign` and the SBOM use)
 #   bash ci/install-tools.sh TOOL...          any of: cosign syft actionlint buildx caddy tofu
 #   bash ci/install-tools.sh all              every tool above (the README's test command)
+#   bash ci/install-tools.sh kubernetes       runs ci/install-kubernetes.sh (for a nox session)
 #
 # The product never requires these tools (missing cosign → signature_status=unverified,
 # signature_reason=tool_missing; missing syft → sbom_status=tool_missing); the tests do.
@@ -85,13 +86,20 @@ install_tool() {
   local tool="$1" started version log="$log_dir/$1.log"
   started="$(now_ms)"
   case "$tool" in
+    kubernetes)
+      local script
+      script="$(dirname "$0")/install-kubernetes.sh"
+      [ -f "$script" ] || { say "kubernetes: $script does not exist"; exit 1; }
+      bash "$script" >/dev/null
+      return 0
+      ;;
     cosign) version="$COSIGN_VERSION" ;;
     syft) version="$SYFT_VERSION" ;;
     actionlint) version="$ACTIONLINT_VERSION" ;;
     buildx) version="$BUILDX_VERSION" ;;
     caddy) version="$CADDY_VERSION" ;;
     tofu) version="$TOFU_VERSION" ;;
-    *) say "unknown tool '$tool' (known: ${ALL_TOOLS[*]} all)"; exit 2 ;;
+    *) say "unknown tool '$tool' (known: ${ALL_TOOLS[*]} all kubernetes)"; exit 2 ;;
   esac
   # The buildx plugin binary is only for the BuildKit-path tests where the docker CLI has none
   # (Debian's docker.io). It is not installed as a plugin: the tests point DOCKER_CONFIG at a
