@@ -6,7 +6,7 @@
 # $SHATAG_TOOLS_DIR/logs/<tool>.log and is shown only on failure; a progress line every 30 s.
 # Prints the bin directory on stdout (put it on PATH).
 #
-#   bash ci/install-tools.sh                  cosign and syft (what `inv build --sign` and the SBOM use)
+#   bash ci/install-tools.sh                  cosign and syft (for `inv build --sign` and the SBOM)
 #   bash ci/install-tools.sh TOOL...          any of: cosign syft actionlint buildx caddy tofu
 #   bash ci/install-tools.sh all              every tool above (the README's test command)
 #   bash ci/install-tools.sh kubernetes       runs ci/install-kubernetes.sh (for a nox session)
@@ -14,7 +14,7 @@
 # The product never requires these tools (missing cosign → signature_status=unverified,
 # signature_reason=tool_missing; missing syft → sbom_status=tool_missing); the tests do.
 #
-#   SHATAG_TOOLS_DIR   tools root (default ~/.cache/shatag/tools); binaries go to $SHATAG_TOOLS_DIR/bin
+#   SHATAG_TOOLS_DIR   tools root (default ~/.cache/shatag/tools); binaries go to its bin/
 #   COSIGN_VERSION SYFT_VERSION ACTIONLINT_VERSION BUILDX_VERSION CADDY_VERSION TOFU_VERSION
 #                      override a pin (keep the module paths' major version in step)
 set -euo pipefail
@@ -56,10 +56,12 @@ installed() {
     actionlint) [ "$(module_version "$b" github.com/rhysd/actionlint)" = "$ACTIONLINT_VERSION" ] ;;
     buildx) [ "$(module_version "$b" github.com/docker/buildx)" = "$BUILDX_VERSION" ] ;;
     # The proxy image is FROM scratch: the binary must be static (built with CGO_ENABLED=0).
+    # (Outputs are captured before grep: with pipefail, grep -q closing the pipe early would fail.)
     caddy) [ "$(module_version "$b" github.com/caddyserver/caddy/v2)" = "$CADDY_VERSION" ] \
-      && go version -m "$b" | grep -q 'CGO_ENABLED=0' ;;
+      && grep -q 'CGO_ENABLED=0' <<<"$(go version -m "$b")" ;;
     # A build without the release flag says "-dev" after the same version: also the pinned source.
-    tofu) [ -x "$b" ] && "$b" version 2>/dev/null | head -n 1 | grep -Eqx "OpenTofu ${TOFU_VERSION//./\\.}(-dev)?" ;;
+    tofu) [ -x "$b" ] && grep -Eqx "OpenTofu ${TOFU_VERSION//./\\.}(-dev)?" \
+      <<<"$("$b" version 2>/dev/null | sed -n 1p)" ;;
     *) return 1 ;;
   esac
 }
@@ -76,7 +78,7 @@ build_tofu() {
   local dir
   dir="$(go mod download -json "github.com/opentofu/opentofu@$TOFU_VERSION" \
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-  [ -d "$dir" ] || { echo "go mod download gave no directory for opentofu@$TOFU_VERSION"; return 1; }
+  [ -d "$dir" ] || { echo "go mod download gave no directory for $TOFU_VERSION"; return 1; }
   (cd "$dir" && CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=mod" go build -v -trimpath \
     -ldflags "-s -w -X github.com/opentofu/opentofu/version.dev=no" -o "$bin_dir/tofu" ./cmd/tofu)
   "$bin_dir/tofu" version
@@ -113,7 +115,8 @@ install_tool() {
     return 0
   fi
   if ! command -v go >/dev/null 2>&1; then
-    say "$tool $version: Go is needed to build it and is not installed (https://go.dev/dl/, or actions/setup-go)"
+    say "$tool $version: Go is needed to build it and is not installed" \
+      "(https://go.dev/dl/, or actions/setup-go)"
     exit 1
   fi
   # One build per tool at a time on this machine; a second caller waits, then finds it present.

@@ -61,7 +61,8 @@ fi
 [ -n "$(static_busybox)" ] || missing+=(busybox-static)
 # uv comes from PyPI with python3's pip, or into a private venv: that needs python3's venv module.
 if ! command -v uv >/dev/null 2>&1 && [ ! -x "$tools_dir/bin/uv" ] \
-  && ! python3 -m pip --version >/dev/null 2>&1 && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  && ! python3 -m pip --version >/dev/null 2>&1 \
+  && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
 if [ "$MODE" = tests ]; then
@@ -80,7 +81,7 @@ else
   done_line "Debian packages: present" "$started"
 fi
 
-# --- Docker daemon: reuse one that answers; otherwise start dockerd in the background ---------------
+# --- Docker daemon: reuse one that answers; otherwise start dockerd in the background -----------
 started="$(now_ms)"
 start_dockerd() {
   $SUDO sh -c 'nohup setsid dockerd >/var/log/shatag-dockerd.log 2>&1 </dev/null &'

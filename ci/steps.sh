@@ -2,7 +2,8 @@
 #
 #   step LOG WHAT COMMAND...   run COMMAND with all its output in the file LOG; print one line
 #                              "<prefix>: WHAT: done in N s (log LOG)"; a progress line every
-#                              30 s while it runs (with the elapsed time); on failure the last 40 lines of LOG and exit.
+#                              30 s while it runs (with the elapsed time); on failure the
+#                              last 40 lines of LOG and exit with the command's code.
 #   done_line WHAT STARTED     the one line for a step that needed no work (STARTED = now_ms).
 #
 # Callers set STEP_PREFIX (e.g. "setup"). Lines go to stderr; stdout stays free for values.
