@@ -71,8 +71,13 @@ def _install(session: nox.Session, *groups: str) -> None:
     session.install(*args)
 
 
+def _tools(session: nox.Session, *names: str) -> None:
+    """Install the pinned test-only tools the session needs (fast no-op when present)."""
+    session.run("bash", str(ROOT / "ci" / "install-tools.sh"), *names, external=True)
+
+
 def _tools_env(session: nox.Session) -> dict[str, str]:
-    """cosign/syft/actionlint from ci/install-tools.sh come first on PATH."""
+    """The pinned tools of ci/install-tools.sh come first on PATH."""
     return {
         "PATH": os.pathsep.join([str(TOOLS_BIN), session.env.get("PATH") or os.environ["PATH"]])
     }
@@ -92,10 +97,8 @@ def lint(session: nox.Session) -> None:
     workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
     if workflows:
         session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
-        actionlint = TOOLS_BIN / "actionlint"
-        session.run(
-            str(actionlint) if actionlint.exists() else "actionlint", *workflows, external=True
-        )
+        _tools(session, "actionlint")
+        session.run(str(TOOLS_BIN / "actionlint"), *workflows, external=True)
 
 
 @nox.session(python=PYTHON)
@@ -119,6 +122,7 @@ def unit(session: nox.Session) -> None:
 def contract(session: nox.Session) -> None:
     """The JSON the real tasks emit, validated against specs/…/contracts."""
     _install(session, "test")
+    _tools(session, "cosign", "syft")
     _pytest(session, "tests/contract")
 
 
@@ -127,6 +131,7 @@ def contract(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """Real dockerd, registry, cosign and syft: build, sign, deploy, rollback."""
     _install(session, "test")
+    _tools(session, "cosign", "syft", "buildx", "caddy", "tofu")
     _pytest(session, "tests/integration")
 
 
@@ -135,6 +140,7 @@ def integration(session: nox.Session) -> None:
 def reliability(session: nox.Session) -> None:
     """Faults, hostile input, auth/TLS, kills and concurrency; writes docs/reliability.md."""
     _install(session, "test")
+    _tools(session, "cosign", "syft", "caddy")
     results = ROOT / "build" / "reliability" / "results.json"
     results.unlink(missing_ok=True)
     env = {**_tools_env(session), "SHATAG_RELIABILITY_JSON": str(results)}
@@ -149,6 +155,7 @@ def perf(session: nox.Session) -> None:
     if os.environ.get("SHATAG_SKIP_PERF") == "1":
         session.skip("SHATAG_SKIP_PERF=1")
     _install(session, "perf")
+    _tools(session, "cosign", "syft", "buildx")
     # A benchmark script, not a pytest suite: it interleaves the compared commands, writes
     # docs/performance.md + docs/perf-validation.png and exits 1 when an asserted ratio misses.
     session.run("python", "-m", "tests.perf.bench", *session.posargs, env=_tools_env(session))

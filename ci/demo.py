@@ -8,7 +8,7 @@ example API as a git repository with two commits, then exactly what an operator 
     inv build        (commit B)
     inv deploy --sha=<B>
     inv rollback                  → back to A, no build, no push
-    inv history
+    inv history --limit=3
 
 Run it with ``bash ci/setup.sh && .venv/bin/python ci/demo.py``. A second run reuses the
 same commits, so the builds report ``"reused": true`` (FR-009).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,38 @@ TOOLS_BIN = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag
 sys.path.insert(0, str(ROOT / "src"))
 
 from shatag.localregistry import LocalRegistry  # noqa: E402
+
+# What docker build/push print under a "--- docker build" header: folded into one line per
+# command, so the whole first run (set-up + tour) stays under 80 lines (issue 18).
+_DOCKER_OUTPUT = re.compile(
+    r"\s*$|\s{2,}\S|Step \d+/\d+ : |DEPRECATED:|Successfully (built|tagged) |The push refers to "
+    r"|[\w.-]+: (Preparing|Waiting|Pushed|Layer already exists|Mounted from|digest: )|#\d+ "
+    r"| ---> |Removing intermediate|Sending build context"
+)
+
+
+def folded(lines: list[str]) -> list[str]:
+    """``lines`` with each docker output section replaced by its header and a line count."""
+    out: list[str] = []
+    header, count = "", 0
+    for line in lines:
+        if header and _DOCKER_OUTPUT.match(line):
+            count += 1
+            continue
+        if header:
+            out.append(_fold(header, count))
+            header = ""
+        if line.startswith("--- docker "):
+            header, count = line, 0
+        else:
+            out.append(line)
+    if header:
+        out.append(_fold(header, count))
+    return out
+
+
+def _fold(header: str, count: int) -> str:
+    return f"{header} ({count} lines of docker output folded)" if count else header
 
 
 def step(title: str) -> None:
@@ -85,9 +118,8 @@ def inv(*args: str) -> dict[str, object]:
         timeout=900,
         check=False,
     )
-    for line in proc.stderr.splitlines():
-        if not line.startswith((" ---> ", "Removing intermediate", "Sending build context")):
-            print(f"  {line}")
+    for line in folded(proc.stderr.splitlines()):
+        print(f"  {line}")
     records = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     for line in proc.stdout.splitlines():
         if not line.startswith("{"):
@@ -131,8 +163,8 @@ def main() -> None:
     step("rollback (no --sha: the previous deployment, A) — no build, no push")
     record = inv("rollback")
     print(f"  serving: {serving()}")
-    step("history")
-    inv("history")
+    step("history (the last 3 records)")
+    inv("history", "--limit=3")
     if record.get("image_sha") != sha_a:
         raise SystemExit("demo: rollback did not return to A")
     print("\ndemo: build → deploy → rollback done; the app answers on http://127.0.0.1:8080/")
