@@ -15,7 +15,10 @@ signature verification. Then, still under the lock:
   recorded as ``result=failed``; success is appended to history, then targets *commit*.
 
 A deploy never rolls back implicitly: a failure restores the state *before this attempt*, it
-never goes to some earlier release. :mod:`shatag.rollback` is the dedicated path (FR-013).
+never goes to some earlier release. :mod:`shatag.rollback` is the dedicated command (FR-013), and
+it takes the same path: :func:`run_switch` is the one sequence above for both, a :class:`Route`
+says what differs (how the SHA is chosen, the digest it must match, the wording of the errors).
+The environment's state (history, lock, journal) is reached through :mod:`shatag.ledger`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Order and failure policy:
 3. With ``--sign`` and a generated SBOM: ``cosign attest --type spdxjson`` to the same digest.
 4. Soft verification (FR-014): the signature status goes into the record; a cosign that gives
    no pass/fail answer raises SOFT_VERIFY_TOOL_ERROR. The ``enforce`` policy is applied where an
-   image is about to be used (deploy, ``inv verify``), not here.
+   image is about to be used (deploy, rollback, ``inv verify``: :func:`verify_image`), not here.
 """
 
 from __future__ import annotations
