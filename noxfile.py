@@ -16,14 +16,16 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-# The test suite (the README's test command, .ci/run). `perf` comes last: a benchmark whose only
-# pass/fail part is its asserted ratios (issue 7); SHATAG_SKIP_PERF=1 skips it.
+# The test suite (the README's test command, .ci/run). `coverage` combines what unit, contract
+# and integration measured (issue 11). `perf` comes last: a benchmark whose only pass/fail part
+# is its asserted ratios (issue 7); SHATAG_SKIP_PERF=1 skips it.
 nox.options.sessions = [
     "lint",
     "typecheck",
     "unit",
     "contract",
     "integration",
+    "coverage",
     "reliability",
     "perf",
 ]
@@ -37,6 +39,8 @@ os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 
 SUITE_JSON = ROOT / "build" / "perf" / "suite.json"
+# Line coverage data of the measured sessions (one file per process until `coverage` combines).
+COVERAGE_FILE = ROOT / "build" / "coverage" / ".coverage"
 # One id per `nox` invocation (sessions run in this process, one after the other).
 _RUN_ID = f"{os.getpid()}-{time.time():.0f}"
 
@@ -84,7 +88,11 @@ def _tools_env(session: nox.Session) -> dict[str, str]:
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
-    session.run("pytest", *paths, *session.posargs, env=_tools_env(session))
+    """pytest under ``coverage run`` (settings in pyproject.toml: parallel data files, and the
+    CLI subprocesses the tests start are measured too)."""
+    COVERAGE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    env = {**_tools_env(session), "COVERAGE_FILE": str(COVERAGE_FILE)}
+    session.run("coverage", "run", "-m", "pytest", *paths, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)
@@ -133,6 +141,17 @@ def integration(session: nox.Session) -> None:
     _install(session, "test")
     _tools(session, "cosign", "syft", "buildx", "caddy", "tofu")
     _pytest(session, "tests/integration")
+
+
+@nox.session(python=PYTHON)
+@_timed
+def coverage(session: nox.Session) -> None:
+    """Line coverage of unit + contract + integration combined; fails below the ratchet
+    (``fail_under`` in pyproject.toml). Run it after those sessions."""
+    _install(session, "test")
+    env = {"COVERAGE_FILE": str(COVERAGE_FILE)}
+    session.run("coverage", "combine", env=env)
+    session.run("coverage", "report", env=env)
 
 
 @nox.session(python=PYTHON, tags=["slow"])

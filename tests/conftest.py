@@ -102,7 +102,14 @@ def cli_env(registry: LocalRegistry, root: Path, name: str) -> dict[str, str]:
     for key in ("DOCKER_HOST", "SHATAG_BUILDER", "SHATAG_TOOLS_DIR"):
         if key in os.environ:
             env[key] = os.environ[key]
+    env.update(coverage_env())
     return env
+
+
+def coverage_env() -> dict[str, str]:
+    """Coverage's variables, so a CLI run started by a test is measured too (``nox -s unit``
+    etc. run pytest under ``coverage run`` with subprocess measurement; elsewhere: empty)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("COVERAGE_")}
 
 
 @pytest.fixture

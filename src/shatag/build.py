@@ -8,16 +8,15 @@ config digest equals the local image ID, and the short tag resolves to the same 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shatag import _run
 from shatag.config import Settings
@@ -30,6 +29,7 @@ from shatag.core import (
     validate_branch,
     validate_sha,
 )
+from shatag.docker import BuiltImage, DockerEngine
 from shatag.errors import (
     BuildFailure,
     DigestMismatch,
@@ -41,10 +41,37 @@ from shatag.errors import (
     ToolFailure,
 )
 from shatag.lock import build_lock
-from shatag.registry import RegistryClient
+from shatag.metadata import load_metadata
+from shatag.registry import RegistryClient, open_registry
 from shatag.sbom import scan_local_image
 
 PUSH_TIMEOUT_SEC = 900.0
+
+
+class BuildEngine(Protocol):
+    """What the build needs of a container engine (:class:`shatag.docker.DockerEngine`)."""
+
+    def build(
+        self,
+        *,
+        context: Path,
+        dockerfile: Path,
+        platform: str,
+        tags: Sequence[str],
+        labels: Mapping[str, str],
+        timeout: float,
+        on_line: Callable[[str], None],
+    ) -> BuiltImage:
+        """Clean build; the local image ID (config digest) and the builder used."""
+        ...
+
+    def tag(self, source: str, target: str) -> None: ...
+
+    def untag(self, tags: Sequence[str]) -> None: ...
+
+    def push(self, tag: str, *, timeout: float, on_line: Callable[[str], None]) -> str:
+        """Push one tag; the digest the engine reported."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,18 +188,6 @@ def check_clean(context: Path, sha: str, env: Mapping[str, str]) -> None:
         )
 
 
-def load_metadata(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"metadata file {path} is unreadable: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput(f"metadata file {path} does not hold a JSON object")
-    return data
-
-
 @dataclass(frozen=True, slots=True)
 class _Job:
     """What every step of one build shares."""
@@ -225,19 +240,15 @@ def build(
     *,
     env: Mapping[str, str],
     on_line: Callable[[str], None] = lambda _line: None,
-    docker: Any = None,
+    docker: BuildEngine | None = None,
 ) -> BuildRecord:
     """Build (or reuse) the image for ``request.sha`` and return its record."""
-    from shatag.docker import DockerEngine
-
     started = time.monotonic()
     sha = validate_sha(request.sha)
     branch = validate_branch(request.branch)
     repo_type = route_repository(branch, settings.main_branches)
     repo = settings.repository(repo_type)
-    registry = RegistryClient(
-        repo, env=env, timeout=settings.registry_timeout_sec, retries=settings.registry_retries
-    )
+    registry = open_registry(settings.registry, repo, env=env)
     meta_path = metadata_path(settings, request)
     ensure_writable(meta_path)
     context = settings.context
@@ -256,11 +267,14 @@ def build(
             if not dockerfile.is_file():
                 raise BuildFailure(f"Dockerfile {dockerfile} does not exist")
             in_git = check_head(context, sha, env)
-            engine = docker or DockerEngine(env)
+            engine: BuildEngine = docker or DockerEngine(env)
             clean = pool.submit(check_clean, context, sha, env) if in_git else None
 
             def start_scan(image_id: str) -> Callable[[], bytes]:
-                return pool.submit(scan_local_image, settings, repo, sha, image_id, env=env).result
+                scanning = pool.submit(
+                    scan_local_image, settings.sbom, repo, sha, image_id, env=env
+                )
+                return scanning.result
 
             record, local_sbom = _build_and_push(
                 job,
@@ -279,7 +293,8 @@ def build(
         from shatag.supplychain import after_push
 
         chain = after_push(
-            settings,
+            settings.signing,
+            settings.sbom,
             repo,
             sha,
             record.image_digest,
@@ -332,7 +347,7 @@ def _ensure_short_tag(job: _Job, digest: str) -> None:
 
 def _build_and_push(
     job: _Job,
-    engine: Any,
+    engine: BuildEngine,
     *,
     existing: str | None,
     on_line: Callable[[str], None],
@@ -387,7 +402,7 @@ def _build_and_push(
         engine.untag([private_tag])
 
 
-def _prove(job: _Job, built: Any, reported: str) -> BuildRecord:
+def _prove(job: _Job, built: BuiltImage, reported: str) -> BuildRecord:
     """After the push: the registry serves what we built, and the short tag names it too."""
     settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
@@ -427,7 +442,7 @@ def _prove(job: _Job, built: Any, reported: str) -> BuildRecord:
     return record
 
 
-def _compare_rebuild(job: _Job, current: str, built: Any) -> BuildRecord:
+def _compare_rebuild(job: _Job, current: str, built: BuiltImage) -> BuildRecord:
     """The tag exists: compare the fresh build with it; never push over it (FR-009)."""
     repo, sha = job.repo, job.sha
     config_digest = job.registry.config_digest(sha, job.settings.platform) or ""

@@ -28,9 +28,8 @@ from shatag.core import (
     validate_env_name,
 )
 from shatag.errors import ConfigError
+from shatag.targets import DEFAULT_TARGETS, TargetSpec, parse_target
 
-TargetKind = Literal["docker", "sdl", "tfvars"]
-PinFormat = Literal["tag+digest", "digest", "tag"]
 SignaturePolicy = Literal["soft", "enforce"]
 
 DEFAULTS: Final[dict[str, Any]] = {
@@ -58,15 +57,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "environments": {
         "local": {
             "repository_type": "canonical",
-            "targets": [
-                {
-                    "kind": "docker",
-                    "name": "shatag-local",
-                    "port": 8080,
-                    "container_port": 8080,
-                    "health_path": "/healthz",
-                }
-            ],
+            "targets": [dict(t) for t in DEFAULT_TARGETS],
             "apply": "",
         }
     },
@@ -95,42 +86,56 @@ def invoke_defaults() -> dict[str, Any]:
     return out
 
 
-_TARGET_KEYS: Final[dict[str, frozenset[str]]] = {
-    "docker": frozenset(
-        {"kind", "name", "port", "container_port", "health_path", "health_timeout_sec", "pin"}
-    ),
-    "sdl": frozenset({"kind", "path", "service", "pin"}),
-    "tfvars": frozenset({"kind", "path", "pin"}),
-}
 _ENV_KEYS: Final = frozenset({"repository_type", "targets", "apply", "apply_timeout_sec"})
-
-
-@dataclass(frozen=True, slots=True)
-class TargetConfig:
-    """One deployment target. Which fields matter depends on ``kind``."""
-
-    kind: TargetKind
-    name: str = ""
-    port: int = 0
-    container_port: int = 0
-    health_path: str = "/healthz"
-    health_timeout_sec: float = 30.0
-    path: str = ""
-    service: str = ""
-    pin: PinFormat = "tag+digest"
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.name or self.path}"
 
 
 @dataclass(frozen=True, slots=True)
 class EnvironmentConfig:
     name: str
     repository_type: RepositoryType
-    targets: tuple[TargetConfig, ...]
+    #: Each target's spec, parsed by its kind (:mod:`shatag.targets`).
+    targets: tuple[TargetSpec, ...]
     apply: str = ""
     apply_timeout_sec: float = 600.0
+
+
+# -- the small configurations the adapters take (built from Settings in one place each) ------
+
+
+@dataclass(frozen=True, slots=True)
+class SigningConfig:
+    """What cosign needs (:mod:`shatag.signing`): trust, keys, the policy and a timeout."""
+
+    policy: SignaturePolicy = "soft"
+    cosign_key: str = ""
+    cosign_public_key: str = ""
+    keyless_identity: str = ""
+    keyless_issuer: str = ""
+    tool_timeout_sec: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class SbomConfig:
+    """What syft needs (:mod:`shatag.sbom`)."""
+
+    sbom_dir: Path = Path("build/sbom")
+    tool_timeout_sec: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Where counters go (:mod:`shatag.metrics`); both empty: nowhere."""
+
+    textfile: str = ""
+    pushgateway: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    """How the registry client behaves (:func:`shatag.registry.open_registry`)."""
+
+    timeout_sec: float = 10.0
+    retries: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,29 @@ class Settings:
     metrics_textfile: str = ""
     metrics_pushgateway: str = ""
     environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
+
+    @property
+    def signing(self) -> SigningConfig:
+        return SigningConfig(
+            policy=self.signature_policy,
+            cosign_key=self.cosign_key,
+            cosign_public_key=self.cosign_public_key,
+            keyless_identity=self.keyless_identity,
+            keyless_issuer=self.keyless_issuer,
+            tool_timeout_sec=self.tool_timeout_sec,
+        )
+
+    @property
+    def sbom(self) -> SbomConfig:
+        return SbomConfig(sbom_dir=self.sbom_dir, tool_timeout_sec=self.tool_timeout_sec)
+
+    @property
+    def metrics(self) -> MetricsConfig:
+        return MetricsConfig(textfile=self.metrics_textfile, pushgateway=self.metrics_pushgateway)
+
+    @property
+    def registry(self) -> RegistryConfig:
+        return RegistryConfig(timeout_sec=self.registry_timeout_sec, retries=self.registry_retries)
 
     def repository(self, kind: RepositoryType) -> Repository:
         return self.canonical if kind is RepositoryType.CANONICAL else self.staging
@@ -290,42 +318,5 @@ def _environments(value: Any) -> dict[str, EnvironmentConfig]:
     return envs
 
 
-def _target(env: str, index: int, raw: Any) -> TargetConfig:
-    where = f"shatag.environments.{env}.targets[{index}]"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} must be a mapping with a 'kind'")
-    raw_kind = raw.get("kind")
-    if raw_kind not in ("docker", "sdl", "tfvars"):
-        raise ConfigError(f"{where}.kind must be one of docker, sdl, tfvars, not {raw_kind!r}")
-    kind: TargetKind = raw_kind
-    unknown = sorted(set(raw) - _TARGET_KEYS[kind])
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)} for kind {kind}")
-    pin = raw.get("pin", "tag+digest")
-    if pin not in ("tag+digest", "digest", "tag"):
-        raise ConfigError(f"{where}.pin must be tag+digest, digest or tag")
-    try:
-        target = TargetConfig(
-            kind=kind,
-            name=str(raw.get("name", "")),
-            port=int(raw.get("port", 0)),
-            container_port=int(raw.get("container_port", 0)),
-            health_path=str(raw.get("health_path", "/healthz")),
-            health_timeout_sec=float(raw.get("health_timeout_sec", 30.0)),
-            path=str(raw.get("path", "")),
-            service=str(raw.get("service", "")),
-            pin=pin,
-        )
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if kind == "docker" and not (
-        target.name and 0 < target.port < 65536 and 0 < target.container_port < 65536
-    ):
-        raise ConfigError(f"{where}: a docker target needs name, port and container_port")
-    if kind in ("sdl", "tfvars") and not target.path:
-        raise ConfigError(f"{where}: a {kind} target needs a path")
-    if kind == "sdl" and not target.service:
-        raise ConfigError(f"{where}: an sdl target needs the service name")
-    if not target.health_path.startswith("/"):
-        raise ConfigError(f"{where}.health_path must start with /")
-    return target
+def _target(env: str, index: int, raw: Any) -> TargetSpec:
+    return parse_target(f"shatag.environments.{env}.targets[{index}]", raw)

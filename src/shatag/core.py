@@ -18,7 +18,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Final, Literal
 
 from shatag.errors import ConfigError, InvalidInput, MissingSha, PolicyViolation
 
@@ -42,6 +42,10 @@ _ENV_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _BRANCH_FORBIDDEN: Final = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 MAX_BRANCH_LENGTH: Final = 255
 MAX_REPOSITORY_LENGTH: Final = 255
+
+
+PinFormat = Literal["tag+digest", "digest", "tag"]
+PIN_FORMATS: Final[tuple[PinFormat, ...]] = ("tag+digest", "digest", "tag")
 
 
 class RepositoryType(StrEnum):
@@ -96,7 +100,7 @@ def validate_digest(value: str) -> str:
 
 
 def ensure_immutable_tag(tag: str) -> str:
-    """The floating-tag guard (FR-005, seed T029): only a 40-hex SHA may be deployed."""
+    """The floating-tag guard (FR-005): only a 40-hex SHA may be deployed."""
     if is_sha(tag):
         return tag
     raise PolicyViolation(
@@ -203,3 +207,39 @@ def split_pinned_reference(reference: str) -> tuple[Repository, str, str]:
     if not sep or not colon:
         raise InvalidInput(f"{_show(reference)} is not a pinned reference repo:<sha>@sha256:<hex>")
     return parse_repository(repo), ensure_immutable_tag(tag), validate_digest(digest)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """A validated image: the SHA tag and the digest it resolved to when it was checked.
+
+    >>> img = ImageRef(parse_repository("127.0.0.1:5000/api"), "a" * 40, "sha256:" + "b" * 64)
+    >>> img.reference("digest") == "127.0.0.1:5000/api@sha256:" + "b" * 64
+    True
+    """
+
+    repository: Repository
+    sha: str
+    digest: str
+
+    def __post_init__(self) -> None:
+        validate_sha(self.sha)
+        validate_digest(self.digest)
+
+    @property
+    def pinned(self) -> str:
+        """``repo:<sha>@sha256:<hex>``: the copy/paste reference (FR-006)."""
+        return pinned_reference(self.repository, self.sha, self.digest)
+
+    @property
+    def by_digest(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+    def reference(self, pin: PinFormat) -> str:
+        """The form a target writes. ``tag`` alone trusts the registry not to move the tag; the
+        digest is still recorded beside it (tfvars, history)."""
+        if pin == "digest":
+            return self.by_digest
+        if pin == "tag":
+            return self.repository.tag(self.sha)
+        return self.pinned

@@ -6,7 +6,7 @@ for each takes its newest observation:
 * build records — the metadata files ``<metadata_dir>/<sha>.json`` written by ``inv build``
   (``signature_status``/``signature_reason``, ``created_at``);
 * deploy/rollback records — the history of every configured environment
-  (:class:`shatag.history.HistoryStore`, ``signature_*``, ``finished_at``), including failed
+  (:class:`shatag.ledger.Ledger`, ``signature_*``, ``finished_at``), including failed
   attempts, whose ``error_code`` SOFT_VERIFY_TOOL_ERROR counts as a tool failure.
 
 A *tool failure* is an observation where the verifier could not answer: reason ``error``,
@@ -21,14 +21,15 @@ SOFT_VERIFY_TOOL_ERROR. The escalation criterion holds when at least ``window`` 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from shatag.config import Settings
 from shatag.core import is_sha
-from shatag.history import HistoryStore
+from shatag.errors import InvalidInput
+from shatag.ledger import open_ledger
+from shatag.metadata import load_metadata
 
 WINDOW: Final = 30
 MIN_VERIFIED_PCT: Final = 90.0
@@ -119,10 +120,10 @@ def build_observations(settings: Settings) -> list[Observation]:
         if not is_sha(path.stem):
             continue
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
+            data = load_metadata(path)
+        except InvalidInput:
             continue
-        if not isinstance(data, dict):
+        if data is None:
             continue
         out.append(
             Observation(
@@ -142,8 +143,7 @@ def history_observations(settings: Settings, limit: int = 500) -> list[Observati
     """Deploy and rollback attempts of every configured environment (newest ``limit`` each)."""
     out: list[Observation] = []
     for env_name in settings.environments:
-        store = HistoryStore(settings.state_dir, env_name)
-        for record in store.newest(limit=limit):
+        for record in open_ledger(settings.state_dir, env_name).newest(limit=limit):
             if not is_sha(record.sha):
                 continue
             out.append(

@@ -15,12 +15,14 @@ signature verification. Then, still under the lock:
   recorded as ``result=failed``; success is appended to history, then targets *commit*.
 
 A deploy never rolls back implicitly: a failure restores the state *before this attempt*, it
-never goes to some earlier release. :mod:`shatag.rollback` is the dedicated path (FR-013).
+never goes to some earlier release. :mod:`shatag.rollback` is the dedicated command (FR-013), and
+it takes the same path: :func:`run_switch` is the one sequence above for both, a :class:`Route`
+says what differs (how the SHA is chosen, the digest it must match, the wording of the errors).
+The environment's state (history, lock, journal) is reached through :mod:`shatag.ledger`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import time
@@ -28,12 +30,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from shatag import _run
-from shatag._fs import atomic_write_text
 from shatag.config import EnvironmentConfig, Settings
-from shatag.core import Repository, RepositoryType, ensure_immutable_tag, validate_sha
+from shatag.core import ImageRef, Repository, RepositoryType, ensure_immutable_tag, validate_sha
 from shatag.errors import (
     ConfigError,
     DeployFailed,
@@ -44,14 +45,15 @@ from shatag.errors import (
     ShatagError,
     ToolFailure,
 )
-from shatag.history import Action, HistoryRecord, HistoryStore, initiated_by, known_digest, utc_now
-from shatag.lock import env_lock
-from shatag.registry import RegistryClient
-from shatag.targets import ImageRef, Target, finish, make_target, recover
+from shatag.history import Action, HistoryRecord, initiated_by, utc_now
+from shatag.ledger import Ledger, open_ledger
+from shatag.metadata import load_metadata
+from shatag.registry import open_registry
+from shatag.supplychain import SignatureOutcome, verify_image
+from shatag.targets import Target, TargetContext, finish, make_target, recover
 
 log = logging.getLogger("shatag.deploy")
 
-JOURNAL_FILE: Final = "pending.json"
 LineSink = Callable[[str], None]
 
 
@@ -60,16 +62,6 @@ class DeployRequest:
     sha: str
     env: str = "local"
     metadata: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SignatureOutcome:
-    status: str
-    reason: str
-    detail: str = ""
-    #: The SBOM attestation (``cosign attest --type spdxjson``) of the same digest (FR-008).
-    sbom_attestation_status: str = "unverified"
-    sbom_attestation_reason: str = "n/a"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +89,8 @@ class DeployRecord:
     sbom_attestation_reason: str = "n/a"
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON log line (deploy-log / rollback-log keys of REQUIREMENTS.md, and more)."""
+        """The JSON log line: the keys of the deploy-/rollback-workflow contracts
+        (specs/003-tag-api-container/contracts/), and more."""
         data: dict[str, Any] = {
             "phase": self.action,
             "env": self.env,
@@ -130,6 +123,23 @@ class DeployRecord:
 # -- the use case ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What differs between a deploy and a rollback; everything else is :func:`run_switch`."""
+
+    action: Action
+    #: Who holds the lock, for a waiter's message.
+    holder: str
+    #: The SHA to put in place, chosen under the lock (a rollback reads it from history).
+    choose: Callable[[Ledger], str]
+    #: ``(digest, where it was recorded)`` the registry digest must equal, if known.
+    expected: Callable[[Ledger, ImageRef], tuple[str, str] | None]
+    #: The DIGEST_MISMATCH message: ``mismatch(image, recorded, where)``.
+    mismatch: Callable[[ImageRef, str, str], str]
+    #: The error for a SHA found only in staging by a canonical environment.
+    staging_only: type[ShatagError] = PolicyViolation
+
+
 def deploy(
     settings: Settings,
     request: DeployRequest,
@@ -140,31 +150,61 @@ def deploy(
     """Deploy ``request.sha`` to ``request.env``; see the module docstring."""
     sha = ensure_immutable_tag(validate_sha(request.sha))
     envcfg = settings.environment(request.env)
-    with env_lock(
-        settings.state_dir,
-        envcfg.name,
-        timeout=settings.deploy_lock_timeout_sec,
+
+    def expected(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
+        if request.metadata is not None:
+            return _metadata_digest(envcfg, image, request.metadata)
+        found = ledger.known_digest(image.sha, str(image.repository))
+        if found is None:
+            return None
+        return found[1], f"the deployment history of {found[0]!r}"
+
+    def mismatch(image: ImageRef, recorded: str, where: str) -> str:
+        return (
+            f"{image.repository}:{image.sha} now points at {image.digest}, but {where} "
+            f"recorded {recorded}: the tag was re-pointed after it was built. Nothing was "
+            "deployed; investigate the registry before deploying this SHA"
+        )
+
+    route = Route(
+        action="deploy",
         holder=f"deploy {sha[:12]} by {initiated_by(env)}",
-    ):
-        recovered = recover_interrupted(settings, envcfg.name, env=env)
-        image = resolve_image(settings, envcfg, sha, env=env)
-        expected = _expected_digest(settings, envcfg, image, request.metadata)
+        choose=lambda _ledger: sha,
+        expected=expected,
+        mismatch=mismatch,
+    )
+    return run_switch(settings, envcfg, route, env=env, on_line=on_line)
+
+
+def run_switch(
+    settings: Settings,
+    envcfg: EnvironmentConfig,
+    route: Route,
+    *,
+    env: Mapping[str, str],
+    on_line: LineSink | None = None,
+) -> DeployRecord:
+    """The one path of deploy and rollback: under the environment's lock, recover a killed
+    attempt, resolve the SHA in the registry, guard its digest, verify it, switch."""
+    ledger = open_ledger(settings.state_dir, envcfg.name)
+    with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
+        recovered = recover_interrupted(ledger, env=env)
+        sha = route.choose(ledger)
+        image = resolve_image(settings, envcfg, sha, env=env, staging_only=route.staging_only)
+        expected = route.expected(ledger, image)
         if expected is not None and expected[0] != image.digest:
-            raise DigestMismatch(
-                f"{image.repository}:{sha} now points at {image.digest}, but {expected[1]} "
-                f"recorded {expected[0]}: the tag was re-pointed after it was built. Nothing "
-                "was deployed; investigate the registry before deploying this SHA"
-            )
-        signature = verify(settings, image, env=env)
+            raise DigestMismatch(route.mismatch(image, *expected))
+        signature = verify_image(settings.signing, image.by_digest, env=env)
         return switch(
             settings,
             envcfg,
             image,
-            action="deploy",
+            action=route.action,
             signature=signature,
             env=env,
             on_line=on_line,
             recovered=recovered,
+            ledger=ledger,
         )
 
 
@@ -185,14 +225,14 @@ def resolve_image(
     """
     own_type = envcfg.repository_type
     own = settings.repository(own_type)
-    digest = _client(settings, own, env).manifest_digest(sha)
+    digest = open_registry(settings.registry, own, env=env).manifest_digest(sha)
     if digest is not None:
         return ImageRef(own, sha, digest)
     other_type = (
         RepositoryType.STAGING if own_type is RepositoryType.CANONICAL else RepositoryType.CANONICAL
     )
     other = settings.repository(other_type)
-    other_digest = _client(settings, other, env).manifest_digest(sha)
+    other_digest = open_registry(settings.registry, other, env=env).manifest_digest(sha)
     if other_digest is not None and own_type is RepositoryType.STAGING:
         return ImageRef(other, sha, other_digest)
     if other_digest is not None:
@@ -207,27 +247,6 @@ def resolve_image(
     )
 
 
-def verify(settings: Settings, image: ImageRef, *, env: Mapping[str, str]) -> SignatureOutcome:
-    """Soft signature verification (FR-014); ``enforce`` policy may raise."""
-    # signing hook
-    from shatag.signing import enforce_policy, verify_signature
-
-    result = verify_signature(settings, image.by_digest, env=env)
-    enforce_policy(settings, result)
-    # The attestation is checked with the same cosign and trust: where the signature could
-    # not be checked (no cosign, no key) neither can the attestation, so no second call.
-    attestation_status: str = result.status
-    attestation_reason: str = result.reason
-    if result.reason not in ("tool_missing", "key_not_found"):
-        from shatag.sbom import verify_sbom_attestation
-
-        attestation = verify_sbom_attestation(settings, image.by_digest, env=env)
-        attestation_status, attestation_reason = attestation.status, attestation.reason
-    return SignatureOutcome(
-        result.status, result.reason, result.detail, attestation_status, attestation_reason
-    )
-
-
 def switch(
     settings: Settings,
     envcfg: EnvironmentConfig,
@@ -238,6 +257,7 @@ def switch(
     env: Mapping[str, str],
     on_line: LineSink | None = None,
     recovered: tuple[str, ...] = (),
+    ledger: Ledger | None = None,
 ) -> DeployRecord:
     """Write ``image`` to every target of ``envcfg`` and run its apply step, all or nothing.
 
@@ -246,8 +266,8 @@ def switch(
     started = time.monotonic()
     started_at = utc_now()
     attempt = uuid.uuid4().hex
-    store = HistoryStore(settings.state_dir, envcfg.name)
-    current = store.current()
+    ledger = ledger or open_ledger(settings.state_dir, envcfg.name)
+    current = ledger.current()
     base = HistoryRecord(
         action=action,
         env=envcfg.name,
@@ -265,24 +285,19 @@ def switch(
         targets=tuple(t.label for t in envcfg.targets),
         attempt=attempt,
     )
-    targets = [
-        make_target(t, env=env, env_name=envcfg.name, attempt=attempt) for t in envcfg.targets
-    ]
+    ctx = TargetContext(env=env, env_name=envcfg.name, attempt=attempt)
+    targets = [make_target(t, ctx) for t in envcfg.targets]
     for target in targets:
         target.prepare(image)  # may fail; nothing visible has changed yet
-    journal = _journal_path(settings, envcfg.name)
-    atomic_write_text(
-        journal,
-        json.dumps(
-            {
-                "attempt": attempt,
-                "action": action,
-                "sha": image.sha,
-                "digest": image.digest,
-                "started_at": started_at,
-                "targets": [t.journal() for t in targets],
-            }
-        ),
+    ledger.write_journal(
+        {
+            "attempt": attempt,
+            "action": action,
+            "sha": image.sha,
+            "digest": image.digest,
+            "started_at": started_at,
+            "targets": [t.journal() for t in targets],
+        }
     )
     applied: list[Target] = []
     try:
@@ -296,7 +311,7 @@ def switch(
     except BaseException as exc:
         problems = _restore_all(applied)
         error = exc if isinstance(exc, ShatagError) else None
-        store.append(
+        ledger.append(
             _finished(
                 base,
                 started,
@@ -306,7 +321,7 @@ def switch(
             )
         )
         if not problems:
-            journal.unlink(missing_ok=True)
+            ledger.clear_journal()
         # else: keep the journal, so the next deploy/rollback of this environment restores
         # what this one could not (e.g. the docker daemon went away mid-switch).
         if problems:
@@ -315,19 +330,19 @@ def switch(
             ) from None
         raise
     record = _finished(base, started, result="ok")
-    store.append(record)
+    ledger.append(record)
     for target in targets:
         try:
             target.commit()
         except Exception as exc:  # noqa: BLE001 -- the deploy is done and recorded
             log.warning("%s: cleanup after the switch failed: %s", target.label, exc)
-    journal.unlink(missing_ok=True)
+    ledger.clear_journal()
     from shatag.metrics import record_deploy, record_rollback
 
     if action == "rollback":
-        record_rollback(settings, record.repository_type)
+        record_rollback(settings.metrics, record.repository_type)
     else:
-        record_deploy(settings, record.repository_type)
+        record_deploy(settings.metrics, record.repository_type)
     return DeployRecord(
         action=action,
         env=envcfg.name,
@@ -351,38 +366,31 @@ def switch(
     )
 
 
-def recover_interrupted(
-    settings: Settings, env_name: str, *, env: Mapping[str, str]
-) -> tuple[str, ...]:
-    """Finish what a killed deploy of ``env_name`` left behind (the caller holds the lock).
+def recover_interrupted(ledger: Ledger, *, env: Mapping[str, str]) -> tuple[str, ...]:
+    """Finish what a killed deploy of the ledger's environment left behind (the caller holds
+    the lock).
 
     If history recorded the attempt as done, its cleanup is completed (roll forward); otherwise
     every target is put back as it was before the attempt, and the attempt is recorded as
     failed (``INTERRUPTED``).
     """
-    journal = _journal_path(settings, env_name)
-    try:
-        data = json.loads(journal.read_text())
-    except FileNotFoundError:
+    data = ledger.read_journal()
+    if data is None:
         return ()
-    except (OSError, ValueError):
-        log.warning("unreadable deploy journal %s ignored", journal)
-        journal.unlink(missing_ok=True)
-        return ()
-    store = HistoryStore(settings.state_dir, env_name)
     attempt = str(data.get("attempt", ""))
-    done = store.find_attempt(attempt) if attempt else None
+    done = ledger.find_attempt(attempt) if attempt else None
     entries = [e for e in data.get("targets", []) if isinstance(e, dict)]
+    ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt)
     notes: list[str] = []
     if done is not None and done.ok:
-        notes += [finish(e, env=env) for e in entries]
+        notes += [finish(e, ctx) for e in entries]
     else:
-        notes += [recover(e, env=env) for e in reversed(entries)]
+        notes += [recover(e, ctx) for e in reversed(entries)]
         if done is None and data.get("sha") and data.get("digest"):
-            store.append(
+            ledger.append(
                 HistoryRecord(
                     action="rollback" if data.get("action") == "rollback" else "deploy",
-                    env=env_name,
+                    env=ledger.env,
                     sha=str(data["sha"]),
                     digest=str(data["digest"]),
                     result="failed",
@@ -393,21 +401,12 @@ def recover_interrupted(
                     attempt=attempt,
                 )
             )
-    journal.unlink(missing_ok=True)
-    log.warning("recovered interrupted deploy %s of %s: %s", attempt, env_name, "; ".join(notes))
+    ledger.clear_journal()
+    log.warning("recovered interrupted deploy %s of %s: %s", attempt, ledger.env, "; ".join(notes))
     return tuple(notes)
 
 
 # -- plumbing -------------------------------------------------------------------------------
-
-
-def _client(settings: Settings, repository: Repository, env: Mapping[str, str]) -> RegistryClient:
-    return RegistryClient(
-        repository,
-        env=env,
-        timeout=settings.registry_timeout_sec,
-        retries=settings.registry_retries,
-    )
 
 
 def _repo_type(settings: Settings, repository: Repository) -> str:
@@ -418,31 +417,10 @@ def _repo_type(settings: Settings, repository: Repository) -> str:
     )
 
 
-def _journal_path(settings: Settings, env_name: str) -> Path:
-    return settings.state_dir / env_name / JOURNAL_FILE
-
-
-def _expected_digest(
-    settings: Settings, envcfg: EnvironmentConfig, image: ImageRef, metadata: Path | None
-) -> tuple[str, str] | None:
-    """``(digest, where it was recorded)`` for the digest guard, or ``None`` if unknown."""
-    if metadata is not None:
-        return _metadata_digest(envcfg, image, metadata)
-    found = known_digest(settings.state_dir, image.sha, str(image.repository))
-    if found is None:
-        return None
-    return found[1], f"the deployment history of {found[0]!r}"
-
-
 def _metadata_digest(envcfg: EnvironmentConfig, image: ImageRef, path: Path) -> tuple[str, str]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidInput(f"metadata file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"metadata file {path} is unreadable: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidInput(f"metadata file {path} does not hold a JSON object")
+    data = load_metadata(path)
+    if data is None:
+        raise InvalidInput(f"metadata file {path} does not exist")
     if data.get("image_sha") != image.sha:
         raise InvalidInput(
             f"metadata file {path} describes {data.get('image_sha')!r}, not {image.sha}"

@@ -171,14 +171,6 @@ class DockerEngine:
             return -1
         return result.returncode
 
-    def image_id(self, reference: str) -> str | None:
-        from python_on_whales.exceptions import NoSuchImage
-
-        try:
-            return str(self.client.image.inspect(reference).id)
-        except NoSuchImage:
-            return None
-
     def tag(self, source: str, target: str) -> None:
         from python_on_whales.exceptions import DockerException
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from shatag.core import validate_env_name
 
@@ -196,8 +196,13 @@ class HistoryStore:
         return None
 
 
-def catalog(store: HistoryStore, limit: int | None = 20) -> list[dict[str, Any]]:
-    """The rollback catalog: newest first, ``current`` set on what the environment runs."""
+class _Records(Protocol):
+    def iter_newest(self) -> Iterator[HistoryRecord]: ...
+
+
+def catalog(store: _Records, limit: int | None = 20) -> list[dict[str, Any]]:
+    """The rollback catalog: newest first, ``current`` set on what the environment runs
+    (``store``: a :class:`HistoryStore` or a :class:`shatag.ledger.Ledger`)."""
     rows: list[dict[str, Any]] = []
     current_seen = False
     for record in store.iter_newest():

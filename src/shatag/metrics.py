@@ -1,4 +1,4 @@
-"""Prometheus counters (seed T022), off unless configured.
+"""Prometheus counters, off unless configured.
 
 ``metrics_textfile`` writes the registry in the node-exporter textfile format (atomically);
 ``metrics_pushgateway`` pushes to a Pushgateway (job ``shatag``). Neither set: nothing happens
@@ -8,13 +8,9 @@ and prometheus_client is never imported.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from shatag.config import MetricsConfig
 from shatag.errors import ConfigError
-
-if TYPE_CHECKING:
-    from shatag.config import Settings
-
 
 _DOCS: dict[str, str] = {
     "image_build": "Images built and pushed by shatag",
@@ -25,13 +21,13 @@ _DOCS: dict[str, str] = {
 _Totals = dict[str, dict[tuple[tuple[str, str], ...], float]]
 
 
-def _publish(settings: Settings, name: str, labels: dict[str, str]) -> None:
+def _publish(config: MetricsConfig, name: str, labels: dict[str, str]) -> None:
     """Add 1 to ``<name>_total{labels}``; every other counter in the textfile is kept."""
-    if not (settings.metrics_textfile or settings.metrics_pushgateway):
+    if not (config.textfile or config.pushgateway):
         return
     from prometheus_client import CollectorRegistry, Counter, push_to_gateway, write_to_textfile
 
-    totals = _previous_totals(settings.metrics_textfile)
+    totals = _previous_totals(config.textfile)
     mine = totals.setdefault(name, {})
     key = tuple(sorted(labels.items()))
     mine[key] = mine.get(key, 0.0) + 1
@@ -41,16 +37,14 @@ def _publish(settings: Settings, name: str, labels: dict[str, str]) -> None:
         counter = Counter(family, _DOCS.get(family, family), label_names, registry=registry)
         for series_key, value in series.items():
             counter.labels(**dict(series_key)).inc(value)
-    if settings.metrics_textfile:
+    if config.textfile:
         # write_to_textfile writes a temp file and renames it: readers never see half a file.
-        write_to_textfile(settings.metrics_textfile, registry)
-    if settings.metrics_pushgateway:
+        write_to_textfile(config.textfile, registry)
+    if config.pushgateway:
         try:
-            push_to_gateway(settings.metrics_pushgateway, job="shatag", registry=registry)
+            push_to_gateway(config.pushgateway, job="shatag", registry=registry)
         except OSError as exc:
-            raise ConfigError(
-                f"could not push metrics to {settings.metrics_pushgateway}: {exc}"
-            ) from None
+            raise ConfigError(f"could not push metrics to {config.pushgateway}: {exc}") from None
 
 
 def _previous_totals(textfile: str) -> _Totals:
@@ -77,16 +71,16 @@ def _previous_totals(textfile: str) -> _Totals:
     return totals
 
 
-def record_build(settings: Settings, repository_type: str) -> None:
+def record_build(config: MetricsConfig, repository_type: str) -> None:
     """``image_build_total{repository_type}``."""
-    _publish(settings, "image_build", {"repository_type": repository_type})
+    _publish(config, "image_build", {"repository_type": repository_type})
 
 
-def record_rollback(settings: Settings, repository_type: str) -> None:
+def record_rollback(config: MetricsConfig, repository_type: str) -> None:
     """``rollback_total{repository_type}``."""
-    _publish(settings, "rollback", {"repository_type": repository_type})
+    _publish(config, "rollback", {"repository_type": repository_type})
 
 
-def record_deploy(settings: Settings, repository_type: str) -> None:
+def record_deploy(config: MetricsConfig, repository_type: str) -> None:
     """``deploy_total{repository_type}``: successful deploys (rollbacks count separately)."""
-    _publish(settings, "deploy", {"repository_type": repository_type})
+    _publish(config, "deploy", {"repository_type": repository_type})

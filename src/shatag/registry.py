@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import requests
 
+from shatag.config import RegistryConfig
 from shatag.core import Repository
 from shatag.errors import RegistryAuthError, RegistryUnavailable
 
@@ -184,11 +185,6 @@ class RegistryClient:
             url = urllib.parse.urljoin(self.origin, link) if link else None
         return found
 
-    def ping(self) -> None:
-        """Raise unless the registry answers ``/v2/`` (with our credentials)."""
-        response = self._request("GET", f"{self.origin}/v2/")
-        self._expect_ok(response, "GET /v2/")
-
     # -- plumbing ---------------------------------------------------------------------------
 
     def _expect_ok(self, response: requests.Response, what: str) -> None:
@@ -316,6 +312,13 @@ class RegistryClient:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+
+def open_registry(
+    config: RegistryConfig, repository: Repository, *, env: Mapping[str, str]
+) -> RegistryClient:
+    """The client of ``repository`` as configured: the one place use cases build one."""
+    return RegistryClient(repository, env=env, timeout=config.timeout_sec, retries=config.retries)
 
 
 def _short(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ The SBOM file is named after the full git SHA (``<sbom_dir>/<sha>.spdx.json``); 
 With signing configured the SBOM is attached as a signed in-toto attestation
 (``cosign attest --type spdxjson``) to the manifest digest.
 
->>> sbom_path(Settings.from_mapping({}), "a" * 40).name
+>>> sbom_path(SbomConfig(), "a" * 40).name
 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.spdx.json'
 """
 
@@ -26,13 +26,13 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from shatag._fs import atomic_write_bytes
 from shatag._run import run
-from shatag.config import Settings
+from shatag.config import SbomConfig, SigningConfig
 from shatag.core import Repository, validate_digest, validate_sha
 from shatag.errors import ToolFailure, ToolMissing, ToolTimeout
 from shatag.signing import SignatureResult, attest_predicate, verify_attestation
@@ -55,17 +55,9 @@ class SbomResult:
     detail: str = ""
     packages: tuple[str, ...] = ()
 
-    def as_record(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {
-            "sbom_status": data["status"],
-            "sbom_ref": data["sbom_ref"],
-            "sbom_digest": data["sbom_digest"],
-        }
 
-
-def sbom_path(settings: Settings, sha: str) -> Path:
-    return settings.sbom_dir / f"{validate_sha(sha)}.spdx.json"
+def sbom_path(config: SbomConfig, sha: str) -> Path:
+    return config.sbom_dir / f"{validate_sha(sha)}.spdx.json"
 
 
 def _syft_env(repository: Repository, env: Mapping[str, str]) -> dict[str, str]:
@@ -78,7 +70,7 @@ def _syft_env(repository: Repository, env: Mapping[str, str]) -> dict[str, str]:
         # A registry with a CA in certs.d speaks TLS, loopback or not (as for the daemon).
         out.setdefault("SYFT_REGISTRY_CA_CERT", str(ca))
     elif repository.plain_http:
-        # Loopback registries speak plain HTTP (DESIGN.md); syft needs to be told.
+        # Loopback registries speak plain HTTP (core.Repository.plain_http); tell syft.
         out.setdefault("SYFT_REGISTRY_INSECURE_USE_HTTP", "true")
     return out
 
@@ -103,7 +95,7 @@ def parse_spdx(data: bytes, *digests: str) -> tuple[str, ...]:
 
 
 def _syft_scan(
-    settings: Settings,
+    config: SbomConfig,
     repository: Repository,
     sha: str,
     source: list[str],
@@ -112,13 +104,13 @@ def _syft_scan(
 ) -> bytes:
     """Run ``syft scan <source…>`` into a private file beside the SBOM and return its bytes (two
     builds of one SHA never share that file). Raises like :func:`_run.run`."""
-    path = sbom_path(settings, sha)
+    path = sbom_path(config, sha)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.syft")
     try:
         run(
             [SYFT, "scan", *source, "-o", f"spdx-json={tmp}", "-q"],
-            timeout=settings.tool_timeout_sec,
+            timeout=config.tool_timeout_sec,
             env=_syft_env(repository, env),
         )
         return tmp.read_bytes()
@@ -126,16 +118,16 @@ def _syft_scan(
         tmp.unlink(missing_ok=True)
 
 
-def _timed_out(settings: Settings, image: str, exc: ToolTimeout) -> ToolFailure:
+def _timed_out(config: SbomConfig, image: str, exc: ToolTimeout) -> ToolFailure:
     return ToolFailure(
-        f"syft did not finish within {settings.tool_timeout_sec:g}s (shatag.tool_timeout_sec) "
+        f"syft did not finish within {config.tool_timeout_sec:g}s (shatag.tool_timeout_sec) "
         f"scanning {image}; the image is pushed and unchanged",
         command=exc.command,
     )
 
 
 def scan_local_image(
-    settings: Settings, repository: Repository, sha: str, image_id: str, *, env: Mapping[str, str]
+    config: SbomConfig, repository: Repository, sha: str, image_id: str, *, env: Mapping[str, str]
 ) -> bytes:
     """Scan the freshly built image ``image_id`` from the docker engine; return the SPDX bytes.
 
@@ -144,11 +136,11 @@ def scan_local_image(
     """
     validate_digest(image_id)
     source = [f"docker:{image_id}", "--source-name", f"{repository}:{sha}"]
-    return _syft_scan(settings, repository, sha, [*source, "--source-version", image_id], env=env)
+    return _syft_scan(config, repository, sha, [*source, "--source-version", image_id], env=env)
 
 
 def generate_sbom(
-    settings: Settings,
+    config: SbomConfig,
     repository: Repository,
     sha: str,
     digest: str,
@@ -164,18 +156,19 @@ def generate_sbom(
     failed, syft scans ``repository@digest`` from the registry.
 
     A missing syft is ``tool_missing`` (the product never requires it); a syft that runs and
-    fails raises :class:`ToolFailure` (TOOL_FAILURE, contracts/sbom-linkage.yaml).
+    fails raises :class:`ToolFailure` (TOOL_FAILURE, the sbom-linkage contract in
+    specs/003-tag-api-container/contracts/).
     """
     validate_digest(digest)
     scanned = None
     if local is not None and config_digest:
-        scanned = _local_result(settings, local, config_digest, f"{repository}@{digest}")
+        scanned = _local_result(config, local, config_digest, f"{repository}@{digest}")
     if scanned is None:
-        scanned = _scan_registry(settings, repository, sha, digest, env=env)
+        scanned = _scan_registry(config, repository, sha, digest, env=env)
     if scanned is None:
         return SbomResult("tool_missing", detail="syft is not installed or not on PATH")
     data, packages = scanned
-    path = sbom_path(settings, sha)
+    path = sbom_path(config, sha)
     atomic_write_bytes(path, data)
     sbom_digest = "sha256:" + hashlib.sha256(data).hexdigest()
     log.info(
@@ -191,7 +184,7 @@ def generate_sbom(
 
 
 def _local_result(
-    settings: Settings, local: Callable[[], bytes], config_digest: str, image: str
+    config: SbomConfig, local: Callable[[], bytes], config_digest: str, image: str
 ) -> tuple[bytes, tuple[str, ...]] | None:
     """The local scan's document and packages, or ``None`` to scan the registry instead."""
     try:
@@ -200,7 +193,7 @@ def _local_result(
     except ToolMissing:
         return None  # the registry scan reports tool_missing the same way
     except ToolTimeout as exc:  # a hung syft would hang again on the registry: no fallback
-        raise _timed_out(settings, image, exc) from None
+        raise _timed_out(config, image, exc) from None
     except (ToolFailure, OSError, ValueError) as exc:
         log.warning("local SBOM scan of %s failed (%s); scanning the registry instead", image, exc)
         return None
@@ -208,17 +201,17 @@ def _local_result(
 
 
 def _scan_registry(
-    settings: Settings, repository: Repository, sha: str, digest: str, *, env: Mapping[str, str]
+    config: SbomConfig, repository: Repository, sha: str, digest: str, *, env: Mapping[str, str]
 ) -> tuple[bytes, tuple[str, ...]] | None:
     """syft reads ``repository@digest`` from the registry; ``None`` when syft is missing."""
     image = f"{repository}@{digest}"
     try:
-        data = _syft_scan(settings, repository, sha, [f"registry:{image}"], env=env)
+        data = _syft_scan(config, repository, sha, [f"registry:{image}"], env=env)
         packages = parse_spdx(data, digest)
     except ToolMissing:
         return None
     except ToolTimeout as exc:
-        raise _timed_out(settings, image, exc) from None
+        raise _timed_out(config, image, exc) from None
     except ToolFailure as exc:
         raise ToolFailure(
             f"syft failed to scan {image}; the image is pushed and unchanged: {exc}",
@@ -234,7 +227,7 @@ def _scan_registry(
 
 
 def attest_sbom(
-    settings: Settings, image_by_digest: str, sbom: SbomResult, *, env: Mapping[str, str]
+    signing: SigningConfig, image_by_digest: str, sbom: SbomResult, *, env: Mapping[str, str]
 ) -> None:
     """Attach the SBOM as a signed ``spdxjson`` attestation to the same digest (cosign attest).
 
@@ -243,14 +236,14 @@ def attest_sbom(
     if sbom.status != "generated":
         raise ValueError("only a generated SBOM can be attested")
     attest_predicate(
-        settings, image_by_digest, Path(sbom.path), env=env, predicate_type=PREDICATE_TYPE
+        signing, image_by_digest, Path(sbom.path), env=env, predicate_type=PREDICATE_TYPE
     )
 
 
 def verify_sbom_attestation(
-    settings: Settings, image_by_digest: str, *, env: Mapping[str, str]
+    signing: SigningConfig, image_by_digest: str, *, env: Mapping[str, str]
 ) -> SignatureResult:
     """Verify the ``spdxjson`` attestation of the image: same vocabulary as signatures
     (``verified``/``n/a``, ``unverified`` + ``no_signature``/``invalid``/…). Raises
     :class:`shatag.errors.SoftVerifyToolError` when cosign gives no answer."""
-    return verify_attestation(settings, image_by_digest, env=env, predicate_type=PREDICATE_TYPE)
+    return verify_attestation(signing, image_by_digest, env=env, predicate_type=PREDICATE_TYPE)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from shatag._run import Result, run, which
-from shatag.config import Settings
+from shatag.config import SigningConfig
 from shatag.errors import (
     ConfigError,
     InvalidInput,
@@ -76,9 +76,6 @@ class SignatureResult:
     @property
     def verified(self) -> bool:
         return self.status == "verified"
-
-    def as_record(self) -> dict[str, str]:
-        return {"signature_status": self.status, "signature_reason": self.reason}
 
 
 VERIFIED_NA: Final = SignatureResult("verified", "n/a", "")
@@ -223,13 +220,12 @@ def _check_success_payload(stdout: str, digest: str) -> SignatureResult:
     return VERIFIED_NA
 
 
-def enforce_policy(settings: Settings, result: SignatureResult) -> None:
+def enforce_policy(config: SigningConfig, result: SignatureResult) -> None:
     """Under ``signature_policy: enforce`` an unverified image stops the job (FR-014).
 
-    >>> from shatag.config import Settings
-    >>> enforce_policy(Settings.from_mapping({}), _unverified("no_signature", ""))  # soft
+    >>> enforce_policy(SigningConfig(), _unverified("no_signature", ""))  # soft
     """
-    if settings.signature_policy == "enforce" and not result.verified:
+    if config.policy == "enforce" and not result.verified:
         raise SignatureRequired(
             f"signature_policy is 'enforce' and the image is unverified "
             f"({result.reason}: {result.detail or 'no detail'}); sign it with `inv build --sign` "
@@ -258,7 +254,7 @@ def _digest_of(image: str) -> str:
 _version_cache: dict[tuple[str, float], CosignVersion] = {}
 
 
-def cosign_version(settings: Settings, env: Mapping[str, str]) -> CosignVersion:
+def cosign_version(config: SigningConfig, env: Mapping[str, str]) -> CosignVersion:
     """Detect the installed cosign's version (cached per binary). Raises ToolMissing/…
 
     An unreadable but successful ``cosign version`` is assumed to be v2 (the pinned one).
@@ -271,7 +267,7 @@ def cosign_version(settings: Settings, env: Mapping[str, str]) -> CosignVersion:
     if key in _version_cache:
         return _version_cache[key]
     try:
-        result = run([path, "version"], timeout=min(settings.tool_timeout_sec, 30.0), env=env)
+        result = run([path, "version"], timeout=min(config.tool_timeout_sec, 30.0), env=env)
     except ToolMissing:
         raise
     except ToolFailure as exc:
@@ -299,7 +295,7 @@ EMPTY_TRUSTED_ROOT: Final = (
 
 
 def verification_flags(
-    settings: Settings, trusted_root: Path | None = None
+    config: SigningConfig, trusted_root: Path | None = None
 ) -> list[str] | SignatureResult:
     """The trust flags for ``verify``/``verify-attestation``, or ``key_not_found``.
 
@@ -310,7 +306,7 @@ def verification_flags(
     """
     # The verify flags we use are the same in cosign v2 and v3 (observed), so verification
     # never needs `cosign version` (0.3-0.6 s saved per build/deploy).
-    key = settings.cosign_public_key
+    key = config.cosign_public_key
     if key:
         if _is_key_file(key) and not Path(key).is_file():
             return _unverified("key_not_found", f"public key file {key} does not exist")
@@ -318,12 +314,12 @@ def verification_flags(
         if trusted_root is not None:
             flags += ["--trusted-root", str(trusted_root)]
         return flags
-    if settings.keyless_identity and settings.keyless_issuer:
+    if config.keyless_identity and config.keyless_issuer:
         return [
             "--certificate-identity-regexp",
-            settings.keyless_identity,
+            config.keyless_identity,
             "--certificate-oidc-issuer",
-            settings.keyless_issuer,
+            config.keyless_issuer,
         ]
     return _unverified(
         "key_not_found",
@@ -340,7 +336,7 @@ def _trusted_root_file() -> Iterator[Path]:
 
 
 def _verify_with_trust(
-    settings: Settings,
+    config: SigningConfig,
     env: Mapping[str, str],
     command: list[str],
     image: str,
@@ -350,20 +346,20 @@ def _verify_with_trust(
     if which(COSIGN, env) is None:
         return _unverified("tool_missing", "cosign is not installed or not on PATH")
     with _trusted_root_file() as trusted_root:
-        flags = verification_flags(settings, trusted_root)
+        flags = verification_flags(config, trusted_root)
         if isinstance(flags, SignatureResult):
             return flags
-        return _run_cosign([*command, *flags, image], settings, env, what)
+        return _run_cosign([*command, *flags, image], config, env, what)
 
 
 def _run_cosign(
-    argv: list[str], settings: Settings, env: Mapping[str, str], what: str
+    argv: list[str], config: SigningConfig, env: Mapping[str, str], what: str
 ) -> Result | SignatureResult:
     """Run a read-only cosign command; ToolMissing → ``tool_missing``; failures → tool error."""
     try:
         return run(
             [COSIGN, *argv],
-            timeout=settings.tool_timeout_sec,
+            timeout=config.tool_timeout_sec,
             env=env,
             secrets=_secrets(env),
             check=False,
@@ -372,7 +368,7 @@ def _run_cosign(
         return _unverified("tool_missing", "cosign is not installed or not on PATH")
     except ToolTimeout:
         raise SoftVerifyToolError(
-            f"cosign {what} did not answer within {settings.tool_timeout_sec:g}s "
+            f"cosign {what} did not answer within {config.tool_timeout_sec:g}s "
             "(shatag.tool_timeout_sec); check registry reachability and retry"
         ) from None
     except ToolFailure as exc:
@@ -386,7 +382,7 @@ def _secrets(env: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def verify_signature(
-    settings: Settings, image_by_digest: str, *, env: Mapping[str, str]
+    config: SigningConfig, image_by_digest: str, *, env: Mapping[str, str]
 ) -> SignatureResult:
     """Verify the cosign signature of ``repo@sha256:…`` against the configured trust (FR-014).
 
@@ -395,7 +391,7 @@ def verify_signature(
     timeout, registry unreachable).
     """
     image = _require_by_digest(image_by_digest)
-    outcome = _verify_with_trust(settings, env, ["verify"], image, "verify")
+    outcome = _verify_with_trust(config, env, ["verify"], image, "verify")
     if isinstance(outcome, SignatureResult):
         return outcome
     result = classify_verify(
@@ -406,7 +402,7 @@ def verify_signature(
 
 
 def verify_attestation(
-    settings: Settings,
+    config: SigningConfig,
     image_by_digest: str,
     *,
     env: Mapping[str, str],
@@ -415,7 +411,7 @@ def verify_attestation(
     """Verify a cosign attestation of ``predicate_type`` on the image (same vocabulary)."""
     image = _require_by_digest(image_by_digest)
     outcome = _verify_with_trust(
-        settings,
+        config,
         env,
         ["verify-attestation", "--type", predicate_type],
         image,
@@ -426,7 +422,9 @@ def verify_attestation(
     return classify_verify_attestation(outcome.returncode, outcome.stdout, outcome.stderr)
 
 
-def signing_flags(settings: Settings, version: CosignVersion, env: Mapping[str, str]) -> list[str]:
+def signing_flags(
+    config: SigningConfig, version: CosignVersion, env: Mapping[str, str]
+) -> list[str]:
     """Flags for ``cosign sign``/``attest``: key-based offline, or keyless under GitHub OIDC.
 
     Key-based signing uploads nothing to a transparency log, so it works offline against a
@@ -436,7 +434,7 @@ def signing_flags(settings: Settings, version: CosignVersion, env: Mapping[str, 
     cosign fetches it itself (``ACTIONS_ID_TOKEN_REQUEST_URL``), elsewhere pass
     ``SIGSTORE_ID_TOKEN``; the signature is logged in Rekor, as keyless verification expects.
     """
-    key = settings.cosign_key
+    key = config.cosign_key
     if key:
         if _is_key_file(key) and not Path(key).is_file():
             raise ConfigError(
@@ -464,13 +462,13 @@ def _signing_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _mutating_cosign(
-    argv: list[str], settings: Settings, env: Mapping[str, str], what: str
+    argv: list[str], config: SigningConfig, env: Mapping[str, str], what: str
 ) -> None:
     sign_env = _signing_env(env)
     try:
         run(
             [COSIGN, *argv],
-            timeout=settings.tool_timeout_sec,
+            timeout=config.tool_timeout_sec,
             env=sign_env,
             secrets=_secrets(sign_env),
         )
@@ -488,17 +486,17 @@ def _mutating_cosign(
         ) from None
 
 
-def sign_image(settings: Settings, image_by_digest: str, *, env: Mapping[str, str]) -> None:
+def sign_image(config: SigningConfig, image_by_digest: str, *, env: Mapping[str, str]) -> None:
     """Sign ``repo@sha256:…`` with cosign (FR-010). Tags are never touched: cosign stores the
     signature beside the manifest (``sha256-<hex>.sig`` tag or an OCI referrer)."""
     image = _require_by_digest(image_by_digest)
-    version = cosign_version(settings, env)
-    flags = signing_flags(settings, version, env)
-    _mutating_cosign(["sign", *flags, "-y", image], settings, env, "sign")
+    version = cosign_version(config, env)
+    flags = signing_flags(config, version, env)
+    _mutating_cosign(["sign", *flags, "-y", image], config, env, "sign")
 
 
 def attest_predicate(
-    settings: Settings,
+    config: SigningConfig,
     image_by_digest: str,
     predicate: Path,
     *,
@@ -507,16 +505,11 @@ def attest_predicate(
 ) -> None:
     """Attach ``predicate`` (e.g. an SPDX-JSON SBOM) as a signed in-toto attestation."""
     image = _require_by_digest(image_by_digest)
-    version = cosign_version(settings, env)
-    flags = signing_flags(settings, version, env)
+    version = cosign_version(config, env)
+    flags = signing_flags(config, version, env)
     _mutating_cosign(
         ["attest", *flags, "--type", predicate_type, "--predicate", str(predicate), "-y", image],
-        settings,
+        config,
         env,
         "attest",
     )
-
-
-def signing_configured(settings: Settings, env: Mapping[str, str]) -> bool:
-    """True when ``sign_image`` has something to sign with (a key, or keyless OIDC)."""
-    return bool(settings.cosign_key or env.get(GITHUB_OIDC_ENV) or env.get(SIGSTORE_TOKEN_ENV))

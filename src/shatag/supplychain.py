@@ -15,48 +15,76 @@ Order and failure policy:
 3. With ``--sign`` and a generated SBOM: ``cosign attest --type spdxjson`` to the same digest.
 4. Soft verification (FR-014): the signature status goes into the record; a cosign that gives
    no pass/fail answer raises SOFT_VERIFY_TOOL_ERROR. The ``enforce`` policy is applied where an
-   image is about to be used (deploy, ``inv verify``), not here.
+   image is about to be used (deploy, rollback, ``inv verify``: :func:`verify_image`), not here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from shatag.config import Settings
+from shatag.config import SbomConfig, SigningConfig
 from shatag.core import Repository, validate_digest
-from shatag.sbom import SbomResult, attest_sbom, generate_sbom, parse_spdx, sbom_path
-from shatag.signing import SignatureResult, sign_image, verify_signature
+from shatag.sbom import (
+    SbomResult,
+    attest_sbom,
+    generate_sbom,
+    parse_spdx,
+    sbom_path,
+    verify_sbom_attestation,
+)
+from shatag.signing import SignatureResult, enforce_policy, sign_image, verify_signature
 
 log = logging.getLogger("shatag.supplychain")
 
 AttestationStatus = Literal["attached", "skipped"]
+# Where cosign could not check the signature (no cosign, no trust configured), it cannot check
+# the attestation either: its verdict stands for both, without a second call.
+_NO_ANSWER_REASONS = frozenset({"tool_missing", "key_not_found"})
 
 
 @dataclass(frozen=True, slots=True)
 class SupplyChainResult:
     signature: SignatureResult
     sbom: SbomResult
-    sbom_attestation: AttestationStatus
-    signed: bool
-    timings: Mapping[str, float]
 
-    def as_record(self) -> dict[str, Any]:
-        return {
-            **self.signature.as_record(),
-            **self.sbom.as_record(),
-            "sbom_attestation": self.sbom_attestation,
-            "signed": self.signed,
-            **{f"{k}_duration_sec": round(v, 3) for k, v in self.timings.items()},
-        }
+
+@dataclass(frozen=True, slots=True)
+class SignatureOutcome:
+    """The verdicts on an image about to be used: its signature and its SBOM attestation."""
+
+    status: str
+    reason: str
+    #: The SBOM attestation (``cosign attest --type spdxjson``) of the same digest (FR-008).
+    sbom_attestation_status: str = "unverified"
+    sbom_attestation_reason: str = "n/a"
+
+
+def verify_image(
+    config: SigningConfig, image_by_digest: str, *, env: Mapping[str, str]
+) -> SignatureOutcome:
+    """Verify the signature, apply the policy, then verify the SBOM attestation (FR-008/014).
+
+    The one verification of an image about to be used (``inv deploy``/``rollback``/``verify``):
+    ``enforce`` raises SIGNATURE_REQUIRED for an unverified signature; a cosign that gives no
+    pass/fail answer raises SOFT_VERIFY_TOOL_ERROR under either policy.
+    """
+    signature = verify_signature(config, image_by_digest, env=env)
+    enforce_policy(config, signature)
+    attestation = signature
+    if signature.reason not in _NO_ANSWER_REASONS:
+        attestation = verify_sbom_attestation(config, image_by_digest, env=env)
+    return SignatureOutcome(
+        signature.status, signature.reason, attestation.status, attestation.reason
+    )
 
 
 def after_push(
-    settings: Settings,
+    signing: SigningConfig,
+    sbom_config: SbomConfig,
     repository: Repository,
     sha: str,
     digest: str,
@@ -69,26 +97,18 @@ def after_push(
 ) -> SupplyChainResult:
     """Sign (optionally), generate + attest the SBOM, verify. See the module docstring."""
     image = f"{repository}@{validate_digest(digest)}"
-    timings: dict[str, float] = {}
     signed = False
 
     if sign:
-        already = None
-        if reused:
-            started = time.monotonic()
-            already = verify_signature(settings, image, env=env)
-            timings["verify_before_sign"] = time.monotonic() - started
+        already = verify_signature(signing, image, env=env) if reused else None
         if already is None or not already.verified:
-            started = time.monotonic()
-            sign_image(settings, image, env=env)
-            timings["sign"] = time.monotonic() - started
+            sign_image(signing, image, env=env)
             signed = True
 
-    started = time.monotonic()
-    sbom = _existing_sbom(settings, sha, digest, config_digest) if reused else None
+    sbom = _existing_sbom(sbom_config, sha, digest, config_digest) if reused else None
     if sbom is None:
         sbom = generate_sbom(
-            settings,
+            sbom_config,
             repository,
             sha,
             digest,
@@ -96,18 +116,13 @@ def after_push(
             local=local_sbom,
             config_digest=config_digest,
         )
-    timings["sbom"] = time.monotonic() - started
 
     attestation: AttestationStatus = "skipped"
     if sign and sbom.status == "generated" and (signed or not reused):
-        started = time.monotonic()
-        attest_sbom(settings, image, sbom, env=env)
-        timings["attest"] = time.monotonic() - started
+        attest_sbom(signing, image, sbom, env=env)
         attestation = "attached"
 
-    started = time.monotonic()
-    signature = verify_signature(settings, image, env=env)
-    timings["verify"] = time.monotonic() - started
+    signature = verify_signature(signing, image, env=env)
     log.info(
         "%s: signature %s/%s, sbom %s, attestation %s",
         image,
@@ -116,14 +131,14 @@ def after_push(
         sbom.status,
         attestation,
     )
-    return SupplyChainResult(signature, sbom, attestation, signed, timings)
+    return SupplyChainResult(signature, sbom)
 
 
 def _existing_sbom(
-    settings: Settings, sha: str, digest: str, config_digest: str
+    config: SbomConfig, sha: str, digest: str, config_digest: str
 ) -> SbomResult | None:
     """A reused image keeps the SBOM already generated for it, if it still matches."""
-    path = sbom_path(settings, sha)
+    path = sbom_path(config, sha)
     try:
         data = path.read_bytes()
         packages = parse_spdx(data, digest, config_digest)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -28,6 +28,9 @@ from invoke.tasks import task
 from shatag import output
 from shatag.config import Settings, invoke_defaults
 from shatag.errors import ShatagError
+
+if TYPE_CHECKING:
+    from shatag.deploy import DeployRecord
 
 
 def _parse_error_line(self: ParseError) -> str:
@@ -127,7 +130,7 @@ def build(
         if not record.reused:
             from shatag.metrics import record_build
 
-            record_build(settings, record.repository_type)
+            record_build(settings.metrics, record.repository_type)
         output.emit_json(data)
         output.say(f"image: {record.image_ref}")
         output.github_outputs(
@@ -146,7 +149,7 @@ def build(
         )
 
 
-def _emit_switch(record: Any, env: Mapping[str, str]) -> None:
+def _emit_switch(record: DeployRecord, env: Mapping[str, str]) -> None:
     """Print a deploy/rollback record: JSON line, human line, GitHub outputs and summary."""
     data = record.as_dict()
     output.emit_json(data)
@@ -225,11 +228,12 @@ def history_(c: Context, env: str = "local", limit: int = 20, json: bool = False
     environ = _environ()
     _logging(environ)
     with _edge("history", environ, {"env": env}):
-        from shatag.history import HistoryStore, catalog, format_catalog
+        from shatag.history import catalog, format_catalog
+        from shatag.ledger import open_ledger
 
         settings = _settings(c)
         settings.environment(env)
-        rows = catalog(HistoryStore(settings.state_dir, env), limit=limit or None)
+        rows = catalog(open_ledger(settings.state_dir, env), limit=limit or None)
         if json:
             for row in rows:
                 output.emit_json(row)

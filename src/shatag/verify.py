@@ -1,9 +1,10 @@
 """``inv verify --sha=…``: the signature status of one SHA-tagged image, nothing else (FR-014).
 
-The tag is resolved to its digest in the registry (no pull; MISSING_TAG when absent), the
-signature is verified by digest, the SBOM attestation too, and the policy applied: ``soft``
-reports, ``enforce`` raises SIGNATURE_REQUIRED for an unverified image. A cosign that gives no
-pass/fail answer raises SOFT_VERIFY_TOOL_ERROR under either policy.
+The tag is resolved to its digest in the registry (no pull; MISSING_TAG when absent), then
+verified exactly as a deploy verifies it (:func:`shatag.supplychain.verify_image`): the
+signature by digest, the policy (``soft`` reports, ``enforce`` raises SIGNATURE_REQUIRED for an
+unverified image), the SBOM attestation. A cosign that gives no pass/fail answer raises
+SOFT_VERIFY_TOOL_ERROR under either policy.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from typing import Any
 from shatag.config import Settings
 from shatag.core import RepositoryType, pinned_reference, validate_sha
 from shatag.errors import MissingTag
-from shatag.registry import RegistryClient
-from shatag.sbom import verify_sbom_attestation
-from shatag.signing import enforce_policy, verify_signature
+from shatag.registry import open_registry
+from shatag.supplychain import verify_image
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,6 @@ class VerifyRecord:
     repository_type: str
     signature_status: str
     signature_reason: str
-    signature_detail: str
     sbom_attestation_status: str
     sbom_attestation_reason: str
     signature_policy: str
@@ -66,30 +65,22 @@ def verify_sha(
     started = time.monotonic()
     sha = validate_sha(sha)
     repo = settings.repository(repository_type)
-    registry = RegistryClient(
-        repo, env=env, timeout=settings.registry_timeout_sec, retries=settings.registry_retries
-    )
-    digest = registry.manifest_digest(sha)
+    digest = open_registry(settings.registry, repo, env=env).manifest_digest(sha)
     if digest is None:
         raise MissingTag(
             f"{repo.tag(sha)} is not in the registry; build and push it first (`inv build`)"
         )
-    image = f"{repo}@{digest}"
-    signature = verify_signature(settings, image, env=env)
-    attestation = verify_sbom_attestation(settings, image, env=env)
-    record = VerifyRecord(
+    outcome = verify_image(settings.signing, f"{repo}@{digest}", env=env)
+    return VerifyRecord(
         image_sha=sha,
         image_digest=digest,
         image_ref=pinned_reference(repo, sha, digest),
         repository=str(repo),
         repository_type=repository_type.value,
-        signature_status=signature.status,
-        signature_reason=signature.reason,
-        signature_detail=signature.detail,
-        sbom_attestation_status=attestation.status,
-        sbom_attestation_reason=attestation.reason,
+        signature_status=outcome.status,
+        signature_reason=outcome.reason,
+        sbom_attestation_status=outcome.sbom_attestation_status,
+        sbom_attestation_reason=outcome.sbom_attestation_reason,
         signature_policy=settings.signature_policy,
         verify_duration_sec=round(time.monotonic() - started, 3),
     )
-    enforce_policy(settings, signature)
-    return record

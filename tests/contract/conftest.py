@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import coverage_env
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "specs" / "003-tag-api-container" / "contracts"
 CONTRACT_NAMES = (
@@ -183,6 +185,7 @@ def _child_env(home: Path) -> dict[str, str]:
     tools = Path(os.environ.get("SHATAG_TOOLS_DIR", str(Path.home() / ".cache/shatag/tools")))
     if (tools / "bin").is_dir():
         env["PATH"] = f"{tools / 'bin'}{os.pathsep}{env['PATH']}"
+    env.update(coverage_env())
     return env
 
 

@@ -23,14 +23,14 @@ import jsonschema
 import pytest
 from jsonschema import Draft202012Validator
 
-from conftest import (  # type: ignore[import-not-found]  # tests/contract/conftest.py, on sys.path via pytest
+from shatag.errors import ALL_CODES
+from tests.contract.conftest import (
     CONTRACT_NAMES,
     InvResult,
     World,
     load_contract,
     new_sha,
 )
-from shatag.errors import ALL_CODES
 
 REQUIRED_SECTIONS = ("contract", "version", "requirements", "inputs", "outputs", "failure_codes")
 _FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
@@ -266,7 +266,7 @@ def _build_push_refused(make_world: Callable[..., World], readonly: Any) -> InvR
 
 @scenario("build-workflow", "REGISTRY_UNAVAILABLE")
 def _build_no_registry(make_world: Callable[..., World], _: Any) -> InvResult:
-    from conftest import _free_port
+    from tests.contract.conftest import _free_port
 
     port = _free_port()  # nothing listens here
     return make_world(

@@ -62,7 +62,7 @@ def test_fr008_sbom_names_sha_lists_busybox_and_keeps_digest(
     env = {**env_with_tools("syft", "cosign"), "COSIGN_PASSWORD": PASSWORD}
 
     started = time.monotonic()
-    result = sbom.generate_sbom(settings, settings.canonical, SHA, digest, env=env)
+    result = sbom.generate_sbom(settings.sbom, settings.canonical, SHA, digest, env=env)
     elapsed = time.monotonic() - started
 
     assert result.status == "generated", result.detail
@@ -83,9 +83,9 @@ def test_fr008_sbom_names_sha_lists_busybox_and_keeps_digest(
 
     # Attach it (signed) and verify the attestation; the digest still does not move.
     image = f"{settings.canonical}@{digest}"
-    assert sbom.verify_sbom_attestation(settings, image, env=env).reason == "no_signature"
-    sbom.attest_sbom(settings, image, result, env=env)
-    verified = sbom.verify_sbom_attestation(settings, image, env=env)
+    assert sbom.verify_sbom_attestation(settings.signing, image, env=env).reason == "no_signature"
+    sbom.attest_sbom(settings.signing, image, result, env=env)
+    verified = sbom.verify_sbom_attestation(settings.signing, image, env=env)
     assert (verified.status, verified.reason) == ("verified", "n/a")
     assert tag_digest(registry, "sbom", SHA) == digest
     # An attestation checked against another key is invalid, not verified.
@@ -97,7 +97,7 @@ def test_fr008_sbom_names_sha_lists_busybox_and_keeps_digest(
             "cosign_public_key": str(other_pub),
         }
     )
-    assert sbom.verify_sbom_attestation(wrong, image, env=env).reason == "invalid"
+    assert sbom.verify_sbom_attestation(wrong.signing, image, env=env).reason == "invalid"
 
 
 def test_fr008_sbom_without_syft_is_tool_missing(
@@ -106,10 +106,10 @@ def test_fr008_sbom_without_syft_is_tool_missing(
     settings = _settings(registry, tmp_path, keys)
     digest = build_and_push(tmp_path, f"{settings.canonical}:{'cd' * 20}", "sbom-nosyft")
     result = sbom.generate_sbom(
-        settings, settings.canonical, "cd" * 20, digest, env={"PATH": str(tmp_path)}
+        settings.sbom, settings.canonical, "cd" * 20, digest, env={"PATH": str(tmp_path)}
     )
     assert result.status == "tool_missing"
-    assert not sbom.sbom_path(settings, "cd" * 20).exists()
+    assert not sbom.sbom_path(settings.sbom, "cd" * 20).exists()
 
 
 def test_fr008_syft_failing_is_tool_failure(
@@ -120,9 +120,11 @@ def test_fr008_syft_failing_is_tool_failure(
     settings = _settings(registry, tmp_path, keys)
     repo = parse_repository("127.0.0.1:9/sbom")
     with pytest.raises(ToolFailure) as excinfo:
-        sbom.generate_sbom(settings, repo, SHA, "sha256:" + "e" * 64, env=env_with_tools("syft"))
+        sbom.generate_sbom(
+            settings.sbom, repo, SHA, "sha256:" + "e" * 64, env=env_with_tools("syft")
+        )
     assert excinfo.value.code == "TOOL_FAILURE"
-    assert not sbom.sbom_path(settings, SHA).exists()
+    assert not sbom.sbom_path(settings.sbom, SHA).exists()
 
 
 def test_fr008_fr010_signing_does_not_change_digest(
@@ -132,7 +134,7 @@ def test_fr008_fr010_signing_does_not_change_digest(
     sha = "ef" * 20
     digest = build_and_push(tmp_path, f"{settings.canonical}:{sha}", "sign-digest")
     env = {**env_with_tools("cosign"), "COSIGN_PASSWORD": PASSWORD}
-    signing.sign_image(settings, f"{settings.canonical}@{digest}", env=env)
+    signing.sign_image(settings.signing, f"{settings.canonical}@{digest}", env=env)
     assert tag_digest(registry, "sbom", sha) == digest
 
 

@@ -80,7 +80,7 @@ def world(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def signed_image(world: World) -> str:
     image = world.push(SHA_X, "signed")
-    signing.sign_image(world.settings(), image, env=world.env)
+    signing.sign_image(world.settings().signing, image, env=world.env)
     return image
 
 
@@ -88,7 +88,7 @@ def test_fr010_sign_by_digest_leaves_sha_tag_unchanged(world: World) -> None:
     image = world.push("3" * 40, "tag-unchanged")
     digest = image.rpartition("@")[2]
     started = time.monotonic()
-    signing.sign_image(world.settings(), image, env=world.env)
+    signing.sign_image(world.settings().signing, image, env=world.env)
     elapsed = time.monotonic() - started
     assert tag_digest(world.registry, "signing", "3" * 40) == digest
     assert elapsed < 30, f"signing took {elapsed:.1f}s"
@@ -96,7 +96,7 @@ def test_fr010_sign_by_digest_leaves_sha_tag_unchanged(world: World) -> None:
 
 def test_fr014_signed_with_a_verifies_with_a(world: World, signed_image: str) -> None:
     started = time.monotonic()
-    result = signing.verify_signature(world.settings(), signed_image, env=world.env)
+    result = signing.verify_signature(world.settings().signing, signed_image, env=world.env)
     elapsed = time.monotonic() - started
     assert (result.status, result.reason) == ("verified", "n/a")
     assert elapsed < 30, f"verification took {elapsed:.1f}s"
@@ -104,33 +104,33 @@ def test_fr014_signed_with_a_verifies_with_a(world: World, signed_image: str) ->
 
 def test_fr014_signed_with_a_verified_with_b_is_invalid(world: World, signed_image: str) -> None:
     settings = world.settings(cosign_public_key=str(world.key_b[1]))
-    result = signing.verify_signature(settings, signed_image, env=world.env)
+    result = signing.verify_signature(settings.signing, signed_image, env=world.env)
     assert (result.status, result.reason) == ("unverified", "invalid")
     assert "no matching signatures" in result.detail
 
 
 def test_fr014_unsigned_image_is_no_signature(world: World) -> None:
     image = world.push("4" * 40, "unsigned")
-    result = signing.verify_signature(world.settings(), image, env=world.env)
+    result = signing.verify_signature(world.settings().signing, image, env=world.env)
     assert (result.status, result.reason) == ("unverified", "no_signature")
 
 
 def test_fr014_missing_public_key_file_is_key_not_found(world: World, signed_image: str) -> None:
     settings = world.settings(cosign_public_key=str(world.root / "nope.pub"))
-    result = signing.verify_signature(settings, signed_image, env=world.env)
+    result = signing.verify_signature(settings.signing, signed_image, env=world.env)
     assert (result.status, result.reason) == ("unverified", "key_not_found")
 
 
 def test_fr014_no_trust_configured_is_key_not_found(world: World, signed_image: str) -> None:
     settings = world.settings(cosign_public_key="")
-    result = signing.verify_signature(settings, signed_image, env=world.env)
+    result = signing.verify_signature(settings.signing, signed_image, env=world.env)
     assert (result.status, result.reason) == ("unverified", "key_not_found")
 
 
 def test_fr014_unreadable_public_key_is_key_not_found(world: World, signed_image: str) -> None:
     # A private key where the public one belongs: cosign says "loading public key: ...".
     settings = world.settings(cosign_public_key=str(world.key_a[0]))
-    result = signing.verify_signature(settings, signed_image, env=world.env)
+    result = signing.verify_signature(settings.signing, signed_image, env=world.env)
     assert (result.status, result.reason) == ("unverified", "key_not_found")
 
 
@@ -138,17 +138,17 @@ def test_fr014_cosign_absent_from_path_is_tool_missing(
     world: World, signed_image: str, tmp_path: Path
 ) -> None:
     env = {"PATH": str(tmp_path), "HOME": world.env["HOME"]}
-    result = signing.verify_signature(world.settings(), signed_image, env=env)
+    result = signing.verify_signature(world.settings().signing, signed_image, env=env)
     assert (result.status, result.reason) == ("unverified", "tool_missing")
-    signing.enforce_policy(world.settings(), result)  # soft: no exception
+    signing.enforce_policy(world.settings().signing, result)  # soft: no exception
 
 
 def test_fr014_enforce_and_unsigned_fails_with_code(world: World) -> None:
     image = world.push("5" * 40, "enforce-unsigned")
     settings = world.settings(signature_policy="enforce")
-    result = signing.verify_signature(settings, image, env=world.env)
+    result = signing.verify_signature(settings.signing, image, env=world.env)
     with pytest.raises(SignatureRequired) as excinfo:
-        signing.enforce_policy(settings, result)
+        signing.enforce_policy(settings.signing, result)
     assert excinfo.value.code == "SIGNATURE_REQUIRED"
     assert excinfo.value.exit_status != 0
 
@@ -156,7 +156,7 @@ def test_fr014_enforce_and_unsigned_fails_with_code(world: World) -> None:
 def test_fr014_enforce_and_signed_passes(world: World, signed_image: str) -> None:
     settings = world.settings(signature_policy="enforce")
     signing.enforce_policy(
-        settings, signing.verify_signature(settings, signed_image, env=world.env)
+        settings.signing, signing.verify_signature(settings.signing, signed_image, env=world.env)
     )
 
 
@@ -165,7 +165,7 @@ def test_fr014_registry_unreachable_is_soft_verify_tool_error(world: World) -> N
     settings = world.settings()
     image = "127.0.0.1:9/signing@sha256:" + "a" * 64
     with pytest.raises(SoftVerifyToolError) as excinfo:
-        signing.verify_signature(settings, image, env=world.env)
+        signing.verify_signature(settings.signing, image, env=world.env)
     assert excinfo.value.code == "SOFT_VERIFY_TOOL_ERROR"
     assert "connection refused" in str(excinfo.value)
 
@@ -181,7 +181,7 @@ def test_fr014_fake_crashing_cosign_is_soft_verify_tool_error(
     )
     env = {**world.env, "PATH": f"{bindir}:/usr/bin:/bin"}
     with pytest.raises(SoftVerifyToolError, match="exit 2"):
-        signing.verify_signature(world.settings(), signed_image, env=env)
+        signing.verify_signature(world.settings().signing, signed_image, env=env)
 
 
 def test_fr014_fake_cosign_crashing_everywhere_is_soft_verify_tool_error(
@@ -190,7 +190,7 @@ def test_fr014_fake_cosign_crashing_everywhere_is_soft_verify_tool_error(
     bindir = fake_tool(tmp_path, "cosign", "echo '%%garbage%%'\nexit 2\n")
     env = {**world.env, "PATH": f"{bindir}:/usr/bin:/bin"}
     with pytest.raises(SoftVerifyToolError):
-        signing.verify_signature(world.settings(), signed_image, env=env)
+        signing.verify_signature(world.settings().signing, signed_image, env=env)
 
 
 def test_fr014_fake_cosign_exit0_with_garbage_is_not_verified(
@@ -199,7 +199,7 @@ def test_fr014_fake_cosign_exit0_with_garbage_is_not_verified(
     bindir = fake_tool(tmp_path, "cosign", "echo 'Verified OK (not really)'\nexit 0\n")
     env = {**world.env, "PATH": f"{bindir}:/usr/bin:/bin"}
     with pytest.raises(SoftVerifyToolError):
-        signing.verify_signature(world.settings(), signed_image, env=env)
+        signing.verify_signature(world.settings().signing, signed_image, env=env)
 
 
 def test_fr014_fake_hanging_cosign_is_soft_verify_tool_error(
@@ -214,20 +214,22 @@ def test_fr014_fake_hanging_cosign_is_soft_verify_tool_error(
     settings = world.settings(tool_timeout_sec=2.0)
     started = time.monotonic()
     with pytest.raises(SoftVerifyToolError, match="did not answer within 2s"):
-        signing.verify_signature(settings, signed_image, env=env)
+        signing.verify_signature(settings.signing, signed_image, env=env)
     assert time.monotonic() - started < 15
 
 
 def test_fr014_tag_repointed_after_signing_is_not_verified(world: World) -> None:
     sha = "6" * 40
     original = world.push(sha, "tamper-original")
-    signing.sign_image(world.settings(), original, env=world.env)
-    assert signing.verify_signature(world.settings(), original, env=world.env).verified
+    signing.sign_image(world.settings().signing, original, env=world.env)
+    assert signing.verify_signature(world.settings().signing, original, env=world.env).verified
     # Someone re-points the SHA tag to a different image after signing.
     build_and_push(world.root, f"{world.repo}:{sha}", "tamper-other")
     new_digest = tag_digest(world.registry, "signing", sha)
     assert f"{world.repo}@{new_digest}" != original
-    result = signing.verify_signature(world.settings(), f"{world.repo}@{new_digest}", env=world.env)
+    result = signing.verify_signature(
+        world.settings().signing, f"{world.repo}@{new_digest}", env=world.env
+    )
     assert result.status == "unverified"
     assert result.reason == "no_signature"
 
@@ -254,7 +256,7 @@ def test_fr014_signature_copied_to_other_image_is_invalid(world: World, signed_i
     )
     with urllib.request.urlopen(put, timeout=5):  # noqa: S310
         pass
-    result = signing.verify_signature(world.settings(), other, env=world.env)
+    result = signing.verify_signature(world.settings().signing, other, env=world.env)
     assert (result.status, result.reason) == ("unverified", "invalid")
 
 
@@ -267,16 +269,16 @@ def test_fr010_password_never_in_captured_output(
     caplog.set_level(logging.DEBUG)
     image = world.push("8" * 40, "password")
     seen: list[str] = []
-    signing.sign_image(world.settings(), image, env=world.env)
+    signing.sign_image(world.settings().signing, image, env=world.env)
     # Wrong password: cosign fails; the error we raise must not carry either password.
     wrong_env = {**world.env, "COSIGN_PASSWORD": PASSWORD_B}
     with pytest.raises(ToolFailure) as excinfo:
-        signing.sign_image(world.settings(), image, env=wrong_env)
+        signing.sign_image(world.settings().signing, image, env=wrong_env)
     seen += [str(excinfo.value), excinfo.value.command, excinfo.value.output]
     # A key path that does not exist is a configuration error, raised before cosign runs.
     with pytest.raises(ConfigError):
         signing.sign_image(
-            world.settings(cosign_key=str(tmp_path / "missing.key")), image, env=world.env
+            world.settings(cosign_key=str(tmp_path / "missing.key")).signing, image, env=world.env
         )
     captured = capsys.readouterr()
     seen += [captured.out, captured.err, caplog.text]

@@ -150,6 +150,12 @@ def ledger() -> Ledger:
     return _LEDGER
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``after_all`` (the canary scan of everything the others printed and wrote)
+    run after all the others, in any selection and whatever the file names."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     _LEDGER.current_test = item.nodeid

@@ -7,7 +7,6 @@ import string
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import BUILD_LOG_KEYS
 
 from shatag.build import BuildRecord
 from shatag.config import Settings
@@ -24,6 +23,8 @@ from shatag.core import (
     validate_sha,
 )
 from shatag.errors import ConfigError, InvalidInput, MissingSha, PolicyViolation, ShatagError
+from shatag.targets.docker import DockerSpec
+from tests.conftest import BUILD_LOG_KEYS
 
 HEX = "0123456789abcdef"
 shas = st.text(alphabet=HEX, min_size=40, max_size=40)
@@ -144,7 +145,9 @@ def test_pinned_reference_round_trip(sha: str, digest: str) -> None:
 def test_config_defaults_and_rejections() -> None:
     s = Settings.from_mapping({})
     assert str(s.canonical) == "localhost:5000/api"
-    assert s.environment("local").targets[0].port == 8080
+    local = s.environment("local").targets[0]
+    assert isinstance(local, DockerSpec)
+    assert local.port == 8080
     with pytest.raises(ConfigError):
         Settings.from_mapping({"canonical_repositry": "x"})  # typo → unknown key
     with pytest.raises(ConfigError):

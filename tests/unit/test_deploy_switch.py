@@ -12,17 +12,12 @@ from typing import Any
 import pytest
 
 from shatag.config import Settings
-from shatag.core import parse_repository
-from shatag.deploy import (
-    JOURNAL_FILE,
-    SignatureOutcome,
-    _metadata_digest,
-    recover_interrupted,
-    switch,
-)
+from shatag.core import ImageRef, parse_repository
+from shatag.deploy import _metadata_digest, recover_interrupted, switch
 from shatag.errors import ConfigError, InvalidInput, PolicyViolation
 from shatag.history import HistoryStore, catalog, format_catalog
-from shatag.targets import ImageRef
+from shatag.ledger import JOURNAL_FILE, open_ledger
+from shatag.supplychain import SignatureOutcome
 
 REPO = parse_repository("127.0.0.1:5000/api")
 A = ImageRef(REPO, "a" * 40, "sha256:" + "1" * 64)
@@ -86,13 +81,13 @@ def test_switch_writes_every_target_and_records_history(settings: Settings, tmp_
     assert not (settings.state_dir / "prod" / JOURNAL_FILE).exists()
 
 
-def test_log_line_keys(settings: Settings) -> None:
+def test_log_line_keys(settings: Settings, tmp_path: Path) -> None:
     data = do_switch(settings, A, action="rollback").as_dict()
     assert data["phase"] == "rollback"
     assert "rollback_duration_sec" in data
     assert data["targets"] == [
-        f"sdl:{settings.environment('prod').targets[0].path}",
-        f"tfvars:{settings.environment('prod').targets[1].path}",
+        f"sdl:{tmp_path / 'deploy.yaml'}",
+        f"tfvars:{tmp_path / 'image.auto.tfvars.json'}",
     ]
 
 
@@ -167,7 +162,7 @@ def test_recovery_after_kill_rolls_back_unrecorded_attempt(
         )
     )
     (tmp_path / "deploy.yaml").write_text("half-applied: true\n")
-    notes = recover_interrupted(settings, "prod", env={})
+    notes = recover_interrupted(open_ledger(settings.state_dir, "prod"), env={})
     assert notes == (f"restored {tmp_path / 'deploy.yaml'}",)
     assert (tmp_path / "deploy.yaml").read_text() == before
     assert not journal.exists()
@@ -185,7 +180,9 @@ def test_recovery_rolls_forward_a_recorded_attempt(settings: Settings, tmp_path:
     attempt = store.newest()[0].attempt
     journal = settings.state_dir / "prod" / JOURNAL_FILE
     journal.write_text(json.dumps({"attempt": attempt, "targets": [{"kind": "sdl"}]}))
-    assert recover_interrupted(settings, "prod", env={}) == ("nothing to do",)
+    assert recover_interrupted(open_ledger(settings.state_dir, "prod"), env={}) == (
+        "nothing to do",
+    )
     assert (tmp_path / "deploy.yaml").read_text().count(record.image_ref) == 1
     assert len(store.newest()) == 1
 
@@ -194,7 +191,7 @@ def test_unreadable_journal_is_dropped(settings: Settings) -> None:
     journal = settings.state_dir / "prod" / JOURNAL_FILE
     journal.parent.mkdir(parents=True)
     journal.write_text("{torn")
-    assert recover_interrupted(settings, "prod", env={}) == ()
+    assert recover_interrupted(open_ledger(settings.state_dir, "prod"), env={}) == ()
     assert not journal.exists()
 
 

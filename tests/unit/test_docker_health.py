@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shatag.config import TargetConfig
-from shatag.targets.docker import DockerTarget, health_command
+from shatag.targets import TargetContext
+from shatag.targets.docker import DockerSpec, DockerTarget, health_command
 
 
 def test_cmd_form_runs_as_written_with_its_timeout() -> None:
@@ -63,7 +63,8 @@ class Engine:
 
 def look(health: str | None, *, exec_status: int = 1, running: bool = True) -> tuple[Any, Engine]:
     target = DockerTarget(
-        TargetConfig(kind="docker", name="api", port=8080, health_path="/healthz"), env={}
+        DockerSpec(name="api", port=8080, container_port=0, health_path="/healthz"),
+        TargetContext(),
     )
     engine = Engine(exec_status)
     target._engine = engine  # type: ignore[assignment]

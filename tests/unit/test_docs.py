@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from invoke_commands import InvCommand, find_inv_commands, load_tasks, problems  # type: ignore[import-not-found]  # sibling helper, on sys.path via pytest rootdir insertion
+
+from tests.unit.invoke_commands import InvCommand, find_inv_commands, load_tasks, problems
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shatag.config import Settings
+from shatag.config import Settings, SigningConfig
 from shatag.errors import ConfigError, SignatureRequired, SoftVerifyToolError
 from shatag.signing import (
     CosignVersion,
@@ -166,8 +166,8 @@ def test_parse_cosign_version_never_raises(text: str) -> None:
     parse_cosign_version(text)
 
 
-def _settings(**raw: object) -> Settings:
-    return Settings.from_mapping(raw)
+def _settings(**raw: object) -> SigningConfig:
+    return Settings.from_mapping(raw).signing
 
 
 def test_fr010_key_signing_flags_v2_v3(tmp_path: Path) -> None:

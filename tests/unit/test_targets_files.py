@@ -12,12 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from shatag.config import TargetConfig
-from shatag.core import parse_repository
+from shatag.core import ImageRef, parse_repository
 from shatag.errors import ConfigError
-from shatag.targets import ImageRef, make_target, recover
-from shatag.targets.sdl import SdlTarget, set_service_image
-from shatag.targets.tfvars import TfvarsTarget
+from shatag.targets import TargetContext, make_target, recover
+from shatag.targets.sdl import SdlSpec, SdlTarget, set_service_image
+from shatag.targets.tfvars import TfvarsSpec, TfvarsTarget
 
 IMG = ImageRef(parse_repository("127.0.0.1:5000/api"), "a" * 40, "sha256:" + "b" * 64)
 PINNED = IMG.pinned
@@ -116,12 +115,12 @@ def test_sdl_errors_are_config_errors(text: str, needle: str) -> None:
 def test_pin_option_chooses_the_written_form(tmp_path: Path, pin: str, expected: str) -> None:
     sdl = tmp_path / "deploy.yaml"
     sdl.write_text(SDL)
-    target = SdlTarget(TargetConfig(kind="sdl", path=str(sdl), service="api", pin=pin))  # type: ignore[arg-type]
+    target = SdlTarget(SdlSpec(path=str(sdl), service="api", pin=pin))  # type: ignore[arg-type]
     target.prepare(IMG)
     target.apply()
     assert YAML().load(sdl.read_text())["services"]["api"]["image"] == expected
     tf = tmp_path / "image.auto.tfvars.json"
-    tft = TfvarsTarget(TargetConfig(kind="tfvars", path=str(tf), pin=pin))  # type: ignore[arg-type]
+    tft = TfvarsTarget(TfvarsSpec(path=str(tf), pin=pin))  # type: ignore[arg-type]
     tft.prepare(IMG)
     tft.apply()
     data = json.loads(tf.read_text())
@@ -131,7 +130,7 @@ def test_pin_option_chooses_the_written_form(tmp_path: Path, pin: str, expected:
 def test_sdl_apply_restore_and_journal_recovery(tmp_path: Path) -> None:
     sdl = tmp_path / "deploy.yaml"
     sdl.write_text(SDL)
-    target = make_target(TargetConfig(kind="sdl", path=str(sdl), service="api"), env={})
+    target = make_target(SdlSpec(path=str(sdl), service="api"), TargetContext())
     target.prepare(IMG)
     assert sdl.read_text() == SDL  # prepare changes nothing
     target.apply()
@@ -139,19 +138,19 @@ def test_sdl_apply_restore_and_journal_recovery(tmp_path: Path) -> None:
     target.restore()
     assert sdl.read_text() == SDL
     target.apply()
-    assert recover(target.journal(), env={}) == f"restored {sdl}"
+    assert recover(target.journal(), TargetContext()) == f"restored {sdl}"
     assert sdl.read_text() == SDL
 
 
 def test_sdl_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    target = SdlTarget(TargetConfig(kind="sdl", path=str(tmp_path / "no.yaml"), service="api"))
+    target = SdlTarget(SdlSpec(path=str(tmp_path / "no.yaml"), service="api"))
     with pytest.raises(ConfigError, match="does not exist"):
         target.prepare(IMG)
 
 
 def test_tfvars_created_then_restored_by_removal(tmp_path: Path) -> None:
     tf = tmp_path / "infra" / "image.auto.tfvars.json"
-    target = TfvarsTarget(TargetConfig(kind="tfvars", path=str(tf)))
+    target = TfvarsTarget(TfvarsSpec(path=str(tf)))
     target.prepare(IMG)
     target.apply()
     assert json.loads(tf.read_text())["image_ref"] == PINNED
@@ -162,7 +161,7 @@ def test_tfvars_created_then_restored_by_removal(tmp_path: Path) -> None:
 def test_tfvars_keeps_other_keys_in_order(tmp_path: Path) -> None:
     tf = tmp_path / "image.auto.tfvars.json"
     tf.write_text('{"region": "eu", "image_sha": "old", "replicas": 2}\n')
-    target = TfvarsTarget(TargetConfig(kind="tfvars", path=str(tf)))
+    target = TfvarsTarget(TfvarsSpec(path=str(tf)))
     target.prepare(IMG)
     target.apply()
     assert list(json.loads(tf.read_text())) == [
@@ -179,7 +178,7 @@ def test_tfvars_invalid_content_is_a_config_error(tmp_path: Path, content: str) 
     tf = tmp_path / "image.auto.tfvars.json"
     tf.write_text(content)
     with pytest.raises(ConfigError):
-        TfvarsTarget(TargetConfig(kind="tfvars", path=str(tf))).prepare(IMG)
+        TfvarsTarget(TfvarsSpec(path=str(tf))).prepare(IMG)
     assert tf.read_text() == content
 
 

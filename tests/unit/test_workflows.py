@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from invoke_commands import find_inv_commands, load_tasks, problems  # type: ignore[import-not-found]  # sibling helper, on sys.path via pytest rootdir insertion
+
+from tests.unit.invoke_commands import find_inv_commands, load_tasks, problems
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"

@@ -1,4 +1,10 @@
-"""Deployment targets: where a pinned image reference goes.
+"""Deployment targets: where a pinned image reference goes. The kinds are registered here, once.
+
+A *kind* is one module of this package (:data:`KIND_MODULES`) that owns everything about it:
+its frozen spec (the validated configuration of one target), ``parse(where, raw)`` (the checks
+of its own keys), its :class:`Target` implementation, and its crash recovery (``recover`` and
+``finish``). The module exposes all of it as one :class:`TargetKind` named ``KIND``; adding a
+kind is one new module plus one line in :data:`KIND_MODULES`.
 
 Every target follows the same four-step life, so a deploy can be undone at any step:
 
@@ -8,55 +14,57 @@ Every target follows the same four-step life, so a deploy can be undone at any s
 3. ``restore()`` -- undo ``apply`` (a later step failed);
 4. ``commit()`` -- the deploy is recorded: drop what ``restore`` would have needed.
 
-``journal()`` returns what :func:`recover` needs to undo ``apply`` after the process was killed
-(``kill -9``) between ``apply`` and ``commit``; the deploy use case stores it durably first.
+``journal()`` returns what the kind's ``recover`` needs to undo ``apply`` after the process was
+killed (``kill -9``) between ``apply`` and ``commit``; the deploy use case stores it durably
+first. ``plan(image)`` describes the change without making it.
 
->>> from shatag.core import parse_repository
->>> img = ImageRef(parse_repository("127.0.0.1:5000/api"), "a" * 40, "sha256:" + "b" * 64)
->>> img.reference("digest") == "127.0.0.1:5000/api@sha256:" + "b" * 64
-True
+>>> sorted(KINDS)
+['docker', 'sdl', 'tfvars']
+>>> parse_target("t", {"kind": "tfvars", "path": "x.auto.tfvars.json"}).label
+'tfvars:x.auto.tfvars.json'
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
-from shatag.config import PinFormat, TargetConfig
-from shatag.core import Repository, pinned_reference, validate_digest, validate_sha
+from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
-class ImageRef:
-    """A validated image: the SHA tag and the digest it resolved to when it was checked."""
+class TargetContext:
+    """What a target may know about the deploy that drives it."""
 
-    repository: Repository
-    sha: str
-    digest: str
+    #: The deploying process's environment (DOCKER_HOST, KUBECONFIG, credentials, ...).
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: The shatag environment being deployed (``local``, ``production``, ...).
+    env_name: str = ""
+    #: This deploy attempt's id: labels what the attempt creates, names it in the journal.
+    attempt: str = ""
 
-    def __post_init__(self) -> None:
-        validate_sha(self.sha)
-        validate_digest(self.digest)
 
-    @property
-    def pinned(self) -> str:
-        """``repo:<sha>@sha256:<hex>``: the copy/paste reference (FR-006)."""
-        return pinned_reference(self.repository, self.sha, self.digest)
+class TargetSpec(Protocol):
+    """The validated configuration of one target (a frozen dataclass of its kind)."""
 
     @property
-    def by_digest(self) -> str:
-        return f"{self.repository}@{self.digest}"
+    def kind(self) -> str: ...
 
-    def reference(self, pin: PinFormat) -> str:
-        """The form a target writes. ``tag`` alone trusts the registry not to move the tag; the
-        digest is still recorded beside it (tfvars, history)."""
-        if pin == "digest":
-            return self.by_digest
-        if pin == "tag":
-            return self.repository.tag(self.sha)
-        return self.pinned
+    @property
+    def label(self) -> str:
+        """``<kind>:<name or path>``: how logs, errors and history name the target."""
+        ...
+
+    @property
+    def pin(self) -> PinFormat: ...
+
+    @property
+    def edits(self) -> Path | None:
+        """The file this target edits (``None``: it edits no file, e.g. a container)."""
+        ...
 
 
 class Target(Protocol):
@@ -64,6 +72,10 @@ class Target(Protocol):
 
     @property
     def label(self) -> str: ...
+
+    def plan(self, image: ImageRef) -> str:
+        """What deploying ``image`` would change, for a person (nothing is changed)."""
+        ...
 
     def prepare(self, image: ImageRef) -> None: ...
 
@@ -76,46 +88,83 @@ class Target(Protocol):
     def journal(self) -> dict[str, Any]: ...
 
 
-def make_target(
-    config: TargetConfig, *, env: Mapping[str, str], env_name: str = "", attempt: str = ""
-) -> Target:
-    """The adapter for one configured target. ``attempt`` labels what this deploy creates."""
-    if config.kind == "sdl":
-        from shatag.targets.sdl import SdlTarget
-
-        return SdlTarget(config)
-    if config.kind == "tfvars":
-        from shatag.targets.tfvars import TfvarsTarget
-
-        return TfvarsTarget(config)
-    if config.kind == "docker":
-        from shatag.targets.docker import DockerTarget
-
-        return DockerTarget(config, env=env, env_name=env_name, attempt=attempt)
-    raise ConfigError(f"unknown target kind {config.kind!r}")
+S = TypeVar("S", bound=TargetSpec)
 
 
-def recover(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+@dataclass(frozen=True, slots=True)
+class TargetKind(Generic[S]):
+    """Everything shatag needs to know about one kind of target."""
+
+    name: str
+    #: Configuration keys a target of this kind accepts (``kind`` included).
+    keys: frozenset[str]
+    #: ``parse(where, raw)``: validate the keys of one target; ConfigError naming ``where``.
+    parse: Callable[[str, Mapping[str, Any]], S]
+    make: Callable[[S, TargetContext], Target]
+    #: Undo an interrupted ``apply`` from a journal entry; returns what was done.
+    recover: Callable[[Mapping[str, Any], TargetContext], str]
+    #: Complete an interrupted ``commit`` (the deploy was recorded as done).
+    finish: Callable[[Mapping[str, Any], TargetContext], str]
+
+
+# The registry: one line per kind (imported here, after the protocols the kinds use).
+from shatag.targets import docker, sdl, tfvars  # noqa: E402
+
+KIND_MODULES = (docker, sdl, tfvars)
+KINDS: dict[str, TargetKind[Any]] = {m.KIND.name: m.KIND for m in KIND_MODULES}
+DEFAULT_TARGETS: tuple[dict[str, Any], ...] = (docker.DEFAULT_TARGET,)
+
+
+def _kind(name: object, what: str) -> TargetKind[Any]:
+    found = KINDS.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise ConfigError(f"{what} must be one of {', '.join(sorted(KINDS))}, not {name!r}")
+    return found
+
+
+def parse_target(where: str, raw: object) -> TargetSpec:
+    """Validate one configured target (``where`` names it in errors) with its kind's parser."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping with a 'kind'")
+    spec: TargetSpec = _kind(raw.get("kind"), f"{where}.kind").parse(where, raw)
+    return spec
+
+
+def make_target(spec: TargetSpec, ctx: TargetContext) -> Target:
+    """The adapter for one configured target."""
+    return KINDS[spec.kind].make(spec, ctx)
+
+
+def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted ``apply`` described by a :meth:`Target.journal` entry.
 
     Returns a short description of what was done (for the log).
     """
-    kind = entry.get("kind")
-    if kind in ("sdl", "tfvars"):
-        from shatag.targets._files import restore_file
-
-        return restore_file(entry)
-    if kind == "docker":
-        from shatag.targets.docker import recover_container
-
-        return recover_container(entry, env=env)
-    raise ConfigError(f"journal names an unknown target kind {kind!r}")
+    kind = KINDS.get(str(entry.get("kind")))
+    if kind is None:
+        raise ConfigError(
+            f"journal names an unknown target kind {entry.get('kind')!r} "
+            f"(known: {', '.join(sorted(KINDS))})"
+        )
+    return kind.recover(entry, ctx)
 
 
-def finish(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Complete an interrupted ``commit`` (the deploy was already recorded as done)."""
-    if entry.get("kind") == "docker":
-        from shatag.targets.docker import finish_container
+    kind = KINDS.get(str(entry.get("kind")))
+    return "nothing to do" if kind is None else kind.finish(entry, ctx)
 
-        return finish_container(entry, env=env)
-    return "nothing to do"
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "KINDS",
+    "KIND_MODULES",
+    "Target",
+    "TargetContext",
+    "TargetKind",
+    "TargetSpec",
+    "finish",
+    "make_target",
+    "parse_target",
+    "recover",
+]

@@ -15,7 +15,7 @@ The new container must publish the same host port as the old one, so the switch 
 4. ``commit``: remove ``<name>-shatag-prev``; only now is the old container gone.
 
 Every container we start carries ``shatag.*`` labels (sha, digest, env, attempt), so
-:func:`recover_container` can tell after a ``kill -9`` whether ``<name>`` is the interrupted
+:func:`recover` can tell after a ``kill -9`` whether ``<name>`` is the interrupted
 attempt's container (remove it) or not (leave it alone).
 """
 
@@ -26,17 +26,33 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from shatag.config import TargetConfig
-from shatag.docker import DockerEngine
-from shatag.errors import DeployFailed
-from shatag.targets import ImageRef
+from shatag.core import ImageRef, PinFormat
+from shatag.errors import ConfigError, DeployFailed
+from shatag.targets import TargetContext, TargetKind
+from shatag.targets._spec import check_keys, converted, parse_pin
 
 if TYPE_CHECKING:
     from python_on_whales import Container, DockerClient
 
+    from shatag.docker import DockerEngine
+
+NAME: Final = "docker"
+KEYS: Final = frozenset(
+    {"kind", "name", "port", "container_port", "health_path", "health_timeout_sec", "pin"}
+)
+#: The target of the built-in ``local`` environment (``shatag.config.DEFAULTS``).
+DEFAULT_TARGET: Final[dict[str, Any]] = {
+    "kind": NAME,
+    "name": "shatag-local",
+    "port": 8080,
+    "container_port": 8080,
+    "health_path": "/healthz",
+}
 PREV_SUFFIX: Final = "-shatag-prev"
 LABEL_SHA: Final = "shatag.sha"
 LABEL_DIGEST: Final = "shatag.digest"
@@ -48,16 +64,63 @@ _LOG_TAIL: Final = 20
 _DEFAULT_CHECK_TIMEOUT_SEC: Final = 30.0  # docker's default HEALTHCHECK --timeout
 
 
+@dataclass(frozen=True, slots=True)
+class DockerSpec:
+    name: str
+    port: int
+    container_port: int
+    health_path: str = "/healthz"
+    health_timeout_sec: float = 30.0
+    pin: PinFormat = "tag+digest"
+
+    @property
+    def kind(self) -> str:
+        return NAME
+
+    @property
+    def label(self) -> str:
+        return f"{NAME}:{self.name}"
+
+    @property
+    def edits(self) -> Path | None:
+        return None
+
+
+def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
+    check_keys(where, raw, KEYS, NAME)
+    pin = parse_pin(where, raw)
+    spec = converted(
+        where,
+        lambda: DockerSpec(
+            name=str(raw.get("name", "")),
+            port=int(raw.get("port", 0)),
+            container_port=int(raw.get("container_port", 0)),
+            health_path=str(raw.get("health_path", "/healthz")),
+            health_timeout_sec=float(raw.get("health_timeout_sec", 30.0)),
+            pin=pin,
+        ),
+    )
+    if not (spec.name and 0 < spec.port < 65536 and 0 < spec.container_port < 65536):
+        raise ConfigError(f"{where}: a docker target needs name, port and container_port")
+    if not spec.health_path.startswith("/"):
+        raise ConfigError(f"{where}.health_path must start with /")
+    return spec
+
+
+def _engine(env: Mapping[str, str]) -> DockerEngine:
+    from shatag.docker import DockerEngine
+
+    return DockerEngine(env)
+
+
 class DockerTarget:
-    def __init__(
-        self, config: TargetConfig, *, env: Mapping[str, str], env_name: str = "", attempt: str = ""
-    ) -> None:
+    def __init__(self, config: DockerSpec, ctx: TargetContext) -> None:
         self.config = config
         self.name = config.name
         self.prev_name = config.name + PREV_SUFFIX
-        self._engine = DockerEngine(env)
-        self._env_name = env_name
-        self._attempt = attempt
+        self._engine = _engine(ctx.env)
+        self._env_name = ctx.env_name
+        self._attempt = ctx.attempt
         self._image: ImageRef | None = None
         self._had_old = False
         self._old_running = False
@@ -73,6 +136,12 @@ class DockerTarget:
         return self._engine.client
 
     # -- life cycle -------------------------------------------------------------------------
+
+    def plan(self, image: ImageRef) -> str:
+        """``<label>: <running image> → <new image>`` (inspects, changes nothing)."""
+        old = _inspect(self._docker, self.name)
+        was = "nothing" if old is None else str(old.config.image)
+        return f"{self.label}: {was} → {image.pinned}"
 
     def prepare(self, image: ImageRef) -> None:
         from python_on_whales.exceptions import DockerException
@@ -140,7 +209,7 @@ class DockerTarget:
 
     def journal(self) -> dict[str, Any]:
         return {
-            "kind": "docker",
+            "kind": NAME,
             "name": self.name,
             "had_old": self._had_old,
             "old_running": self._old_running,
@@ -352,9 +421,9 @@ def _restore_previous(
     return "; ".join(done) or "nothing to do"
 
 
-def recover_container(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted switch described by a journal entry (after ``kill -9``)."""
-    docker = DockerEngine(env).client
+    docker = _engine(ctx.env).client
     return _restore_previous(
         docker,
         str(entry["name"]),
@@ -364,14 +433,21 @@ def recover_container(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> st
     )
 
 
-def finish_container(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Complete an interrupted commit: drop the parked previous container."""
     from python_on_whales.exceptions import DockerException
 
-    docker = DockerEngine(env).client
+    docker = _engine(ctx.env).client
     name = str(entry["name"]) + PREV_SUFFIX
     if _inspect(docker, name) is None:
         return "nothing to do"
     with contextlib.suppress(DockerException):
         docker.container.remove(name, force=True)
     return f"removed {name}"
+
+
+def make(spec: DockerSpec, ctx: TargetContext) -> DockerTarget:
+    return DockerTarget(spec, ctx)
+
+
+KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)

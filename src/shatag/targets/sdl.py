@@ -6,10 +6,9 @@ comment), so comments, key order, indentation and every other line stay byte-for
 The result is re-parsed and must equal the old document with only the image changed; if it does
 not (a block or multi-line scalar), the document is re-dumped by ruamel.yaml's round-trip dumper.
 
->>> from shatag.config import TargetConfig
 >>> from shatag.core import parse_repository
 >>> img = ImageRef(parse_repository("127.0.0.1:5000/api"), "a" * 40, "sha256:" + "b" * 64)
->>> t = SdlTarget(TargetConfig(kind="sdl", path="deploy.yaml", service="api", pin="tag"))
+>>> t = SdlTarget(SdlSpec(path="deploy.yaml", service="api", pin="tag"))
 >>> print(t.render("services:\\n  api:\\n    image: 'old:1'  # managed\\n", img), end="")
 services:
   api:
@@ -20,34 +19,89 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
-
+from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
-from shatag.targets import ImageRef
-from shatag.targets._files import FileTarget
+from shatag.targets import TargetContext, TargetKind
+from shatag.targets._files import FileTarget, nothing_to_finish, restore_file
+from shatag.targets._spec import check_keys, converted, parse_pin
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+NAME: Final = "sdl"
+KEYS: Final = frozenset({"kind", "path", "service", "pin"})
+
+
+@dataclass(frozen=True, slots=True)
+class SdlSpec:
+    path: str
+    service: str
+    pin: PinFormat = "tag+digest"
+
+    @property
+    def kind(self) -> str:
+        return NAME
+
+    @property
+    def label(self) -> str:
+        return f"{NAME}:{self.path}"
+
+    @property
+    def edits(self) -> Path | None:
+        return Path(self.path).absolute()
+
+
+def parse(where: str, raw: Mapping[str, Any]) -> SdlSpec:
+    check_keys(where, raw, KEYS, NAME)
+    pin = parse_pin(where, raw)
+    spec = converted(
+        where,
+        lambda: SdlSpec(
+            path=str(raw.get("path", "")), service=str(raw.get("service", "")), pin=pin
+        ),
+    )
+    if not spec.path:
+        raise ConfigError(f"{where}: a {NAME} target needs a path")
+    if not spec.service:
+        raise ConfigError(f"{where}: an sdl target needs the service name")
+    return spec
 
 
 def _yaml() -> YAML:
+    from ruamel.yaml import YAML  # lazy: configuration parsing must not load ruamel.yaml
+
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096  # never re-wrap a long image reference
     return yaml
 
 
-class SdlTarget(FileTarget):
+class SdlTarget(FileTarget[SdlSpec]):
     def render(self, current: str | None, image: ImageRef) -> str:
         if current is None:
             raise ConfigError(
                 f"{self.label}: SDL file {self.path} does not exist; create it with "
-                f"services.{self.config.service}.image first"
+                f"services.{self.spec.service}.image first"
             )
         return set_service_image(
-            current, self.config.service, image.reference(self.config.pin), where=self.label
+            current, self.spec.service, image.reference(self.spec.pin), where=self.label
         )
+
+
+def make(spec: SdlSpec, ctx: TargetContext) -> SdlTarget:
+    del ctx
+    return SdlTarget(spec)
+
+
+recover = restore_file
+finish = nothing_to_finish
+
+KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
 
 
 def set_service_image(text: str, service: str, value: str, *, where: str = "sdl") -> str:
@@ -71,6 +125,8 @@ def set_service_image(text: str, service: str, value: str, *, where: str = "sdl"
 
 
 def _load(text: str, where: str) -> Any:
+    from ruamel.yaml.error import YAMLError
+
     try:
         return _yaml().load(text)
     except YAMLError as exc:
@@ -78,6 +134,8 @@ def _load(text: str, where: str) -> Any:
 
 
 def _load_quiet(text: str) -> Any:
+    from ruamel.yaml.error import YAMLError
+
     try:
         return _yaml().load(text)
     except YAMLError:
@@ -85,6 +143,8 @@ def _load_quiet(text: str) -> Any:
 
 
 def _service(document: Any, service: str, where: str) -> CommentedMap:
+    from ruamel.yaml.comments import CommentedMap
+
     services = document.get("services") if isinstance(document, Mapping) else None
     if not isinstance(services, CommentedMap):
         raise ConfigError(f"{where}: the SDL file has no 'services' mapping")

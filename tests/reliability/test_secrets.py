@@ -1,6 +1,7 @@
 """Secrets (issue 6): the canary passwords never appear in anything the product showed or wrote.
 
-Runs last in the session (the file name sorts last). The registry canary is the htpasswd
+Runs after every other test of the session, whatever the file names (the ``after_all`` marker,
+see ``pytest_collection_modifyitems`` in conftest.py). The registry canary is the htpasswd
 password of ``test_auth_tls.py`` (used through ``docker login``); the cosign canary protects the
 signing key of ``test_cosign_faults.py`` (``COSIGN_PASSWORD`` for ``inv build --sign``). Every
 ``inv`` run of the session had its stdout and stderr kept, with ``SHATAG_DEBUG=1`` (every
@@ -12,9 +13,12 @@ hold the password by design.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.reliability.conftest import CANARIES, Ledger
 
 
+@pytest.mark.after_all
 def test_no_canary_anywhere(ledger: Ledger) -> None:
     leaks = ledger.leaks()
     files = sum(

@@ -1,0 +1,150 @@
+"""The state of one environment behind one seam: history, deploy lock and crash journal.
+
+The deploy and rollback use cases, ``inv history`` and ``inv signatures`` reach an environment's
+state only through a :class:`Ledger` that :func:`open_ledger` returns. :class:`LocalLedger`
+keeps it in ``<state_dir>/<env>/``: ``history.jsonl`` (:mod:`shatag.history`), ``deploy.lock``
+(:mod:`shatag.lock`) and ``pending.json`` (the journal of the deploy in progress). Another
+backend (e.g. a git repository shared by several machines) is one more implementation of the
+protocol and one more branch in :func:`open_ledger`.
+
+>>> import tempfile
+>>> ledger = open_ledger(Path(tempfile.mkdtemp()), "local")
+>>> with ledger.lock(timeout=0, holder="doctest"):
+...     ledger.write_journal({"attempt": "x"})
+...     ledger.read_journal()
+{'attempt': 'x'}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from shatag._fs import atomic_write_text
+from shatag.core import validate_env_name
+from shatag.history import HistoryRecord, HistoryStore, known_digest
+from shatag.lock import env_lock
+
+log = logging.getLogger("shatag.ledger")
+
+JOURNAL_FILE: Final = "pending.json"
+
+
+class Ledger(Protocol):
+    """Deploy state of one environment (``env``)."""
+
+    @property
+    def env(self) -> str: ...
+
+    # -- history: append-only records of deploy and rollback attempts ------------------------
+
+    def append(self, record: HistoryRecord) -> None: ...
+
+    def iter_newest(self) -> Iterator[HistoryRecord]: ...
+
+    def newest(self, limit: int | None = None) -> list[HistoryRecord]: ...
+
+    def current(self) -> HistoryRecord | None:
+        """The newest successful deploy or rollback: what the environment runs."""
+        ...
+
+    def previous(self) -> HistoryRecord | None:
+        """The rollback target (see :meth:`shatag.history.HistoryStore.previous`)."""
+        ...
+
+    def digest_for(self, sha: str, repository: str | None = None) -> str | None:
+        """The digest this environment recorded for ``sha`` (in ``repository``)."""
+        ...
+
+    def known_digest(self, sha: str, repository: str | None = None) -> tuple[str, str] | None:
+        """``(env, digest)`` recorded for ``sha`` by *any* environment, newest history first."""
+        ...
+
+    def find_attempt(self, attempt: str) -> HistoryRecord | None: ...
+
+    # -- one deploy at a time -------------------------------------------------------------------
+
+    def lock(self, *, timeout: float, holder: str) -> AbstractContextManager[object]:
+        """Hold the environment's deploy lock; DEPLOY_LOCKED after ``timeout`` seconds."""
+        ...
+
+    # -- the crash journal of the deploy in progress --------------------------------------------
+
+    def write_journal(self, data: Mapping[str, Any]) -> None:
+        """Store durably how to undo the deploy in progress (before any visible change)."""
+        ...
+
+    def read_journal(self) -> dict[str, Any] | None:
+        """The journal a killed deploy left behind (``None``: none, or unreadable: dropped)."""
+        ...
+
+    def clear_journal(self) -> None: ...
+
+
+class LocalLedger:
+    """A :class:`Ledger` in files under ``<state_dir>/<env>/`` on this machine."""
+
+    def __init__(self, state_dir: Path, env: str) -> None:
+        self.state_dir = state_dir
+        self._env = validate_env_name(env)
+        self._history = HistoryStore(state_dir, env)
+        self.journal_path = state_dir / env / JOURNAL_FILE
+
+    @property
+    def env(self) -> str:
+        return self._env
+
+    def append(self, record: HistoryRecord) -> None:
+        self._history.append(record)
+
+    def iter_newest(self) -> Iterator[HistoryRecord]:
+        return self._history.iter_newest()
+
+    def newest(self, limit: int | None = None) -> list[HistoryRecord]:
+        return self._history.newest(limit)
+
+    def current(self) -> HistoryRecord | None:
+        return self._history.current()
+
+    def previous(self) -> HistoryRecord | None:
+        return self._history.previous()
+
+    def digest_for(self, sha: str, repository: str | None = None) -> str | None:
+        return self._history.digest_for(sha, repository)
+
+    def known_digest(self, sha: str, repository: str | None = None) -> tuple[str, str] | None:
+        return known_digest(self.state_dir, sha, repository)
+
+    def find_attempt(self, attempt: str) -> HistoryRecord | None:
+        return self._history.find_attempt(attempt)
+
+    def lock(self, *, timeout: float, holder: str) -> AbstractContextManager[object]:
+        return env_lock(self.state_dir, self._env, timeout=timeout, holder=holder)
+
+    def write_journal(self, data: Mapping[str, Any]) -> None:
+        atomic_write_text(self.journal_path, json.dumps(data))
+
+    def read_journal(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.journal_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict):
+            log.warning("unreadable deploy journal %s ignored", self.journal_path)
+            self.clear_journal()
+            return None
+        return data
+
+    def clear_journal(self) -> None:
+        self.journal_path.unlink(missing_ok=True)
+
+
+def open_ledger(state_dir: Path, env: str) -> Ledger:
+    """The ledger of environment ``env`` (the one place that chooses the backend)."""
+    return LocalLedger(state_dir, env)
