@@ -23,6 +23,7 @@ The environment's state (history, lock, journal) is reached through :mod:`shatag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import time
@@ -186,7 +187,7 @@ def run_switch(
 ) -> DeployRecord:
     """The one path of deploy and rollback: under the environment's lock, recover a killed
     attempt, resolve the SHA in the registry, guard its digest, verify it, switch."""
-    ledger = open_ledger(settings.state_dir, envcfg.name)
+    ledger = open_ledger(settings.state, envcfg.name, environ=env)
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
         recovered = recover_interrupted(ledger, env=env)
         sha = route.choose(ledger)
@@ -266,7 +267,7 @@ def switch(
     started = time.monotonic()
     started_at = utc_now()
     attempt = uuid.uuid4().hex
-    ledger = ledger or open_ledger(settings.state_dir, envcfg.name)
+    ledger = ledger or open_ledger(settings.state, envcfg.name, environ=env)
     current = ledger.current()
     base = HistoryRecord(
         action=action,
@@ -311,15 +312,18 @@ def switch(
     except BaseException as exc:
         problems = _restore_all(applied)
         error = exc if isinstance(exc, ShatagError) else None
-        ledger.append(
-            _finished(
-                base,
-                started,
-                result="failed",
-                error_code=error.code if error else type(exc).__name__,
-                error=(error.message if error else str(exc))[:2000],
+        try:
+            ledger.append(
+                _finished(
+                    base,
+                    started,
+                    result="failed",
+                    error_code=error.code if error else type(exc).__name__,
+                    error=(error.message if error else str(exc))[:2000],
+                )
             )
-        )
+        except ShatagError as unrecorded:  # a shared ledger that refused the record
+            log.warning("the failed attempt could not be recorded: %s", unrecorded)
         if not problems:
             ledger.clear_journal()
         # else: keep the journal, so the next deploy/rollback of this environment restores
@@ -330,7 +334,7 @@ def switch(
             ) from None
         raise
     record = _finished(base, started, result="ok")
-    ledger.append(record)
+    _record_or_undo(ledger, record, applied)
     for target in targets:
         try:
             target.commit()
@@ -469,6 +473,20 @@ def _run_apply(
             f"the apply command of environment {envcfg.name!r} failed ({exc.message}); every "
             "target was restored to its previous content"
         ) from None
+
+
+def _record_or_undo(ledger: Ledger, record: HistoryRecord, applied: list[Target]) -> None:
+    """Append the successful ``record``; if a shared ledger refuses it (or cannot take it),
+    what history does not show must not run: every applied target goes back as it was."""
+    try:
+        ledger.append(record)
+    except ShatagError as exc:
+        problems = _restore_all(applied)
+        if not problems:
+            with contextlib.suppress(ShatagError):
+                ledger.clear_journal()
+        undone = "every target was restored" if not problems else "; ".join(problems)
+        raise type(exc)(f"{exc.message}; the deploy was not recorded, so {undone}") from None
 
 
 def _restore_all(applied: list[Target]) -> list[str]:

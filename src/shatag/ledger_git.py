@@ -203,6 +203,17 @@ def holder_is_gone(info: LockInfo) -> bool:
     return not start or (bool(info.proc_start) and start != info.proc_start)
 
 
+def _stale_reason(current: LockInfo | None, now: float) -> str:
+    """Why a lock may be taken over ('' when its holder is presumed alive)."""
+    if current is None:
+        return "its lock.json is unreadable"
+    if current.expires_unix < now:
+        return f"it expired at {current.expires_at}"
+    if holder_is_gone(current):
+        return f"its process {current.pid} on {current.host} is gone"
+    return ""
+
+
 def run_url(env: Mapping[str, str]) -> str:
     """The GitHub Actions run that holds a lock, when there is one."""
     server, repo, run_id = (
@@ -518,14 +529,31 @@ class GitLedger:
         an expired lock or one whose holder died on this machine, renews it while held, and
         refetches the ledger once it is ours.
         """
-        env = validate_env_name(env)
-        ref = self.lock_ref(env)
         token = uuid.uuid4().hex
+        held = self._acquire(validate_env_name(env), timeout=timeout, holder=holder, token=token)
+        beat = threading.Thread(target=self._heartbeat, args=(held, holder, token), daemon=True)
+        beat.start()
+        try:
+            self.refresh()  # everything read under the lock is current
+            yield held.info
+        finally:
+            held.stop.set()
+            beat.join(self.timeout + 5)
+            with held.guard:
+                self._release(held)
+
+    def _acquire(self, env: str, *, timeout: float, holder: str, token: str) -> _HeldLock:
+        ref = self.lock_ref(env)
         monotonic = self._monotonic
-        deadline = monotonic() + max(0.0, timeout)
         started = monotonic()
-        expected = ""
+        deadline = started + max(0.0, timeout)
+        expected = ""  # create only; the commit of a stale lock to take over
+        waited_for = ""
         while True:
+            if monotonic() > deadline + self.timeout:  # a ref that flips on every try
+                raise LedgerUnavailable(
+                    f"could not take the lock {ref} on {self.remote!r}: it changed on every try"
+                )
             info, commit = self._lock_commit(None, env, holder, token)
             if self._push([(commit, ref, expected)]) is _Push.OK:
                 break
@@ -536,13 +564,7 @@ class GitLedger:
                 commit = expected  # our push timed out but landed
                 break
             now = self._clock()
-            stale = ""
-            if current is None:
-                stale = "its lock.json is unreadable"
-            elif current.expires_unix < now:
-                stale = f"it expired at {current.expires_at}"
-            elif holder_is_gone(current):
-                stale = f"its process {current.pid} on {current.host} is gone"
+            stale = _stale_reason(current, now)
             if stale:
                 log.warning(
                     "breaking the stale deploy lock of %s (%s): %s",
@@ -559,20 +581,18 @@ class GitLedger:
                     f"break it: git push {self.remote} --delete {ref}"
                 )
             expected = ""
+            waited_for = current.holder if current else "?"
             pause = _POLL_SEC * (0.5 + random.random())  # noqa: S311 -- jitter, not crypto
             self._sleep(min(pause, max(0.05, deadline - monotonic())))
-        held = _HeldLock(env, info, commit)
         self.last_lock_wait_sec = monotonic() - started
-        beat = threading.Thread(target=self._heartbeat, args=(held, holder, token), daemon=True)
-        beat.start()
-        try:
-            self.refresh()  # everything read under the lock is current
-            yield info
-        finally:
-            held.stop.set()
-            beat.join(self.timeout + 5)
-            with held.guard:
-                self._release(held)
+        if waited_for:
+            log.warning(
+                "waited %.1fs for the deploy lock of %s (held by %s)",
+                self.last_lock_wait_sec,
+                env,
+                waited_for,
+            )
+        return _HeldLock(env, info, commit)
 
     def _heartbeat(self, held: _HeldLock, holder: str, token: str) -> None:
         period = max(0.2, self.lock_ttl_sec / 3)
@@ -780,3 +800,78 @@ def _tail(text: str, lines: int = 4) -> str:
         if line.strip() and line.strip() not in ("Done", "To") and not line.startswith("To ")
     ][-lines:]
     return " | ".join(kept) if kept else "(no output)"
+
+
+# -- the seam: one environment's Ledger (shatag.ledger) on a shared GitLedger ----------------
+
+_SHARED: dict[tuple[str, str, float, float], GitLedger] = {}
+_SHARED_GUARD = threading.Lock()
+
+
+def shared_ledger(
+    repo: Path, remote: str, *, env: Mapping[str, str], timeout: float, lock_ttl_sec: float
+) -> GitLedger:
+    """One :class:`GitLedger` per repository and remote in this process, so a command that
+    reads several environments (``inv signatures``, the digest guard) fetches once."""
+    key = (str(repo.resolve()), remote, timeout, lock_ttl_sec)
+    with _SHARED_GUARD:
+        if key not in _SHARED:
+            _SHARED[key] = GitLedger(
+                repo, remote, env=env, timeout=timeout, lock_ttl_sec=lock_ttl_sec
+            )
+        return _SHARED[key]
+
+
+class GitEnvLedger:
+    """The :class:`shatag.ledger.Ledger` of one environment, kept on git refs."""
+
+    def __init__(self, ledger: GitLedger, env: str) -> None:
+        self.ledger = ledger
+        self._env = validate_env_name(env)
+
+    @property
+    def env(self) -> str:
+        return self._env
+
+    def _store(self) -> GitHistoryStore:
+        return self.ledger.store(self._env)
+
+    def append(self, record: HistoryRecord) -> None:
+        self._store().append(record)
+
+    def iter_newest(self) -> Iterator[HistoryRecord]:
+        return self._store().iter_newest()
+
+    def newest(self, limit: int | None = None) -> list[HistoryRecord]:
+        return self._store().newest(limit)
+
+    def current(self) -> HistoryRecord | None:
+        return self._store().current()
+
+    def previous(self) -> HistoryRecord | None:
+        return self._store().previous()
+
+    def digest_for(self, sha: str, repository: str | None = None) -> str | None:
+        return self._store().digest_for(sha, repository)
+
+    def known_digest(self, sha: str, repository: str | None = None) -> tuple[str, str] | None:
+        return self.ledger.known_digest(sha, repository)
+
+    def find_attempt(self, attempt: str) -> HistoryRecord | None:
+        return self._store().find_attempt(attempt)
+
+    def lock(self, *, timeout: float, holder: str) -> contextlib.AbstractContextManager[object]:
+        return self.ledger.lock(self._env, timeout=timeout, holder=holder)
+
+    def write_journal(self, data: Mapping[str, Any]) -> None:
+        self.ledger.write_journal(self._env, data)
+
+    def read_journal(self) -> dict[str, Any] | None:
+        data = self.ledger.read_journal(self._env)
+        if data == {}:  # unreadable: dropped, as the local backend does
+            self.ledger.clear_journal(self._env)
+            return None
+        return data
+
+    def clear_journal(self) -> None:
+        self.ledger.clear_journal(self._env)

@@ -197,10 +197,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def rinv(
-    ledger: Ledger, args: list[str], env: dict[str, str], *, timeout: float = 600
+    ledger: Ledger,
+    args: list[str],
+    env: dict[str, str],
+    *,
+    timeout: float = 600,
+    cwd: Path | None = None,
 ) -> InvResult:
-    """The real CLI (as CI runs it); its output is kept for the canary scan."""
-    result = run_inv(args, env, timeout=timeout)
+    """The real CLI (as CI runs it, in ``cwd``); its output is kept for the canary scan."""
+    result = run_inv(args, env, timeout=timeout, cwd=cwd)
     ledger.capture(f"inv {' '.join(args)[:80]}", result.stdout + "\n" + result.stderr)
     return result
 
