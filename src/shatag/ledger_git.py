@@ -72,7 +72,7 @@ LOCK_FILE: Final = "lock.json"
 JOURNAL_FILE: Final = "journal.json"
 CAS_RETRIES: Final = 12
 _CHUNK: Final = 128
-_POLL_SEC: Final = 0.5
+_POLL_SEC: Final = 0.25
 # Remote-side rejections that mean "the ref moved under you" (a lost race inside
 # receive-pack), not "you may not write": those are retried like a stale lease.
 _RACE_WORDS: Final = ("failed to update ref", "cannot lock ref", "failed to lock", "stale info")
@@ -549,12 +549,16 @@ class GitLedger:
         deadline = started + max(0.0, timeout)
         expected = ""  # create only; the commit of a stale lock to take over
         waited_for = ""
+        commit, built = "", 0.0
         while True:
             if monotonic() > deadline + self.timeout:  # a ref that flips on every try
                 raise LedgerUnavailable(
                     f"could not take the lock {ref} on {self.remote!r}: it changed on every try"
                 )
-            info, commit = self._lock_commit(None, env, holder, token)
+            if not commit or self._clock() > built + self.lock_ttl_sec / 6:
+                # One lock commit serves several polls while its expiry is still fresh.
+                info, commit = self._lock_commit(None, env, holder, token)
+                built = self._clock()
             if self._push([(commit, ref, expected)]) is _Push.OK:
                 break
             expected, current = self._fetch_lock(env)
