@@ -149,7 +149,7 @@ class LockInfo:
                 pid_ns=str(data.get("pid_ns", "")),
                 proc_start=str(data.get("proc_start", "")),
             )
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, OverflowError):
             return None
 
     def describe(self, now: float) -> str:
