@@ -134,9 +134,19 @@ def test_three_runners_deploy_deploy_rollback(
 ) -> None:
     a, b, _c = world.images
     fleet = make_fleet()
-    one = fleet.deploy(ledger, fleet.runner(), a)
-    two = fleet.deploy(ledger, fleet.runner(), b)
-    three = fleet.rollback(ledger, fleet.runner())  # a brand-new runner, no --sha
+    runners = [fleet.runner() for _ in range(3)]
+    clock = [time.monotonic()]
+    one = fleet.deploy(ledger, runners[0], a)
+    clock.append(time.monotonic())
+    two = fleet.deploy(ledger, runners[1], b)
+    clock.append(time.monotonic())
+    three = fleet.rollback(ledger, runners[2])  # a brand-new runner, no --sha
+    clock.append(time.monotonic())
+    ledger.figure(
+        "git ledger: `inv deploy` / `inv rollback` wall time on a fresh clone (file targets; "
+        "Python start, lock, fetch, journal, CAS append, release)",
+        f"{clock[2] - clock[1]:.2f} s / {clock[3] - clock[2]:.2f} s",
+    )
     rows = fleet.history(ledger, fleet.runner())
     signatures = fleet.inv(ledger, fleet.runner(), "signatures", "--json")
     deploy_obs = (
@@ -264,6 +274,11 @@ def test_two_runners_deploy_at_once(
         and set(fleet.refs()) == {"refs/shatag/rel"}
         and len(waits) == 1
     )
+    if waits:
+        ledger.figure(
+            "git ledger: lock wait of the second of two runners deploying at once (apply 1 s)",
+            f"{waits[0]:.1f} s",
+        )
     ledger.record(
         "git ledger: two runners deploy one environment at once (lock timeout 60s)",
         "serialized on refs/shatag-lock/rel: both succeed, both recorded in order, targets = "
@@ -357,6 +372,11 @@ def test_kill_9_on_one_runner_is_seen_by_the_next(
         == [(c.sha, "ok", ""), (b.sha, "failed", "INTERRUPTED")]
         and fleet.targets_are(c)
         and set(fleet.refs()) == {"refs/shatag/rel"}
+    )
+    ledger.figure(
+        "git ledger: next deploy after a kill -9 on another runner (lock takeover, recovery, "
+        "deploy)",
+        f"{took:.1f} s",
     )
     ledger.record(
         "git ledger: kill -9 of a deploy on runner 1 mid-switch, next deploy from runner 2",
