@@ -20,7 +20,8 @@ import pytest
 
 from shatag.errors import DeployLocked, InvalidInput, LedgerDenied, LedgerUnavailable
 from shatag.history import HistoryRecord
-from shatag.ledger_git import GitLedger, LockInfo
+from shatag.ledger_git import GitLedger
+from shatag.ledger_lock import LockInfo
 
 ENV = "production"
 GIT_ENV = {

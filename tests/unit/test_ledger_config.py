@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from shatag.config import Settings, StateConfig
 from shatag.errors import ConfigError
+from shatag.gitrefs import is_conflict
 from shatag.ledger import LocalLedger, open_ledger
-from shatag.ledger_git import LockInfo, _is_conflict, _stale_reason, holder_is_gone, run_url
+from shatag.ledger_lock import LockInfo, holder_is_gone, run_url, stale_reason
 
 
 def test_state_backend_defaults_to_local_and_git_is_opt_in() -> None:
@@ -91,20 +92,20 @@ def test_lock_info_round_trips_and_describes_its_holder() -> None:
 
 
 def test_a_lock_is_stale_when_expired_or_unreadable_never_when_held_elsewhere() -> None:
-    assert _stale_reason(None, 0.0) == "its lock.json is unreadable"
-    assert _stale_reason(_info(), 1001.0).startswith("it expired")
+    assert stale_reason(None, 0.0) == "its lock.json is unreadable"
+    assert stale_reason(_info(), 1001.0).startswith("it expired")
     # Another machine: only the expiry counts, however dead its pid looks from here.
-    assert _stale_reason(_info(pid=2**22 + 1), 999.0) == ""
+    assert stale_reason(_info(pid=2**22 + 1), 999.0) == ""
     assert not holder_is_gone(_info(host=socket.gethostname()))  # no boot id / pid namespace
 
 
 def test_push_rejections_are_races_or_refusals() -> None:
-    assert _is_conflict("!\tabc:refs/shatag/p\t[rejected] (stale info)")
-    assert _is_conflict("!\tabc:refs/shatag/p\t[rejected] (fetch first)")
-    assert _is_conflict("!\tabc:refs/shatag/p\t[remote rejected] (failed to update ref)")
-    assert _is_conflict("!\tabc:refs/shatag/p\t[remote rejected] (cannot lock ref 'x')")
-    assert not _is_conflict("!\tabc:refs/shatag/p\t[remote rejected] (pre-receive hook declined)")
-    assert not _is_conflict("!\tabc:refs/shatag/p\t[remote rejected] (permission denied)")
+    assert is_conflict("!\tabc:refs/shatag/p\t[rejected] (stale info)")
+    assert is_conflict("!\tabc:refs/shatag/p\t[rejected] (fetch first)")
+    assert is_conflict("!\tabc:refs/shatag/p\t[remote rejected] (failed to update ref)")
+    assert is_conflict("!\tabc:refs/shatag/p\t[remote rejected] (cannot lock ref 'x')")
+    assert not is_conflict("!\tabc:refs/shatag/p\t[remote rejected] (pre-receive hook declined)")
+    assert not is_conflict("!\tabc:refs/shatag/p\t[remote rejected] (permission denied)")
 
 
 def test_the_run_url_names_the_actions_run_when_there_is_one() -> None:
