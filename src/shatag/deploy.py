@@ -51,7 +51,7 @@ from shatag.ledger import Ledger, open_ledger
 from shatag.metadata import load_metadata
 from shatag.registry import open_registry
 from shatag.supplychain import SignatureOutcome, verify_image
-from shatag.targets import Target, TargetContext, finish, make_target, recover
+from shatag.targets import Target, TargetContext, TargetSpec, finish, make_target, recover
 
 log = logging.getLogger("shatag.deploy")
 
@@ -189,7 +189,8 @@ def run_switch(
     attempt, resolve the SHA in the registry, guard its digest, verify it, switch."""
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
-        recovered = recover_interrupted(ledger, env=env)
+        shared = settings.state_backend != "local"
+        recovered = recover_interrupted(ledger, env=env, trusted=envcfg.targets if shared else None)
         sha = route.choose(ledger)
         image = resolve_image(settings, envcfg, sha, env=env, staging_only=route.staging_only)
         expected = route.expected(ledger, image)
@@ -370,13 +371,20 @@ def switch(
     )
 
 
-def recover_interrupted(ledger: Ledger, *, env: Mapping[str, str]) -> tuple[str, ...]:
+def recover_interrupted(
+    ledger: Ledger,
+    *,
+    env: Mapping[str, str],
+    trusted: tuple[TargetSpec, ...] | None = None,
+) -> tuple[str, ...]:
     """Finish what a killed deploy of the ledger's environment left behind (the caller holds
     the lock).
 
     If history recorded the attempt as done, its cleanup is completed (roll forward); otherwise
     every target is put back as it was before the attempt, and the attempt is recorded as
-    failed (``INTERRUPTED``).
+    failed (``INTERRUPTED``). ``trusted``: when the journal comes from a shared ledger (anyone
+    who may push its refs could have written it), only entries naming one of these configured
+    targets are acted on -- a journal cannot make this runner write an arbitrary file.
     """
     data = ledger.read_journal()
     if data is None:
@@ -386,6 +394,15 @@ def recover_interrupted(ledger: Ledger, *, env: Mapping[str, str]) -> tuple[str,
     entries = [e for e in data.get("targets", []) if isinstance(e, dict)]
     ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt)
     notes: list[str] = []
+    if trusted is not None:
+        kept = [e for e in entries if _names_a_target(e, trusted)]
+        notes += [
+            f"ignored a journal entry for {e.get('kind')!r} {e.get('path') or e.get('name')!r}: "
+            "not a target of this environment"
+            for e in entries
+            if e not in kept
+        ]
+        entries = kept
     if done is not None and done.ok:
         notes += [finish(e, ctx) for e in entries]
     else:
@@ -411,6 +428,24 @@ def recover_interrupted(ledger: Ledger, *, env: Mapping[str, str]) -> tuple[str,
 
 
 # -- plumbing -------------------------------------------------------------------------------
+
+
+def _names_a_target(entry: Mapping[str, Any], specs: tuple[TargetSpec, ...]) -> bool:
+    """Whether a journal entry is about one of ``specs``: same kind, and the same file (as an
+    absolute path here) or the same container name where the entry names one."""
+    for spec in specs:
+        if spec.kind != entry.get("kind"):
+            continue
+        path, name = getattr(spec, "path", ""), getattr(spec, "name", "")
+        if "path" in entry:
+            same = bool(path) and str(Path(str(path)).absolute()) == str(entry["path"])
+        elif "name" in entry:
+            same = bool(name) and str(name) == str(entry["name"])
+        else:
+            same = True  # a kind whose entries name nothing: the kind is configured here
+        if same:
+            return True
+    return False
 
 
 def _repo_type(settings: Settings, repository: Repository) -> str:

@@ -9,6 +9,7 @@ with ``state_backend: git``. The targets are SDL and tfvars files in one shared 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -388,3 +389,62 @@ def test_kill_9_on_one_runner_is_seen_by_the_next(
         ok,
     )
     assert ok, (nxt.stderr[-600:], rows[:3], left)
+
+
+def test_a_forged_journal_cannot_write_files_outside_the_targets(
+    ledger: Ledger, world: World, make_fleet: Callable[..., Fleet], tmp_path: Path
+) -> None:
+    """Anyone who may push refs/shatag-journal/* could leave a journal naming any file; the
+    next deploy restores only files that are targets of the environment."""
+    a, b, _c = world.images
+    fleet = make_fleet()
+    assert fleet.deploy(ledger, fleet.runner(), a).returncode == 0
+    victim = tmp_path / "not-a-target" / "authorized_keys"
+    sdl = fleet.site.sdl
+    journal = {
+        "attempt": "forged",
+        "action": "deploy",
+        "sha": b.sha,
+        "digest": b.digest,
+        "targets": [
+            {"kind": "tfvars", "path": str(victim), "previous": "ssh-ed25519 AAAA attacker\n"},
+            {"kind": "sdl", "path": str(sdl), "previous": sdl.read_text()},
+        ],
+    }
+    forger = fleet.runner()
+    blob = subprocess.run(
+        ["git", "hash-object", "-w", "--stdin"],
+        cwd=forger,
+        input=json.dumps(journal),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tree = subprocess.run(
+        ["git", "mktree"],
+        cwd=forger,
+        input=f"100644 blob {blob}\tjournal.json\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    commit = git(forger, "commit-tree", tree, "-m", "journal")
+    git(forger, "push", "-q", "origin", f"{commit}:refs/shatag-journal/rel")
+    ledger.count("faults_injected")
+    result = fleet.deploy(ledger, fleet.runner(), b)
+    notes = result.record.get("recovered", []) if result.returncode == 0 else []
+    ok = (
+        result.returncode == 0
+        and not victim.exists()
+        and any("not a target of this environment" in n for n in notes)
+        and fleet.targets_are(b)
+        and set(fleet.refs()) == {"refs/shatag/rel"}
+    )
+    ledger.record(
+        "git ledger: a forged journal names a file that is not a target",
+        "the next deploy ignores that entry (no file written outside the targets), restores "
+        "only configured targets, deploys",
+        f"{describe(result)}; outside file written={victim.exists()}; notes={notes}",
+        ok,
+    )
+    assert ok, (result.stderr[-500:], notes)
