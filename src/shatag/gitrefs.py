@@ -62,7 +62,11 @@ class GitRefs:
         self.pushes = 0
         self.conflicts = 0
 
-    def git(self, *args: str, stdin: str = "", check: bool = True) -> _run.Result:
+    def git(
+        self, *args: str, stdin: str = "", check: bool = True, raise_timeout: bool = False
+    ) -> _run.Result:
+        """Run ``git -C <repo> <args>``; a failure (or, unless ``raise_timeout``, a timeout)
+        is LEDGER_UNAVAILABLE."""
         env = {
             **self.env,
             "GIT_TERMINAL_PROMPT": "0",  # never wait for a password on a CI runner
@@ -89,6 +93,23 @@ class GitRefs:
                 "state_backend git needs the git program on PATH; install git or use "
                 "state_backend: local"
             ) from None
+        except ToolTimeout:
+            if raise_timeout:
+                raise
+            raise LedgerUnavailable(
+                f"git {args[0]} did not finish within {self.timeout:g}s (state remote "
+                f"{self.remote!r}); retry, or raise shatag.tool_timeout_sec"
+            ) from None
+        except ToolFailure as exc:
+            hint = ""
+            if "not a git repository" in exc.output:
+                hint = (
+                    f"; state_backend git runs in a git clone of the application (with the "
+                    f"remote {self.remote!r}): run shatag from one, or use state_backend: local"
+                )
+            raise LedgerUnavailable(
+                f"git {args[0]} failed in {self.repo}: {exc.message}{hint}"
+            ) from None
 
     def commit(self, content: str, name: str, parent: str | None, message: str) -> str:
         """A commit whose tree holds the file ``name`` with ``content`` (loose objects)."""
@@ -112,7 +133,7 @@ class GitRefs:
         argv += [f"{new}:{ref}" for new, ref, _old in refspecs]
         self.pushes += 1
         try:
-            result = self.git(*argv, check=False)
+            result = self.git(*argv, check=False, raise_timeout=True)
         except ToolTimeout:
             # Ambiguous: it may have landed. Callers refetch and check before retrying.
             log.warning("git push to %s timed out after %gs; refetching", self.remote, self.timeout)
@@ -142,22 +163,16 @@ class GitRefs:
         refs, pruning what the remote no longer has, in one ``git fetch``; then list them as
         ``(commit, ref)``, most recently committed first."""
         self.fetches += 1
-        try:
-            self.git(
-                "fetch",
-                "--quiet",
-                "--no-tags",
-                "--prune",
-                "--no-write-fetch-head",
-                self.remote,
-                *(f"+{ns}*:{ns}*" for ns in namespaces),
-            )
-        except ToolFailure as exc:
+        result = self.git(
+            "fetch", "--quiet", "--no-tags", "--prune", "--no-write-fetch-head", self.remote,
+            *(f"+{ns}*:{ns}*" for ns in namespaces), check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
             raise LedgerUnavailable(
                 f"cannot fetch the deployment ledger from {self.remote!r} in {self.repo} "
-                f"({exc.message}); state_backend git needs a git clone of the application "
-                "with that remote"
-            ) from None
+                f"({tail(result.stderr)}); state_backend git needs a git clone of the "
+                "application with that remote"
+            )
         listing = self.git(
             "for-each-ref", "--sort=-committerdate", "--format=%(objectname) %(refname)",
             *namespaces,
