@@ -195,18 +195,18 @@ def test_an_append_is_idempotent_per_attempt(remote: Remote) -> None:
 
 
 def _hold_lock(path: str, ready: multiprocessing.synchronize.Event, seconds: float) -> None:
-    ledger = GitLedger(Path(path), "origin", env=dict(os.environ), lock_ttl_sec=1.5)
+    ledger = GitLedger(Path(path), "origin", env=dict(os.environ), lock_ttl_sec=3.0)
     with ledger.lock(ENV, timeout=5, holder="deploy aaaa by ci"):
         ready.set()
         time.sleep(seconds)
 
 
 def test_two_runners_serialize_on_the_lock(remote: Remote) -> None:
-    """Held by one runner for 3 s with a 1.5 s TTL (renewed while held): another runner
+    """Held by one runner for 4.5 s with a 3 s TTL (renewed while held): another runner
     fails DEPLOY_LOCKED without waiting, and with waiting gets it only after release."""
     ctx = multiprocessing.get_context("fork")
     ready = ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(str(remote.clone()), ready, 3.0))
+    holder = ctx.Process(target=_hold_lock, args=(str(remote.clone()), ready, 4.5))
     holder.start()
     try:
         assert ready.wait(30)
@@ -225,8 +225,8 @@ def test_two_runners_serialize_on_the_lock(remote: Remote) -> None:
             mine = other.read_lock(ENV)
             assert mine is not None
             assert mine.holder == "deploy bbbb"
-        assert waited >= 1.0, "it outlived its 1.5 s TTL: the holder renewed it"
-        assert other.last_lock_wait_sec == pytest.approx(waited, abs=0.5)
+        assert waited >= 3.0, "it outlived its 3 s TTL: the holder renewed it"
+        assert 0 < other.last_lock_wait_sec <= waited
     finally:
         holder.join(30)
     assert f"refs/shatag-lock/{ENV}" not in remote.refs()
