@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 
+from shatag.config import Settings
+from shatag.core import ImageRef, parse_repository
+from shatag.deploy import recover_interrupted, switch
 from shatag.errors import DeployLocked, InvalidInput, LedgerDenied, LedgerUnavailable
 from shatag.history import HistoryRecord
-from shatag.ledger_git import GitLedger
+from shatag.ledger_git import GitEnvLedger, GitLedger
 from shatag.ledger_lock import LockInfo
+from shatag.supplychain import SignatureOutcome
 
 ENV = "production"
 GIT_ENV = {
@@ -366,3 +370,92 @@ def test_environment_names_cannot_escape_the_namespace(remote: Remote, hostile: 
         GitLedger.history_ref(hostile)
     with pytest.raises(InvalidInput):
         remote.ledger().store(hostile)
+
+
+# -- the deploy use case on the git ledger (switch and recovery, file targets) ----------------
+
+REPO = parse_repository("127.0.0.1:5000/api")
+IMG_A = ImageRef(REPO, "a" * 40, "sha256:" + "1" * 64)
+IMG_B = ImageRef(REPO, "b" * 40, "sha256:" + "2" * 64)
+SIG = SignatureOutcome("unverified", "tool_missing")
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings.from_mapping(
+        {
+            "state_backend": "git",
+            "environments": {
+                ENV: {"targets": [{"kind": "tfvars", "path": str(tmp_path / "image.tfvars.json")}]}
+            },
+        }
+    )
+
+
+def _switch(settings: Settings, ledger: GitEnvLedger, image: ImageRef) -> object:
+    return switch(
+        settings,
+        settings.environment(ENV),
+        image,
+        action="deploy",
+        signature=SIG,
+        env={"USER": "ci"},
+        ledger=ledger,
+    )
+
+
+def test_switch_on_the_git_ledger_records_and_restores_when_refused(
+    remote: Remote, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    ledger = GitEnvLedger(remote.ledger(), ENV)
+    with ledger.lock(timeout=5, holder="deploy A"):
+        _switch(settings, ledger, IMG_A)
+    tfvars = tmp_path / "image.tfvars.json"
+    before = tfvars.read_text()
+    assert IMG_A.sha in before
+    # The history ref is protected; lock and journal refs are not.
+    remote.hook(
+        f'while read old new ref; do [ "$ref" = refs/shatag/{ENV} ] && exit 1; done; exit 0\n'
+    )
+    second = GitEnvLedger(remote.ledger(), ENV)
+    with (
+        pytest.raises(LedgerDenied) as info,
+        second.lock(timeout=5, holder="deploy B"),
+    ):
+        _switch(settings, second, IMG_B)
+    assert "the deploy was not recorded, so every target was restored" in info.value.message
+    assert tfvars.read_text() == before
+    assert set(remote.refs()) == {f"refs/shatag/{ENV}"}  # no journal, no lock left
+    assert [r.sha for r in GitEnvLedger(remote.ledger(), ENV).newest()] == [IMG_A.sha]
+
+
+def test_recovery_from_a_shared_journal_touches_configured_targets_only(
+    remote: Remote, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path)
+    tfvars = tmp_path / "image.tfvars.json"
+    victim = tmp_path / "elsewhere.txt"
+    writer = remote.ledger()
+    with writer.lock(ENV, timeout=5):
+        writer.write_journal(
+            ENV,
+            {
+                "attempt": "killed",
+                "action": "deploy",
+                "sha": IMG_B.sha,
+                "digest": IMG_B.digest,
+                "targets": [
+                    {"kind": "tfvars", "path": str(tfvars), "previous": '{"image_sha": ""}\n'},
+                    {"kind": "tfvars", "path": str(victim), "previous": "forged\n"},
+                ],
+            },
+        )
+    ledger = GitEnvLedger(remote.ledger(), ENV)
+    with ledger.lock(timeout=5, holder="next deploy"):
+        notes = recover_interrupted(ledger, env={}, trusted=settings.environment(ENV).targets)
+    assert tfvars.read_text() == '{"image_sha": ""}\n'
+    assert not victim.exists()
+    assert any("not a target of this environment" in n for n in notes)
+    rows = GitEnvLedger(remote.ledger(), ENV).newest()
+    assert [(r.sha, r.result, r.error_code) for r in rows] == [(IMG_B.sha, "failed", "INTERRUPTED")]
+    assert set(remote.refs()) == {f"refs/shatag/{ENV}"}
