@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
-from shatag.config import Settings
+from shatag.config import Settings, StateConfig
 from shatag.core import ImageRef, parse_repository
 from shatag.deploy import recover_interrupted, switch
 from shatag.errors import DeployLocked, InvalidInput, LedgerDenied, LedgerUnavailable
 from shatag.history import HistoryRecord
+from shatag.ledger import open_ledger
 from shatag.ledger_git import GitEnvLedger, GitLedger
 from shatag.ledger_lock import LockInfo
 from shatag.supplychain import SignatureOutcome
@@ -459,3 +460,87 @@ def test_recovery_from_a_shared_journal_touches_configured_targets_only(
     rows = GitEnvLedger(remote.ledger(), ENV).newest()
     assert [(r.sha, r.result, r.error_code) for r in rows] == [(IMG_B.sha, "failed", "INTERRUPTED")]
     assert set(remote.refs()) == {f"refs/shatag/{ENV}"}
+
+
+# -- races and odd states, in one process (deterministic) --------------------------------------
+
+
+def test_an_append_that_loses_the_race_refetches_and_lands_on_top(remote: Remote) -> None:
+    slow, fast = remote.ledger(), remote.ledger()
+    slow.store(ENV).newest()  # slow has read the (empty) head
+    fast.store(ENV).append(record(1))
+    slow.store(ENV).append(record(2))  # its lease on "no ref" fails: refetch, retry on top
+    assert slow.stats["conflicts"] == 1
+    assert [r.sha for r in remote.ledger().store(ENV).newest()] == [record(2).sha, record(1).sha]
+
+
+def test_an_ambiguous_push_that_landed_is_not_recorded_twice(remote: Remote) -> None:
+    """The remote takes 2 s to accept (a slow hook); the client gives up after 1 s, retries,
+    and then finds its attempt already on the ref."""
+    remote.hook("sleep 2\nexit 0\n")
+    ledger = remote.ledger(timeout=1.0)
+    ledger.refresh()
+    ledger.store(ENV).append(record(5, attempt="once"))
+    (remote.bare / "hooks" / "pre-receive").unlink()
+    assert ledger.stats["conflicts"] >= 1
+    assert [r.attempt for r in remote.ledger().store(ENV).newest()] == ["once"]
+
+
+def test_journal_writes_and_deletes_are_compare_and_swap_too(remote: Remote) -> None:
+    one, two = remote.ledger(), remote.ledger()
+    one.refresh()
+    two.write_journal(ENV, {"attempt": "two"})
+    one.write_journal(ENV, {"attempt": "one"})  # stale lease: refetch, write on top
+    three = remote.ledger()
+    assert three.read_journal(ENV) == {"attempt": "one"}
+    two.clear_journal(ENV)  # two's view is stale (its own commit): refetch, then delete
+    assert remote.ledger().read_journal(ENV) is None
+    assert one.stats["conflicts"] == 1
+
+
+def test_an_unreadable_journal_is_dropped(remote: Remote) -> None:
+    clone = remote.clone()
+    blob = git(clone, "hash-object", "-w", "--stdin", stdin="{not json")
+    tree = git(clone, "mktree", stdin=f"100644 blob {blob}\tjournal.json\n")
+    git(clone, "push", "-q", "origin", f"{git(clone, 'commit-tree', tree, '-m', 'j')}:"
+        f"refs/shatag-journal/{ENV}")  # fmt: skip
+    ledger = GitEnvLedger(remote.ledger(), ENV)
+    assert ledger.read_journal() is None
+    assert remote.refs() == {}
+
+
+def test_a_lock_broken_by_hand_while_held_is_not_recreated(
+    remote: Remote, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = remote.ledger(lock_ttl_sec=0.9)
+    with ledger.lock(ENV, timeout=5, holder="long deploy"):
+        git(remote.clone(), "push", "-q", "origin", "--delete", f"refs/shatag-lock/{ENV}")
+        time.sleep(1.0)  # a renewal (every 0.3 s) finds the lease gone
+    assert remote.refs() == {}
+    assert "was taken over while held" in caplog.text
+
+
+def test_git_that_does_not_answer_in_time_is_ledger_unavailable(remote: Remote) -> None:
+    with pytest.raises(LedgerUnavailable) as info:
+        remote.ledger(timeout=0.001).environments()
+    assert "did not finish within" in info.value.message
+
+
+def test_one_git_ledger_per_process_behind_the_seam(remote: Remote) -> None:
+    clone = remote.clone()
+    state = Settings.from_mapping({"state_backend": "git"}).state
+    state = StateConfig(backend="git", remote="origin", repo=clone, timeout_sec=state.timeout_sec)
+    first = open_ledger(state, ENV, environ=dict(os.environ))
+    second = open_ledger(state, "staging", environ=dict(os.environ))
+    assert isinstance(first, GitEnvLedger)
+    assert isinstance(second, GitEnvLedger)
+    assert first.ledger is second.ledger
+    first.append(record(1))
+    first.append(record(2))
+    assert first.env == ENV
+    assert [r.sha for r in first.iter_newest()] == [record(2).sha, record(1).sha]
+    assert first.previous() == record(1)
+    assert first.digest_for(record(1).sha) == record(1).digest
+    assert second.known_digest(record(2).sha) == (ENV, record(2).digest)
+    assert first.find_attempt("attempt-1") == record(1)
+    assert second.current() is None
