@@ -41,6 +41,7 @@ from shatag.errors import (
     DeployFailed,
     DigestMismatch,
     InvalidInput,
+    LedgerDenied,
     MissingTag,
     PolicyViolation,
     ShatagError,
@@ -511,17 +512,26 @@ def _run_apply(
 
 
 def _record_or_undo(ledger: Ledger, record: HistoryRecord, applied: list[Target]) -> None:
-    """Append the successful ``record``; if a shared ledger refuses it (or cannot take it),
-    what history does not show must not run: every applied target goes back as it was."""
+    """Append the successful ``record``. If a shared ledger *refuses* it (LEDGER_DENIED), what
+    history does not show must not run: every applied target goes back as it was. If it could
+    not tell (LEDGER_UNAVAILABLE: the push timed out and the refetch failed), the record may
+    have landed: targets and journal stay, and the next deploy or rollback of the environment
+    completes the attempt (recorded) or undoes it (not recorded)."""
     try:
         ledger.append(record)
-    except ShatagError as exc:
+    except LedgerDenied as exc:
         problems = _restore_all(applied)
         if not problems:
             with contextlib.suppress(ShatagError):
                 ledger.clear_journal()
         undone = "every target was restored" if not problems else "; ".join(problems)
-        raise type(exc)(f"{exc.message}; the deploy was not recorded, so {undone}") from None
+        raise LedgerDenied(f"{exc.message}; the deploy was not recorded, so {undone}") from None
+    except ShatagError as exc:
+        raise type(exc)(
+            f"{exc.message}; whether the deploy was recorded is unknown: the targets stay "
+            "switched and the deploy journal stays, so the next deploy or rollback of this "
+            "environment completes or undoes it"
+        ) from None
 
 
 def _restore_all(applied: list[Target]) -> list[str]:
