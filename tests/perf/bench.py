@@ -1056,7 +1056,7 @@ def markdown(w: World, info: Mapping[str, str], elapsed: float) -> str:
         head,
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in w.rows:
+    for r in sorted(w.rows, key=lambda row: int(row.item)):  # item 6 (suite) is added last
         result = "pass" if r.ok else ("**FAIL**" if r.asserted else "over target")
         if r.shatag == "not measured":
             result = "-"
