@@ -72,6 +72,9 @@ def render(data: dict[str, Any]) -> str:
     ]
     lines += [f"| {label} | {counts.get(key, 0)} |" for key, label in COUNT_LABELS.items()]
     lines += [
+        f"| {_cell(label)} | {_cell(value)} |" for label, value in data.get("figures", {}).items()
+    ]
+    lines += [
         f"| scenarios passed | {passed} / {len(outcomes)} |",
         "",
         "## Scenarios",
@@ -119,6 +122,8 @@ def print_table(data: dict[str, Any]) -> None:
         print("-" * (sum(widths) + 6))
     for key, label in COUNT_LABELS.items():
         print(f"{label}: {data['counts'].get(key, 0)}")
+    for label, value in data.get("figures", {}).items():
+        print(f"{label}: {value}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,11 +58,13 @@ def run(
     check: bool = True,
     on_line: Callable[[str], None] | None = None,
     cwd: str | None = None,
+    stdin: str = "",
 ) -> Result:
     """Run ``argv`` and return its :class:`Result`.
 
     ``env`` is merged over the current environment (secrets travel only this way).
     ``on_line`` receives each output line (stdout and stderr, masked) as it arrives.
+    ``stdin`` is written to the program's standard input (e.g. ``git cat-file --batch``).
     """
     secrets = tuple(secrets)
     merged_env = {**os.environ, **(env or {})}
@@ -97,7 +99,7 @@ def run(
             _ok_code=list(range(256)),
             _out=collector(stdout),
             _err=collector(stderr),
-            _in="",
+            _in=stdin,
             _cwd=cwd,
             _decode_errors="replace",
             _return_cmd=True,

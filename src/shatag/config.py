@@ -31,6 +31,7 @@ from shatag.errors import ConfigError
 from shatag.targets import DEFAULT_TARGETS, TargetSpec, parse_target
 
 SignaturePolicy = Literal["soft", "enforce"]
+StateBackend = Literal["local", "git"]
 
 DEFAULTS: Final[dict[str, Any]] = {
     "canonical_repository": "localhost:5000/api",
@@ -41,6 +42,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "platform": "linux/amd64",
     "metadata_dir": "build/metadata",
     "state_dir": ".shatag",
+    "state_backend": "local",
+    "state_remote": "origin",
+    "state_lock_ttl_sec": 60.0,
     "signature_policy": "soft",
     "cosign_key": "",
     "cosign_public_key": "",
@@ -139,6 +143,20 @@ class RegistryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where history, deploy lock and crash journal live (:func:`shatag.ledger.open_ledger`):
+    files under ``dir`` (``local``), or refs on the git remote ``remote`` of the repository at
+    ``repo`` -- the current directory (``git``, docs/ledger.md)."""
+
+    backend: StateBackend = "local"
+    dir: Path = Path(".shatag")
+    remote: str = "origin"
+    lock_ttl_sec: float = 60.0
+    timeout_sec: float = 120.0
+    repo: Path = Path()
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     canonical: Repository
     staging: Repository
@@ -148,6 +166,9 @@ class Settings:
     platform: str = "linux/amd64"
     metadata_dir: Path = Path("build/metadata")
     state_dir: Path = Path(".shatag")
+    state_backend: StateBackend = "local"
+    state_remote: str = "origin"
+    state_lock_ttl_sec: float = 60.0
     signature_policy: SignaturePolicy = "soft"
     cosign_key: str = ""
     cosign_public_key: str = ""
@@ -183,6 +204,16 @@ class Settings:
         return MetricsConfig(textfile=self.metrics_textfile, pushgateway=self.metrics_pushgateway)
 
     @property
+    def state(self) -> StateConfig:
+        return StateConfig(
+            backend=self.state_backend,
+            dir=self.state_dir,
+            remote=self.state_remote,
+            lock_ttl_sec=self.state_lock_ttl_sec,
+            timeout_sec=self.tool_timeout_sec,
+        )
+
+    @property
     def registry(self) -> RegistryConfig:
         return RegistryConfig(timeout_sec=self.registry_timeout_sec, retries=self.registry_retries)
 
@@ -214,6 +245,9 @@ class Settings:
         platform = _str(merged, "platform")
         if platform != "linux/amd64":
             raise ConfigError(f"platform {platform!r} is not supported: only linux/amd64 (FR-015)")
+        backend = _str(merged, "state_backend")
+        if backend not in ("local", "git"):
+            raise ConfigError(f"state_backend must be 'local' or 'git', not {backend!r}")
         canonical = parse_repository(_str(merged, "canonical_repository"))
         staging = parse_repository(_str(merged, "staging_repository"))
         if canonical == staging:
@@ -227,6 +261,9 @@ class Settings:
             platform=platform,
             metadata_dir=Path(_str(merged, "metadata_dir")),
             state_dir=Path(_str(merged, "state_dir")),
+            state_backend="git" if backend == "git" else "local",
+            state_remote=_remote(_str(merged, "state_remote")),
+            state_lock_ttl_sec=_positive(merged, "state_lock_ttl_sec"),
             signature_policy="enforce" if policy == "enforce" else "soft",
             cosign_key=_str(merged, "cosign_key"),
             cosign_public_key=_str(merged, "cosign_public_key"),
@@ -270,6 +307,17 @@ def _whole(raw: Mapping[str, Any], key: str) -> int:
     if number < 1 or number != int(number):
         raise ConfigError(f"shatag.{key} must be a whole number >= 1, not {raw[key]!r}")
     return int(number)
+
+
+def _remote(value: str) -> str:
+    """A git remote name or URL for ``state_remote``: it becomes one argument of ``git fetch``
+    and ``git push``, so it may not look like an option or hold whitespace."""
+    value = value.strip()
+    if not value or value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value):
+        raise ConfigError(
+            f"shatag.state_remote must be a git remote name or URL (e.g. origin), not {value!r}"
+        )
+    return value
 
 
 def _branches(value: Any) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ SOFT_VERIFY_TOOL_ERROR. The escalation criterion holds when at least ``window`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
@@ -139,11 +139,14 @@ def build_observations(settings: Settings) -> list[Observation]:
     return out
 
 
-def history_observations(settings: Settings, limit: int = 500) -> list[Observation]:
+def history_observations(
+    settings: Settings, limit: int = 500, *, env: Mapping[str, str] | None = None
+) -> list[Observation]:
     """Deploy and rollback attempts of every configured environment (newest ``limit`` each)."""
     out: list[Observation] = []
     for env_name in settings.environments:
-        for record in open_ledger(settings.state_dir, env_name).newest(limit=limit):
+        ledger = open_ledger(settings.state, env_name, environ=env)
+        for record in ledger.newest(limit=limit):
             if not is_sha(record.sha):
                 continue
             out.append(
@@ -160,12 +163,20 @@ def history_observations(settings: Settings, limit: int = 500) -> list[Observati
     return out
 
 
-def coverage(settings: Settings, window: int = WINDOW) -> CoverageReport:
-    """Coverage over build metadata and deployment history (see the module docstring)."""
+def coverage(
+    settings: Settings, window: int = WINDOW, *, env: Mapping[str, str] | None = None
+) -> CoverageReport:
+    """Coverage over build metadata and deployment history (see the module docstring).
+    ``env``: what git runs with when the history is on git (``state_backend: git``)."""
     builds = build_observations(settings)
-    deploys = history_observations(settings)
+    deploys = history_observations(settings, env=env)
     report = summarize([*builds, *deploys], window)
-    sources = (f"metadata:{settings.metadata_dir}", f"history:{settings.state_dir}")
+    history = (
+        f"history:git {settings.state_remote} refs/shatag/*"
+        if settings.state_backend == "git"
+        else f"history:{settings.state_dir}"
+    )
+    sources = (f"metadata:{settings.metadata_dir}", history)
     return CoverageReport(**{**asdict(report), "sources": sources})
 
 

@@ -23,6 +23,7 @@ The environment's state (history, lock, journal) is reached through :mod:`shatag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import time
@@ -40,6 +41,7 @@ from shatag.errors import (
     DeployFailed,
     DigestMismatch,
     InvalidInput,
+    LedgerDenied,
     MissingTag,
     PolicyViolation,
     ShatagError,
@@ -50,7 +52,7 @@ from shatag.ledger import Ledger, open_ledger
 from shatag.metadata import load_metadata
 from shatag.registry import open_registry
 from shatag.supplychain import SignatureOutcome, verify_image
-from shatag.targets import Target, TargetContext, finish, make_target, recover
+from shatag.targets import Target, TargetContext, TargetSpec, finish, make_target, recover
 
 log = logging.getLogger("shatag.deploy")
 
@@ -186,9 +188,10 @@ def run_switch(
 ) -> DeployRecord:
     """The one path of deploy and rollback: under the environment's lock, recover a killed
     attempt, resolve the SHA in the registry, guard its digest, verify it, switch."""
-    ledger = open_ledger(settings.state_dir, envcfg.name)
+    ledger = open_ledger(settings.state, envcfg.name, environ=env)
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
-        recovered = recover_interrupted(ledger, env=env)
+        shared = settings.state_backend != "local"
+        recovered = recover_interrupted(ledger, env=env, trusted=envcfg.targets if shared else None)
         sha = route.choose(ledger)
         image = resolve_image(settings, envcfg, sha, env=env, staging_only=route.staging_only)
         expected = route.expected(ledger, image)
@@ -266,7 +269,7 @@ def switch(
     started = time.monotonic()
     started_at = utc_now()
     attempt = uuid.uuid4().hex
-    ledger = ledger or open_ledger(settings.state_dir, envcfg.name)
+    ledger = ledger or open_ledger(settings.state, envcfg.name, environ=env)
     current = ledger.current()
     base = HistoryRecord(
         action=action,
@@ -311,15 +314,18 @@ def switch(
     except BaseException as exc:
         problems = _restore_all(applied)
         error = exc if isinstance(exc, ShatagError) else None
-        ledger.append(
-            _finished(
-                base,
-                started,
-                result="failed",
-                error_code=error.code if error else type(exc).__name__,
-                error=(error.message if error else str(exc))[:2000],
+        try:
+            ledger.append(
+                _finished(
+                    base,
+                    started,
+                    result="failed",
+                    error_code=error.code if error else type(exc).__name__,
+                    error=(error.message if error else str(exc))[:2000],
+                )
             )
-        )
+        except ShatagError as unrecorded:  # a shared ledger that refused the record
+            log.warning("the failed attempt could not be recorded: %s", unrecorded)
         if not problems:
             ledger.clear_journal()
         # else: keep the journal, so the next deploy/rollback of this environment restores
@@ -330,7 +336,7 @@ def switch(
             ) from None
         raise
     record = _finished(base, started, result="ok")
-    ledger.append(record)
+    _record_or_undo(ledger, record, applied)
     for target in targets:
         try:
             target.commit()
@@ -366,13 +372,20 @@ def switch(
     )
 
 
-def recover_interrupted(ledger: Ledger, *, env: Mapping[str, str]) -> tuple[str, ...]:
+def recover_interrupted(
+    ledger: Ledger,
+    *,
+    env: Mapping[str, str],
+    trusted: tuple[TargetSpec, ...] | None = None,
+) -> tuple[str, ...]:
     """Finish what a killed deploy of the ledger's environment left behind (the caller holds
     the lock).
 
     If history recorded the attempt as done, its cleanup is completed (roll forward); otherwise
     every target is put back as it was before the attempt, and the attempt is recorded as
-    failed (``INTERRUPTED``).
+    failed (``INTERRUPTED``). ``trusted``: when the journal comes from a shared ledger (anyone
+    who may push its refs could have written it), only entries naming one of these configured
+    targets are acted on -- a journal cannot make this runner write an arbitrary file.
     """
     data = ledger.read_journal()
     if data is None:
@@ -382,6 +395,15 @@ def recover_interrupted(ledger: Ledger, *, env: Mapping[str, str]) -> tuple[str,
     entries = [e for e in data.get("targets", []) if isinstance(e, dict)]
     ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt)
     notes: list[str] = []
+    if trusted is not None:
+        kept = [e for e in entries if _names_a_target(e, trusted)]
+        notes += [
+            f"ignored a journal entry for {e.get('kind')!r} {e.get('path') or e.get('name')!r}: "
+            "not a target of this environment"
+            for e in entries
+            if e not in kept
+        ]
+        entries = kept
     if done is not None and done.ok:
         notes += [finish(e, ctx) for e in entries]
     else:
@@ -407,6 +429,24 @@ def recover_interrupted(ledger: Ledger, *, env: Mapping[str, str]) -> tuple[str,
 
 
 # -- plumbing -------------------------------------------------------------------------------
+
+
+def _names_a_target(entry: Mapping[str, Any], specs: tuple[TargetSpec, ...]) -> bool:
+    """Whether a journal entry is about one of ``specs``: same kind, and the same file (as an
+    absolute path here) or the same container name where the entry names one."""
+    for spec in specs:
+        if spec.kind != entry.get("kind"):
+            continue
+        path, name = getattr(spec, "path", ""), getattr(spec, "name", "")
+        if "path" in entry:
+            same = bool(path) and str(Path(str(path)).absolute()) == str(entry["path"])
+        elif "name" in entry:
+            same = bool(name) and str(name) == str(entry["name"])
+        else:
+            same = True  # a kind whose entries name nothing: the kind is configured here
+        if same:
+            return True
+    return False
 
 
 def _repo_type(settings: Settings, repository: Repository) -> str:
@@ -468,6 +508,29 @@ def _run_apply(
         raise DeployFailed(
             f"the apply command of environment {envcfg.name!r} failed ({exc.message}); every "
             "target was restored to its previous content"
+        ) from None
+
+
+def _record_or_undo(ledger: Ledger, record: HistoryRecord, applied: list[Target]) -> None:
+    """Append the successful ``record``. If a shared ledger *refuses* it (LEDGER_DENIED), what
+    history does not show must not run: every applied target goes back as it was. If it could
+    not tell (LEDGER_UNAVAILABLE: the push timed out and the refetch failed), the record may
+    have landed: targets and journal stay, and the next deploy or rollback of the environment
+    completes the attempt (recorded) or undoes it (not recorded)."""
+    try:
+        ledger.append(record)
+    except LedgerDenied as exc:
+        problems = _restore_all(applied)
+        if not problems:
+            with contextlib.suppress(ShatagError):
+                ledger.clear_journal()
+        undone = "every target was restored" if not problems else "; ".join(problems)
+        raise LedgerDenied(f"{exc.message}; the deploy was not recorded, so {undone}") from None
+    except ShatagError as exc:
+        raise type(exc)(
+            f"{exc.message}; whether the deploy was recorded is unknown: the targets stay "
+            "switched and the deploy journal stays, so the next deploy or rollback of this "
+            "environment completes or undoes it"
         ) from None
 
 

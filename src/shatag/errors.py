@@ -103,6 +103,20 @@ class NoRollbackTarget(ShatagError):
     code = "NO_ROLLBACK_TARGET"
 
 
+class LedgerDenied(ShatagError):
+    """The state remote refused a write to the git ledger (permissions, a hook, a protected
+    ref): nothing was deployed, or what was applied has been restored."""
+
+    code = "LEDGER_DENIED"
+
+
+class LedgerUnavailable(ShatagError):
+    """The git ledger could not be read or written: no git repository, the remote is
+    unreachable or timed out, or compare-and-swap retries ran out."""
+
+    code = "LEDGER_UNAVAILABLE"
+
+
 class ToolFailure(ShatagError):
     """An external program failed; carries the (masked) command and output."""
 

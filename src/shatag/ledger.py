@@ -1,11 +1,15 @@
 """The state of one environment behind one seam: history, deploy lock and crash journal.
 
 The deploy and rollback use cases, ``inv history`` and ``inv signatures`` reach an environment's
-state only through a :class:`Ledger` that :func:`open_ledger` returns. :class:`LocalLedger`
-keeps it in ``<state_dir>/<env>/``: ``history.jsonl`` (:mod:`shatag.history`), ``deploy.lock``
-(:mod:`shatag.lock`) and ``pending.json`` (the journal of the deploy in progress). Another
-backend (e.g. a git repository shared by several machines) is one more implementation of the
-protocol and one more branch in :func:`open_ledger`.
+state only through a :class:`Ledger` that :func:`open_ledger` returns, chosen by
+``state_backend``:
+
+* ``local`` -- :class:`LocalLedger` keeps it in ``<state_dir>/<env>/``: ``history.jsonl``
+  (:mod:`shatag.history`), ``deploy.lock`` (:mod:`shatag.lock`) and ``pending.json`` (the
+  journal of the deploy in progress);
+* ``git`` -- :class:`shatag.ledger_git.GitEnvLedger` keeps it on refs of the application's own
+  repository (``refs/shatag/<env>``, ``refs/shatag-lock/<env>``, ``refs/shatag-journal/<env>``
+  on ``state_remote``), shared by every CI runner (issue 15, docs/ledger.md).
 
 >>> import tempfile
 >>> ledger = open_ledger(Path(tempfile.mkdtemp()), "local")
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from shatag._fs import atomic_write_text
+from shatag.config import StateConfig
 from shatag.core import validate_env_name
 from shatag.history import HistoryRecord, HistoryStore, known_digest
 from shatag.lock import env_lock
@@ -145,6 +150,25 @@ class LocalLedger:
         self.journal_path.unlink(missing_ok=True)
 
 
-def open_ledger(state_dir: Path, env: str) -> Ledger:
-    """The ledger of environment ``env`` (the one place that chooses the backend)."""
-    return LocalLedger(state_dir, env)
+def open_ledger(
+    state: StateConfig | Path, env: str, *, environ: Mapping[str, str] | None = None
+) -> Ledger:
+    """The ledger of environment ``env`` (the one place that chooses the backend).
+
+    ``state`` is the :class:`~shatag.config.StateConfig` (or, for the local backend, just its
+    directory); ``environ`` is what git runs with (credentials, ``HOME``, ``PATH``).
+    """
+    if isinstance(state, Path):
+        return LocalLedger(state, env)
+    if state.backend == "git":
+        from shatag.ledger_git import GitEnvLedger, shared_ledger
+
+        shared = shared_ledger(
+            state.repo,
+            state.remote,
+            env=environ if environ is not None else {},
+            timeout=state.timeout_sec,
+            lock_ttl_sec=state.lock_ttl_sec,
+        )
+        return GitEnvLedger(shared, env)
+    return LocalLedger(state.dir, env)

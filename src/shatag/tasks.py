@@ -233,7 +233,7 @@ def history_(c: Context, env: str = "local", limit: int = 20, json: bool = False
 
         settings = _settings(c)
         settings.environment(env)
-        rows = catalog(open_ledger(settings.state_dir, env), limit=limit or None)
+        rows = catalog(open_ledger(settings.state, env, environ=environ), limit=limit or None)
         if json:
             for row in rows:
                 output.emit_json(row)
@@ -271,7 +271,7 @@ def signatures(c: Context, window: int = 30, json: bool = False) -> None:
     with _edge("signatures", environ, {}):
         from shatag.coverage import coverage, format_report
 
-        report = coverage(_settings(c), window=window)
+        report = coverage(_settings(c), window=window, env=environ)
         data = report.as_dict()
         if not json:
             data.pop("shas")

@@ -420,6 +420,31 @@ def _deploy_enforce_unsigned(make_world: Callable[..., World], _: Any) -> InvRes
     return world.inv("deploy", f"--sha={_deployed(world)}", "--env=production")
 
 
+@scenario("deploy-workflow", "LEDGER_DENIED")
+def _deploy_ledger_remote_refuses(make_world: Callable[..., World], _: Any) -> InvResult:
+    """state_backend git, and the remote's pre-receive hook refuses every push (issue 15)."""
+    world = make_world(state_backend="git")
+    sha = _deployed(world)
+    bare = world.root / "remote.git"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run([*git, "init", "-q", "--bare", str(bare)], check=True, timeout=30)
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'no push for this token' >&2\nexit 1\n", encoding="utf-8")
+    hook.chmod(0o755)
+    subprocess.run([*git, "-C", str(world.root), "init", "-q"], check=True, timeout=30)
+    subprocess.run(
+        [*git, "-C", str(world.root), "remote", "add", "origin", str(bare)], check=True, timeout=30
+    )
+    return world.inv("deploy", f"--sha={sha}", "--env=production")
+
+
+@scenario("deploy-workflow", "LEDGER_UNAVAILABLE")
+def _deploy_ledger_outside_a_clone(make_world: Callable[..., World], _: Any) -> InvResult:
+    """state_backend git, run where there is no git clone to hold the ledger (issue 15)."""
+    world = make_world(state_backend="git")
+    return world.inv("deploy", f"--sha={_deployed(world)}", "--env=production")
+
+
 def _listed() -> list[tuple[str, str]]:
     return [
         (name, entry["code"])

@@ -72,6 +72,8 @@ class Outcome:
 class Ledger:
     outcomes: list[Outcome] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    #: Measured values the report lists under Figures (e.g. the git ledger's lock wait).
+    figures: dict[str, str] = field(default_factory=dict)
     captured: list[tuple[str, str]] = field(default_factory=list)
     scan_dirs: list[Path] = field(default_factory=list)
     skip_dirs: list[Path] = field(default_factory=list)
@@ -87,6 +89,10 @@ class Ledger:
     def count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.counts[key] += n
+
+    def figure(self, label: str, value: str) -> None:
+        with self._lock:
+            self.figures[label] = value
 
     def capture(self, label: str, text: str) -> None:
         with self._lock:
@@ -135,6 +141,7 @@ class Ledger:
         }
         return {
             "counts": counts,
+            "figures": dict(self.figures),
             "outcomes": [asdict(o) for o in self.outcomes],
             "failed_tests": self.failed_tests,
             "leaks": leaks,
@@ -197,10 +204,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def rinv(
-    ledger: Ledger, args: list[str], env: dict[str, str], *, timeout: float = 600
+    ledger: Ledger,
+    args: list[str],
+    env: dict[str, str],
+    *,
+    timeout: float = 600,
+    cwd: Path | None = None,
 ) -> InvResult:
-    """The real CLI (as CI runs it); its output is kept for the canary scan."""
-    result = run_inv(args, env, timeout=timeout)
+    """The real CLI (as CI runs it, in ``cwd``); its output is kept for the canary scan."""
+    result = run_inv(args, env, timeout=timeout, cwd=cwd)
     ledger.capture(f"inv {' '.join(args)[:80]}", result.stdout + "\n" + result.stderr)
     return result
 

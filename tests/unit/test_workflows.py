@@ -131,7 +131,8 @@ def test_deploy_and_rollback_take_the_sha_from_a_required_input(name: str, task:
     inputs = workflow["on"]["workflow_dispatch"]["inputs"]
     assert inputs["image_sha"]["required"] is True
     assert "default" not in inputs["image_sha"], "no default SHA: never a floating choice"
-    assert workflow["permissions"] == {"contents": "read", "packages": "read"}
+    # contents: write for the git ledger's refs only (issue 15); the registry stays read-only.
+    assert workflow["permissions"] == {"contents": "write", "packages": "read"}
     (job,) = workflow["jobs"].values()
     assert job["env"]["IMAGE_SHA"] == "${{ inputs.image_sha }}"
     tasks = [line for line in run_lines(workflow) if line.startswith("inv ")]
@@ -149,7 +150,20 @@ def test_rollback_has_no_build_step() -> None:
         assert "upload-artifact" not in uses
     for job in workflow["jobs"].values():
         assert "permissions" not in job, "job-level permissions could widen the read-only scope"
-    assert "write" not in workflow["permissions"].values()
+    assert workflow["permissions"]["packages"] == "read", "rollback never writes the registry"
+
+
+@pytest.mark.parametrize("name", ["api-deploy.yml", "api-rollback.yml"])
+def test_deploy_and_rollback_keep_their_state_in_the_git_ledger(name: str) -> None:
+    """Issue 15: a fresh runner has no state_dir; history, lock and journal live on
+    refs/shatag*/ of the repository, which the job's token may push."""
+    workflow = load(name)
+    (job,) = workflow["jobs"].values()
+    assert job["env"]["INVOKE_SHATAG_STATE_BACKEND"] == "git"
+    assert job["env"]["INVOKE_SHATAG_STATE_REMOTE"] == "origin"
+    assert workflow["permissions"]["contents"] == "write"
+    checkout = next(s for s in steps(workflow) if str(s.get("uses", "")).startswith("actions/che"))
+    assert checkout["with"]["persist-credentials"] is True, "the token must stay to push refs"
 
 
 def test_deploy_never_references_a_floating_tag() -> None:
