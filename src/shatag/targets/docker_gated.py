@@ -36,6 +36,7 @@ proxy forwards to the new one, so the service keeps answering.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import urllib.error
 import urllib.request
@@ -165,7 +166,11 @@ class GatedDockerTarget:
             self._check(candidate)
         self._proxy.check_ownership()
         self._pull(image)
-        ensure_proxy_image(self._docker, self._proxy.spec.image, self._env)
+        image_ref = ensure_proxy_image(self._docker, self._proxy.spec.image, self._env)
+        if image_ref != self._proxy.spec.image:  # the default, built here: its own tag
+            self._proxy = Proxy(
+                dataclasses.replace(self._proxy.spec, image=image_ref), self._docker
+            )
         self._proxy.ensure_network()
         legacy = self._docker.inspect("container", name)
         self._legacy = legacy is not None
