@@ -4,11 +4,15 @@ A local distribution registry on localhost:5000 (started if nothing answers ther
 example API as a git repository with two commits, then exactly what an operator runs:
 
     inv build        (commit A)   → localhost:5000/api:<A>
-    inv deploy --sha=<A>          → container shatag-local on 127.0.0.1:8080
+    inv deploy --sha=<A>          → proxy shatag-local-proxy on 127.0.0.1:8080 → A
     inv build        (commit B)
-    inv deploy --sha=<B>
-    inv rollback                  → back to A, no build, no push
+    inv deploy --sha=<B>          → while a request loop hits 127.0.0.1:8080
+    inv rollback                  → back to A, no build, no push, same loop
     inv history --limit=3
+
+During the switch to B and the rollback a request loop (about 50 requests per second, on
+loopback) counts what answered and what failed, and prints the figure: the switch goes through
+the Caddy proxy shatag runs, so the count of failed requests is expected to be 0.
 
 Run it with ``bash ci/setup.sh && .venv/bin/python ci/demo.py``. A second run reuses the
 same commits, so the builds report ``"reused": true`` (FR-009).
@@ -22,8 +26,11 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +146,40 @@ def serving() -> str:
     return "(no answer on 127.0.0.1:8080)"
 
 
+class RequestLoop:
+    """GET /api.json on 127.0.0.1:8080 about 50 times a second until stopped (bounded)."""
+
+    def __init__(self, rate: float = 50.0, limit_sec: float = 300.0) -> None:
+        self.rate, self.limit_sec = rate, limit_sec
+        self.answers: Counter[str] = Counter()
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit_sec
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:8080/api.json", timeout=5) as r:
+                    self.answers[json.loads(r.read().decode()).get("release", "?")] += 1
+            except (OSError, ValueError, urllib.error.HTTPError):
+                self.failed += 1
+            self._stop.wait(1.0 / self.rate)
+
+    def report(self) -> str:
+        sent = sum(self.answers.values()) + self.failed
+        seen = ", ".join(f"{k}: {v}" for k, v in self.answers.items())
+        return f"request loop: {sent} requests, {self.failed} failed (answered by {seen})"
+
+
 def main() -> None:
     step("registry on localhost:5000")
     registry = LocalRegistry(STATE / "demo-registry", port=5000)
@@ -151,23 +192,35 @@ def main() -> None:
     git("checkout", "-q", sha_a)
     step(f"build A = {sha_a}")
     inv("build", f"--sha={sha_a}", "--branch=main")
-    step("deploy A to environment local (container shatag-local, 127.0.0.1:8080)")
+    step("deploy A to environment local (127.0.0.1:8080, through the proxy shatag-local-proxy)")
     inv("deploy", f"--sha={sha_a}")
     print(f"  serving: {serving()}")
     git("checkout", "-q", "main")
     step(f"build B = {sha_b}")
     inv("build", f"--sha={sha_b}", "--branch=main")
-    step("deploy B")
-    inv("deploy", f"--sha={sha_b}")
+    step("deploy B, while a request loop runs against 127.0.0.1:8080")
+    with RequestLoop() as loop:
+        time.sleep(0.5)
+        inv("deploy", f"--sha={sha_b}")
+        time.sleep(0.5)
+    print(f"  {loop.report()}")
     print(f"  serving: {serving()}")
-    step("rollback (no --sha: the previous deployment, A) — no build, no push")
-    record = inv("rollback")
+    step("rollback (no --sha: the previous deployment, A) — no build, no push; same loop")
+    with RequestLoop() as back:
+        time.sleep(0.5)
+        record = inv("rollback")
+        time.sleep(0.5)
+    print(f"  {back.report()}")
     print(f"  serving: {serving()}")
     step("history (the last 3 records)")
     inv("history", "--limit=3")
     if record.get("image_sha") != sha_a:
         raise SystemExit("demo: rollback did not return to A")
-    print("\ndemo: build → deploy → rollback done; the app answers on http://127.0.0.1:8080/")
+    failed = loop.failed + back.failed
+    print(
+        f"\ndemo: build → deploy → rollback done, {failed} failed requests during the two "
+        "switches; the app answers on http://127.0.0.1:8080/"
+    )
 
 
 if __name__ == "__main__":

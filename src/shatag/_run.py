@@ -120,6 +120,12 @@ def run(
         code = int(proc.exit_code)
     except sh.SignalException as exc:
         code = int(exc.exit_code) if isinstance(exc.exit_code, int) else -1
+    except BaseException:
+        # Interrupted while waiting (a signal turned into an exception): the tool must not
+        # go on running behind our back.
+        with contextlib.suppress(ProcessLookupError, OSError):
+            proc.process.kill()
+        raise
     finally:
         timer.cancel()
     if expired.is_set():

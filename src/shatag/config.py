@@ -363,7 +363,27 @@ def _environments(value: Any) -> dict[str, EnvironmentConfig]:
                 {"apply_timeout_sec": spec.get("apply_timeout_sec", 600.0)}, "apply_timeout_sec"
             ),
         )
+    _check_claims(envs)
     return envs
+
+
+def _check_claims(envs: Mapping[str, EnvironmentConfig]) -> None:
+    """A resource one target owns on the host (a docker container name, say: a target's spec
+    lists them as ``claims``) may be configured once across all environments, or one
+    environment's deploy would replace the other's (issue 12)."""
+    seen: dict[str, str] = {}
+    for env in envs.values():
+        for target in env.targets:
+            for claim in getattr(target, "claims", ()):
+                other = seen.setdefault(claim, env.name)
+                if (
+                    other != env.name
+                    or sum(claim in getattr(t, "claims", ()) for t in env.targets) > 1
+                ):
+                    raise ConfigError(
+                        f"{claim} is configured twice (environments {other!r} and {env.name!r}): "
+                        "each target needs its own, or one deploy would replace the other's"
+                    )
 
 
 def _target(env: str, index: int, raw: Any) -> TargetSpec:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from shatag import _run
+from shatag import _run, signals
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, Repository, RepositoryType, ensure_immutable_tag, validate_sha
 from shatag.errors import (
@@ -89,6 +89,7 @@ class DeployRecord:
     recovered: tuple[str, ...] = field(default_factory=tuple)
     sbom_attestation_status: str = "unverified"
     sbom_attestation_reason: str = "n/a"
+    unchanged: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON log line: the keys of the deploy-/rollback-workflow contracts
@@ -114,12 +115,15 @@ class DeployRecord:
         }
         if self.recovered:
             data["recovered"] = list(self.recovered)
+        if self.unchanged:
+            data["unchanged"] = list(self.unchanged)
         return data
 
     def human_line(self) -> str:
         verb = "deployed" if self.action == "deploy" else "rolled back"
         was = self.previous_sha or "nothing"
-        return f"{verb}: {self.env} {self.image_ref} (was {was})"
+        same = f"; already serving, left as it was: {', '.join(self.unchanged)}"
+        return f"{verb}: {self.env} {self.image_ref} (was {was}){same if self.unchanged else ''}"
 
 
 # -- the use case ---------------------------------------------------------------------------
@@ -288,7 +292,9 @@ def switch(
         targets=tuple(t.label for t in envcfg.targets),
         attempt=attempt,
     )
-    ctx = TargetContext(env=env, env_name=envcfg.name, attempt=attempt)
+    ctx = TargetContext(
+        env=env, env_name=envcfg.name, attempt=attempt, state_dir=settings.state_dir
+    )
     targets = [make_target(t, ctx) for t in envcfg.targets]
     for target in targets:
         target.prepare(image)  # may fail; nothing visible has changed yet
@@ -311,31 +317,35 @@ def switch(
             target.apply()
         if envcfg.apply:
             _run_apply(envcfg, image, action=action, env=env, on_line=on_line)
+        # From here on a SIGTERM/SIGINT/SIGHUP is noted, not raised: the switch completes.
+        signals.hold_to_end()
     except BaseException as exc:
-        problems = _restore_all(applied)
-        error = exc if isinstance(exc, ShatagError) else None
-        try:
-            ledger.append(
-                _finished(
-                    base,
-                    started,
-                    result="failed",
-                    error_code=error.code if error else type(exc).__name__,
-                    error=(error.message if error else str(exc))[:2000],
+        with signals.hold():  # the undo runs to its end, whatever signal comes next
+            problems = _restore_all(applied)
+            error = exc if isinstance(exc, ShatagError) else None
+            try:
+                ledger.append(
+                    _finished(
+                        base,
+                        started,
+                        result="failed",
+                        error_code=error.code if error else type(exc).__name__,
+                        error=(error.message if error else str(exc))[:2000],
+                    )
                 )
-            )
-        except ShatagError as unrecorded:  # a shared ledger that refused the record
-            log.warning("the failed attempt could not be recorded: %s", unrecorded)
-        if not problems:
-            ledger.clear_journal()
-        # else: keep the journal, so the next deploy/rollback of this environment restores
-        # what this one could not (e.g. the docker daemon went away mid-switch).
+            except ShatagError as unrecorded:  # a shared ledger that refused the record
+                log.warning("the failed attempt could not be recorded: %s", unrecorded)
+            if not problems:
+                ledger.clear_journal()
+            # else: keep the journal, so the next deploy/rollback of this environment restores
+            # what this one could not (e.g. the docker daemon went away mid-switch).
         if problems:
             raise DeployFailed(
                 f"{exc}; restoring the previous state also failed: {'; '.join(problems)}"
             ) from None
         raise
-    record = _finished(base, started, result="ok")
+    unchanged = tuple(t.label for t in targets if getattr(t, "unchanged", False))
+    record = _finished(base, started, result="ok", unchanged=unchanged)
     _record_or_undo(ledger, record, applied)
     for target in targets:
         try:
@@ -369,6 +379,7 @@ def switch(
         recovered=recovered,
         sbom_attestation_status=signature.sbom_attestation_status,
         sbom_attestation_reason=signature.sbom_attestation_reason,
+        unchanged=record.unchanged,
     )
 
 

@@ -99,6 +99,20 @@ class DeployLocked(ShatagError):
     code = "DEPLOY_LOCKED"
 
 
+class NotOwned(ShatagError):
+    """A container or network with a name shatag would use was not created by shatag for this
+    environment and target; it is left untouched (issue 12)."""
+
+    code = "NOT_OWNED"
+
+
+class Interrupted(ShatagError):
+    """SIGTERM, SIGINT or SIGHUP stopped a deploy or rollback; what it had changed was undone
+    (issue 12)."""
+
+    code = "INTERRUPTED"
+
+
 class NoRollbackTarget(ShatagError):
     code = "NO_ROLLBACK_TARGET"
 

@@ -73,6 +73,9 @@ class HistoryRecord:
     error_code: str = ""
     error: str = ""
     attempt: str = ""
+    #: Targets that already ran this release with these settings and were left as they were
+    #: (issue 12: a re-deploy of the serving digest is a no-op, recorded as such).
+    unchanged: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +84,9 @@ class HistoryRecord:
     def to_json(self) -> str:
         data = asdict(self)
         data["targets"] = list(self.targets)
+        data["unchanged"] = list(self.unchanged)
+        if not self.unchanged:
+            del data["unchanged"]
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -103,6 +109,8 @@ class HistoryRecord:
             return None
         targets = kept.get("targets", ())
         kept["targets"] = tuple(str(t) for t in targets) if isinstance(targets, list) else ()
+        same = kept.get("unchanged", ())
+        kept["unchanged"] = tuple(str(t) for t in same) if isinstance(same, list) else ()
         try:
             kept["duration_sec"] = float(kept.get("duration_sec", 0.0))
             return cls(**kept)

@@ -25,7 +25,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit, ParseError
 from invoke.tasks import task
 
-from shatag import output
+from shatag import output, signals
 from shatag.config import Settings, invoke_defaults
 from shatag.errors import ShatagError
 
@@ -184,7 +184,7 @@ def deploy(
     environ = _environ()
     _logging(environ)
     fields: dict[str, Any] = {"image_sha": sha or "", "env": env}
-    with _edge("deploy", environ, fields):
+    with _edge("deploy", environ, fields), signals.graceful():
         from shatag.deploy import DeployRequest
         from shatag.deploy import deploy as run_deploy
 
@@ -206,7 +206,7 @@ def rollback(c: Context, sha: str | None = None, env: str = "local") -> None:
     environ = _environ()
     _logging(environ)
     fields: dict[str, Any] = {"image_sha": sha or "", "env": env}
-    with _edge("rollback", environ, fields):
+    with _edge("rollback", environ, fields), signals.graceful():
         from shatag.rollback import RollbackRequest
         from shatag.rollback import rollback as run_rollback
 

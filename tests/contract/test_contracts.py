@@ -14,7 +14,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ from jsonschema import Draft202012Validator
 from shatag.errors import ALL_CODES
 from tests.contract.conftest import (
     CONTRACT_NAMES,
+    ROOT,
     InvResult,
     World,
     load_contract,
@@ -443,6 +448,70 @@ def _deploy_ledger_outside_a_clone(make_world: Callable[..., World], _: Any) -> 
     """state_backend git, run where there is no git clone to hold the ledger (issue 15)."""
     world = make_world(state_backend="git")
     return world.inv("deploy", f"--sha={_deployed(world)}", "--env=production")
+
+
+def _with_foreign_container(world: World, sha: str, *args: str) -> InvResult:
+    """A docker target whose name is taken by a container shatag did not create."""
+    name = f"shatag-ct-{secrets.token_hex(4)}"
+    envs = json.loads(json.dumps(world.config["environments"]))
+    envs["production"]["targets"].append(
+        {"kind": "docker", "name": name, "port": 1, "container_port": 8080}
+    )
+    docker = ["docker", "create", "--name", name, "--label", "owner=someone-else"]
+    docker += ["--entrypoint", "/none", f"{world.canonical}:{sha}"]
+    subprocess.run(docker, check=True, capture_output=True, timeout=60)
+    try:
+        return world.inv(*args, config={"environments": envs})
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
+
+
+@scenario("deploy-workflow", "NOT_OWNED")
+def _deploy_foreign_container(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world()
+    sha = _deployed(world)
+    return _with_foreign_container(world, sha, "deploy", f"--sha={sha}", "--env=production")
+
+
+@scenario("rollback-workflow", "NOT_OWNED")
+def _rollback_foreign_container(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world()
+    sha = _deployed(world)
+    return _with_foreign_container(world, sha, "rollback", f"--sha={sha}", "--env=production")
+
+
+def _interrupted(world: World, *args: str) -> InvResult:
+    """SIGTERM while the environment's apply command runs (as CI cancellation sends it)."""
+    marker = world.root / "apply-started"
+    envs = json.loads(json.dumps(world.config["environments"]))
+    envs["production"]["apply"] = f"sh -c 'touch {marker}; sleep 60'"
+    config = {**world.config, "environments": envs}
+    config_file = world.root / f"invoke-{secrets.token_hex(4)}.yaml"
+    config_file.write_text(json.dumps({"shatag": config}), encoding="utf-8")
+    argv = [sys.executable, "-m", "invoke", "-r", str(ROOT), "-f", str(config_file), *args]
+    proc = subprocess.Popen(
+        argv, cwd=world.root, env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    return InvResult(argv[3:], proc.returncode, out.decode(), err.decode())
+
+
+@scenario("deploy-workflow", "INTERRUPTED")
+def _deploy_sigterm(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world()
+    return _interrupted(world, "deploy", f"--sha={_deployed(world)}", "--env=production")
+
+
+@scenario("rollback-workflow", "INTERRUPTED")
+def _rollback_sigterm(make_world: Callable[..., World], _: Any) -> InvResult:
+    world = make_world()
+    sha = _deployed(world)
+    ok(world.inv("deploy", f"--sha={sha}", "--env=production"))
+    return _interrupted(world, "rollback", f"--sha={sha}", "--env=production")
 
 
 def _listed() -> list[tuple[str, str]]:

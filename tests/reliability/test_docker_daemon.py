@@ -215,7 +215,14 @@ def _docker_site(make_site: Callable[..., Site], daemon: PrivateDaemon) -> tuple
     site = make_site()
     spec = json.loads(site.config.read_text())
     spec["shatag"]["environments"]["rel"]["targets"].append(
-        {"kind": "docker", "name": name, "port": free_port(), "container_port": 8080}
+        # the stop-then-start switch, whose container is <name> (proxy: false)
+        {
+            "kind": "docker",
+            "name": name,
+            "port": free_port(),
+            "container_port": 8080,
+            "proxy": False,
+        }
     )
     site.config.write_text(json.dumps(spec))
     site.extra_env = {"DOCKER_HOST": daemon.host}

@@ -68,6 +68,7 @@ def look(health: str | None, *, exec_status: int = 1, running: bool = True) -> t
     )
     engine = Engine(exec_status)
     target._engine = engine  # type: ignore[assignment]
+    target._probe = lambda: "ok"  # type: ignore[method-assign]  # health_path answers 2xx
     state = SimpleNamespace(
         running=running,
         restarting=False,
@@ -97,6 +98,22 @@ def test_the_engines_verdict_counts_without_running_anything() -> None:
     assert (healthy, unhealthy) == ("ok", "fail")
     assert "unhealthy" in status
     assert engine.calls == engine2.calls == []
+
+
+def test_the_http_probe_counts_even_when_the_image_has_a_healthcheck() -> None:
+    target = DockerTarget(
+        DockerSpec(name="api", port=8080, container_port=0, health_path="/healthz"),
+        TargetContext(),
+    )
+    engine = Engine(0)
+    target._engine = engine  # type: ignore[assignment]
+    target._probe = lambda: "HTTP 404"  # type: ignore[method-assign]
+    state = SimpleNamespace(
+        running=True, restarting=False, exit_code=0, health=SimpleNamespace(status="healthy")
+    )
+    container: Any = SimpleNamespace(id="c0ffee", state=state)
+    verdict, status = target._health_step(container, None, deadline=1e12)
+    assert (verdict, status) == ("wait", "/healthz: HTTP 404")
 
 
 def test_an_exited_container_fails_whatever_its_check_says() -> None:

@@ -45,6 +45,9 @@ class TargetContext:
     env_name: str = ""
     #: This deploy attempt's id: labels what the attempt creates, names it in the journal.
     attempt: str = ""
+    #: shatag's state directory (``state_dir``): where a kind may keep host-side state, e.g.
+    #: the docker kind's proxy directory ``<state_dir>/<env>/proxy/<name>/``.
+    state_dir: Path = Path(".shatag")
 
 
 class TargetSpec(Protocol):

@@ -1,6 +1,9 @@
 """A container on the local Docker Engine, switched behind a health gate.
 
-The new container must publish the same host port as the old one, so the switch is:
+By default (``proxy: true``) the switch goes through a Caddy reverse proxy that shatag runs:
+:mod:`shatag.targets.docker_gated` and :mod:`shatag.proxy` (issue 12). With ``proxy: false``
+the class :class:`DockerTarget` below keeps the stop-then-start switch on the published port,
+where the new container must publish the same host port as the old one, so the switch is:
 
 1. ``prepare``: pull the image by digest (``repo:<sha>@sha256:…``: the tag is only a label, the
    digest decides what is pulled and run); nothing running changes.
@@ -27,14 +30,37 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from shatag.core import ImageRef, PinFormat
+from shatag.dockerapp import (
+    check_names,
+    parse_env,
+    parse_secrets,
+    parse_volumes,
+    validate_container_name,
+)
 from shatag.errors import ConfigError, DeployFailed
-from shatag.targets import TargetContext, TargetKind
+from shatag.proxy import (
+    DEFAULT_PROXY_IMAGE,
+    Docker,
+    ProxySpec,
+    check_owned,
+    owner_labels,
+    proxy_home,
+)
+from shatag.targets import Target, TargetContext, TargetKind
 from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.targets.docker_gated import (
+    LABEL_APP_CONFIG,
+    AppSpec,
+    GatedDockerTarget,
+    app_run_args,
+    finish_gated,
+    recover_gated,
+    secret_values,
+)
 
 if TYPE_CHECKING:
     from python_on_whales import Container, DockerClient
@@ -43,7 +69,21 @@ if TYPE_CHECKING:
 
 NAME: Final = "docker"
 KEYS: Final = frozenset(
-    {"kind", "name", "port", "container_port", "health_path", "health_timeout_sec", "pin"}
+    {
+        "kind",
+        "name",
+        "port",
+        "container_port",
+        "health_path",
+        "health_timeout_sec",
+        "pin",
+        # issue 12: the proxy-gated switch and the application's settings
+        "proxy",
+        "proxy_image",
+        "env",
+        "secrets",
+        "volumes",
+    }
 )
 #: The target of the built-in ``local`` environment (``shatag.config.DEFAULTS``).
 DEFAULT_TARGET: Final[dict[str, Any]] = {
@@ -72,10 +112,33 @@ class DockerSpec:
     health_path: str = "/healthz"
     health_timeout_sec: float = 30.0
     pin: PinFormat = "tag+digest"
+    proxy: bool = True
+    proxy_image: str = DEFAULT_PROXY_IMAGE
+    env: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
         return NAME
+
+    @property
+    def claims(self) -> tuple[str, ...]:
+        """Host-global names this target owns: configured once across environments."""
+        return (f"docker container name {self.name!r}",)
+
+    @property
+    def app(self) -> AppSpec:
+        return AppSpec(
+            name=self.name,
+            port=self.port,
+            container_port=self.container_port,
+            health_path=self.health_path,
+            health_timeout_sec=self.health_timeout_sec,
+            env=self.env,
+            secrets=self.secrets,
+            volumes=self.volumes,
+        )
 
     @property
     def label(self) -> str:
@@ -89,6 +152,19 @@ class DockerSpec:
 def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     check_keys(where, raw, KEYS, NAME)
     pin = parse_pin(where, raw)
+    validate_container_name(raw.get("name", ""), where)
+    proxy = raw.get("proxy", True)
+    if isinstance(proxy, str) and proxy.lower() in ("true", "false"):
+        proxy = proxy.lower() == "true"
+    if not isinstance(proxy, bool):
+        raise ConfigError(f"{where}.proxy must be true or false, not {proxy!r}")
+    image = raw.get("proxy_image") or DEFAULT_PROXY_IMAGE
+    if not isinstance(image, str) or any(c.isspace() for c in image) or image.startswith("-"):
+        raise ConfigError(f"{where}.proxy_image must be an image reference, not {image!r}")
+    env = parse_env(raw.get("env"), where)
+    secrets = parse_secrets(raw.get("secrets"), where)
+    check_names(env, secrets, where)
+    volumes = parse_volumes(raw.get("volumes"), where)
     spec = converted(
         where,
         lambda: DockerSpec(
@@ -98,12 +174,19 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
             health_path=str(raw.get("health_path", "/healthz")),
             health_timeout_sec=float(raw.get("health_timeout_sec", 30.0)),
             pin=pin,
+            proxy=proxy,
+            proxy_image=image,
+            env=env,
+            secrets=secrets,
+            volumes=volumes,
         ),
     )
     if not (spec.name and 0 < spec.port < 65536 and 0 < spec.container_port < 65536):
         raise ConfigError(f"{where}: a docker target needs name, port and container_port")
-    if not spec.health_path.startswith("/"):
-        raise ConfigError(f"{where}.health_path must start with /")
+    if not spec.health_path.startswith("/") or any(c.isspace() for c in spec.health_path):
+        raise ConfigError(f"{where}.health_path must start with / and hold no whitespace")
+    if not (0 < spec.health_timeout_sec < float("inf")):
+        raise ConfigError(f"{where}.health_timeout_sec must be a positive number")
     return spec
 
 
@@ -114,6 +197,9 @@ def _engine(env: Mapping[str, str]) -> DockerEngine:
 
 
 class DockerTarget:
+    """``proxy: false``: stop the old container, then start the new one on the same port (a
+    short gap, measured in docs/reliability.md)."""
+
     def __init__(self, config: DockerSpec, ctx: TargetContext) -> None:
         self.config = config
         self.name = config.name
@@ -126,6 +212,8 @@ class DockerTarget:
         self._old_running = False
         self._applied = False
         self._old: Container | None = None
+        self._env = ctx.env
+        self._secrets: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -147,6 +235,17 @@ class DockerTarget:
         from python_on_whales.exceptions import DockerException
 
         self._image = image
+        self._secrets = secret_values(self.config.app, self._env, self.label)
+        for name in (self.name, self.prev_name):
+            found = _inspect(self._docker, name)
+            if found is not None:
+                check_owned(
+                    "container",
+                    name,
+                    dict(found.config.labels or {}),
+                    env_name=self._env_name,
+                    target=self.name,
+                )
         old = _inspect(self._docker, self.name)
         self._old = old
         self._had_old = old is not None
@@ -237,29 +336,46 @@ class DockerTarget:
 
     def _start(self, image: ImageRef) -> Container:
         labels = {
+            **owner_labels(self._env_name, self.name, "app"),
             LABEL_SHA: image.sha,
             LABEL_DIGEST: image.digest,
             LABEL_ENV: self._env_name,
             LABEL_ATTEMPT: self._attempt,
+            LABEL_APP_CONFIG: self.config.app.fingerprint,
         }
-        return self._docker.container.run(
-            image.pinned,
-            detach=True,
-            name=self.name,
-            publish=[(f"127.0.0.1:{self.config.port}", self.config.container_port)],
-            labels=labels,
+        argv = [
+            "run",
+            "--detach",
+            "--name",
+            self.name,
+            "--publish",
+            f"127.0.0.1:{self.config.port}:{self.config.container_port}",
             # The image's HEALTHCHECK keeps its command; probing every second instead of the
             # default 30 s lets the gate open as soon as the service answers.
-            health_interval=timedelta(seconds=1),
+            "--health-interval",
+            "1s",
             # A tiny init as PID 1 forwards SIGTERM: a server that installs no handler (busybox
             # httpd, many scripts) otherwise ignores it as PID 1 and every switch waits the full
             # stop timeout before SIGKILL.
-            init=True,
-            pull="never",
+            "--init",
+            "--pull",
+            "never",
             # Set at start: a container that crashes while starting shows as restarting, which
             # the health gate treats as a failure (see _wait_healthy).
-            restart="unless-stopped",
-        )
+            "--restart",
+            "unless-stopped",
+        ]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        argv += app_run_args(self.config.app)  # secrets by name: no value on the command line
+        argv.append(image.pinned)
+        cmd = [str(part) for part in self._docker.client_config.docker_cmd]
+        result = Docker(cmd, self._env).run(*argv, check=False, secrets=self._secrets)
+        if result.returncode != 0:
+            from python_on_whales.exceptions import DockerException
+
+            raise DockerException(cmd + argv[:1], result.returncode, b"", result.stderr.encode())
+        return self._docker.container.inspect(self.name)
 
     def _wait_healthy(self, container: Container) -> str | None:
         """``None`` once healthy; else what went wrong.
@@ -295,14 +411,16 @@ class DockerTarget:
         state = container.state
         if not state.running or state.restarting:
             return "fail", f"exited with status {state.exit_code} before becoming healthy"
-        if state.health is None:
-            status = self._probe()
-            return ("ok" if status == "ok" else "wait"), status
-        status = str(state.health.status)
+        if state.health is not None and str(state.health.status) == "unhealthy":
+            return "fail", "reported unhealthy by its HEALTHCHECK"
+        # The HTTP health_path on the published port always counts (a wrong container_port
+        # fails here), and the image's HEALTHCHECK too when it has one.
+        probe = self._probe()
+        if probe != "ok":
+            return "wait", f"{self.config.health_path}: {probe}"
+        status = "healthy" if state.health is None else str(state.health.status)
         if status == "healthy":
             return "ok", status
-        if status == "unhealthy":
-            return "fail", "reported unhealthy by its HEALTHCHECK"
         if check is not None:
             command, timeout = check
             left = max(1.0, deadline - time.monotonic())
@@ -423,6 +541,8 @@ def _restore_previous(
 
 def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted switch described by a journal entry (after ``kill -9``)."""
+    if entry.get("mode") == "proxy":
+        return recover_gated(entry, env=ctx.env)
     docker = _engine(ctx.env).client
     return _restore_previous(
         docker,
@@ -437,6 +557,8 @@ def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Complete an interrupted commit: drop the parked previous container."""
     from python_on_whales.exceptions import DockerException
 
+    if entry.get("mode") == "proxy":
+        return finish_gated(entry, env=ctx.env)
     docker = _engine(ctx.env).client
     name = str(entry["name"]) + PREV_SUFFIX
     if _inspect(docker, name) is None:
@@ -446,8 +568,19 @@ def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     return f"removed {name}"
 
 
-def make(spec: DockerSpec, ctx: TargetContext) -> DockerTarget:
-    return DockerTarget(spec, ctx)
+def make(spec: DockerSpec, ctx: TargetContext) -> Target:
+    if not spec.proxy:
+        return DockerTarget(spec, ctx)
+    proxy = ProxySpec(
+        env_name=ctx.env_name,
+        target=spec.name,
+        image=spec.proxy_image,
+        port=spec.port,
+        home=proxy_home(ctx.state_dir, ctx.env_name, spec.name),
+    )
+    return GatedDockerTarget(
+        spec.app, proxy, env=ctx.env, env_name=ctx.env_name, attempt=ctx.attempt, label=spec.label
+    )
 
 
 KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)

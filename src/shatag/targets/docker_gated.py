@@ -1,0 +1,537 @@
+"""The docker target's traffic-gated switch through the proxy (issue 12).
+
+Names, all derived from the target's ``name`` and all labelled with the environment and target
+(:func:`shatag.proxy.owner_labels`); a container or network of that name *without* our labels is
+refused (``NOT_OWNED``) and left untouched:
+
+* ``<name>-<sha12>-<attempt6>``: one application container per release attempt, on the network
+  only (nothing published);
+* ``<name>-proxy``: Caddy, publishing ``127.0.0.1:<port>`` (see :mod:`shatag.proxy`);
+* ``<name>-shatag-net``: the user-defined bridge network they share;
+* ``<name>`` / ``<name>-shatag-prev``: only met when migrating from ``proxy: false``.
+
+The switch:
+
+1. ``prepare``: ownership checks; pull the image by digest; the proxy image present (built if it
+   is the default); network and proxy up (re-created if missing, pointed at what served); the
+   serving container is the one the proxy forwards to. If it runs this digest with these
+   settings, the deploy is a **no-op** (``unchanged``): same container, nothing restarted.
+2. ``apply``: start the new container unpublished; gate it -- the HTTP ``health_path`` on its
+   own address and ``container_port`` answers 2xx **and**, if the image has a HEALTHCHECK, that
+   passes too (its command run at once through ``docker exec``, the engine's verdict counted) --
+   bounded by ``health_timeout_sec``. A failed gate removes the new container: traffic never
+   moved. Then the proxy is pointed at it (the upstream file Caddy reads per request, replaced
+   atomically: no reload) and ``health_path`` is checked once more *through the proxy*; if that
+   fails the proxy is pointed back.
+3. ``restore``: proxy back to the old container (still running: it is only stopped in commit),
+   the new one removed.
+4. ``commit`` (history already records the deploy): once the old container holds no connection
+   (its requests in flight have finished, bounded by :data:`DRAIN_TIMEOUT_SEC`) it is stopped and
+   removed, and so is any other container of this target the proxy does not forward to.
+
+Killed at any point, the journal entry lets the next deploy/rollback finish the commit (history
+recorded it) or undo the switch (it did not); throughout, the old container serves until the
+proxy forwards to the new one, so the service keeps answering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from shatag.core import ImageRef
+from shatag.docker import DockerEngine
+from shatag.dockerapp import app_fingerprint
+from shatag.errors import ConfigError, DeployFailed
+from shatag.proxy import (
+    LABEL_ENV,
+    LABEL_TARGET,
+    Docker,
+    Proxy,
+    ProxySpec,
+    check_owned,
+    ensure_proxy_image,
+    established,
+    is_running,
+    labels_of,
+    owner_labels,
+)
+
+PREV_SUFFIX: Final = "-shatag-prev"
+LABEL_SHA: Final = "shatag.sha"
+LABEL_DIGEST: Final = "shatag.digest"
+LABEL_ATTEMPT: Final = "shatag.attempt"
+LABEL_APP_CONFIG: Final = "shatag.app-config"
+STOP_TIMEOUT_SEC: Final = 10
+DRAIN_TIMEOUT_SEC: Final = 30.0  # the longest a request in flight at the switch may take
+_POLL_SEC: Final = 0.1
+_DEFAULT_CHECK_TIMEOUT_SEC: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpec:
+    """What the gated switch needs to know about one docker target."""
+
+    name: str
+    port: int
+    container_port: int
+    health_path: str
+    health_timeout_sec: float
+    env: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        return app_fingerprint(
+            self.env, self.secrets, self.volumes, self.container_port, self.health_path
+        )
+
+
+def secret_values(spec: AppSpec, env: Mapping[str, str], label: str) -> tuple[str, ...]:
+    """The values of the target's secrets from the deploying process (never shown)."""
+    missing = [name for name in spec.secrets if name not in env]
+    if missing:
+        raise ConfigError(
+            f"{label}: the secret variable(s) {', '.join(missing)} are not set in the deploying "
+            "process's environment; export them (values are passed through, never recorded)"
+        )
+    return tuple(env[name] for name in spec.secrets)
+
+
+def app_run_args(spec: AppSpec) -> list[str]:
+    """``docker run`` options for the application settings (secrets by name only)."""
+    argv: list[str] = []
+    for key, value in spec.env:
+        argv += ["--env", f"{key}={value}"]
+    for name in spec.secrets:
+        argv += ["--env", name]  # the docker CLI reads the value from its own environment
+    for volume in spec.volumes:
+        argv += ["--volume", volume]
+    return argv
+
+
+class GatedDockerTarget:
+    def __init__(
+        self,
+        spec: AppSpec,
+        proxy: ProxySpec,
+        *,
+        env: Mapping[str, str],
+        env_name: str,
+        attempt: str,
+        label: str,
+    ) -> None:
+        self.spec = spec
+        self.label = label
+        self._env = env
+        self._env_name = env_name
+        self._attempt = attempt
+        self._engine = DockerEngine(env)
+        self._docker = Docker(self._engine_cmd(), env)
+        self._proxy = Proxy(proxy, self._docker)
+        self._image: ImageRef | None = None
+        self._old: str = ""
+        self._old_dial: str = ""
+        self._legacy = False
+        self._new = ""
+        self._switched = False
+        self._secrets: tuple[str, ...] = ()
+        #: True when the release already served with these settings: nothing was changed.
+        self.unchanged = False
+
+    def _engine_cmd(self) -> list[str]:
+        return [str(part) for part in self._engine.client.client_config.docker_cmd]
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def plan(self, image: ImageRef) -> str:
+        """``<label>: <serving image> → <new image>`` (inspects, changes nothing)."""
+        routed = self._proxy.routed()
+        data = self._docker.inspect("container", routed.rpartition(":")[0]) if routed else None
+        was = str(((data or {}).get("Config") or {}).get("Image") or "nothing")
+        return f"{self.label}: {was} → {image.pinned} (through {self._proxy.spec.name})"
+
+    def prepare(self, image: ImageRef) -> None:
+        self._image = image
+        self._secrets = secret_values(self.spec, self._env, self.label)
+        self._new = f"{self.spec.name}-{image.sha[:12]}-{self._attempt[:6]}"
+        name = self.spec.name
+        for candidate in (name, name + PREV_SUFFIX, self._new):
+            self._check(candidate)
+        self._proxy.check_ownership()
+        self._pull(image)
+        image_ref = ensure_proxy_image(self._docker, self._proxy.spec.image, self._env)
+        if image_ref != self._proxy.spec.image:  # the default, built here: its own tag
+            self._proxy = Proxy(
+                dataclasses.replace(self._proxy.spec, image=image_ref), self._docker
+            )
+        self._proxy.ensure_network()
+        legacy = self._docker.inspect("container", name)
+        self._legacy = legacy is not None
+        if self._legacy:
+            return  # the proxy cannot start while the old container holds the port
+        self._old_dial = self._serving() or ""
+        self._old = self._old_dial.rsplit(":", 1)[0] if self._old_dial else ""
+        self._proxy.ensure(self._old_dial or None)  # re-created or restarted if need be
+        current = self._docker.inspect("container", self._old) if self._old else None
+        labels = labels_of(current)
+        self.unchanged = bool(
+            current is not None
+            and is_running(current)
+            and labels.get(LABEL_DIGEST) == image.digest
+            and labels.get(LABEL_APP_CONFIG) == self.spec.fingerprint
+        )
+
+    def apply(self) -> None:
+        image = self._image
+        if image is None:
+            raise RuntimeError("apply() before prepare()")
+        if self.unchanged:
+            return
+        self._start(image)
+        problem = self._gate()
+        if problem is not None:
+            logs = self._logs(self._new)
+            self._docker.remove(self._new)
+            raise DeployFailed(
+                f"{self.label}: {image.pinned} {problem}; traffic was not moved and the new "
+                f"container was removed. Last log lines: {logs}"
+            )
+        self._switched = True
+        if self._legacy:
+            self._migrate()
+        else:
+            self._proxy.route(self._new_dial)
+        through = self._through_proxy()
+        if through != "ok":
+            raise DeployFailed(
+                f"{self.label}: {image.pinned} passed its health gate but {self.spec.health_path} "
+                f"through the proxy answered {through}; traffic was moved back"
+            )
+
+    def restore(self) -> None:
+        if not self._new:
+            return
+        if self._switched and self._legacy:
+            self._proxy.destroy()
+            _restore_legacy(self._docker, self.spec.name)
+        elif self._switched:
+            self._proxy.route(self._old_dial or None)
+        self._switched = False
+        self._remove_attempt()
+
+    def commit(self) -> None:
+        if self.unchanged:
+            return
+        _retire(self._docker, self._env_name, self.spec.name, keep=self._new, drain=self._old_dial)
+
+    def journal(self) -> dict[str, Any]:
+        return {
+            "kind": "docker",
+            "mode": "proxy",
+            "name": self.spec.name,
+            "attempt": self._attempt,
+            "old": self._old,
+            "old_dial": self._old_dial,
+            "new": "" if self.unchanged else self._new,
+            "new_dial": "" if self.unchanged else self._new_dial,
+            "legacy": self._legacy,
+            "proxy": self._proxy.spec.as_dict(),
+        }
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _check(self, name: str) -> None:
+        data = self._docker.inspect("container", name)
+        if data is not None:
+            check_owned(
+                "container", name, labels_of(data), env_name=self._env_name, target=self.spec.name
+            )
+
+    def _pull(self, image: ImageRef) -> None:
+        if self._docker.inspect("image", image.pinned) is not None:
+            return
+        result = self._docker.run("pull", "--quiet", image.pinned, check=False, timeout=600)
+        if result.returncode != 0:
+            raise DeployFailed(
+                f"{self.label}: could not pull {image.pinned}: {result.stderr.strip()[-300:]}; "
+                "check that the registry is reachable and this engine may pull from it"
+            )
+
+    @property
+    def _new_dial(self) -> str:
+        return f"{self._new}:{self.spec.container_port}"
+
+    def _serving(self) -> str | None:
+        """``name:port`` of the application container traffic goes to (the proxy's upstream),
+        if that container exists."""
+        routed = self._proxy.routed()
+        if routed is None:
+            return None
+        name = routed.rsplit(":", 1)[0]
+        data = self._docker.inspect("container", name)
+        if data is None:
+            return None
+        check_owned(
+            "container", name, labels_of(data), env_name=self._env_name, target=self.spec.name
+        )
+        return routed
+
+    def _start(self, image: ImageRef) -> None:
+        labels = {
+            **owner_labels(self._env_name, self.spec.name, "app"),
+            LABEL_SHA: image.sha,
+            LABEL_DIGEST: image.digest,
+            LABEL_ATTEMPT: self._attempt,
+            LABEL_APP_CONFIG: self.spec.fingerprint,
+        }
+        argv = [
+            "run",
+            "--detach",
+            "--name",
+            self._new,
+            "--network",
+            self._proxy.spec.network,
+            "--init",
+            "--restart",
+            "unless-stopped",
+            "--health-interval",
+            "1s",
+            "--pull",
+            "never",
+        ]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        argv += app_run_args(self.spec)
+        argv.append(image.pinned)
+        result = self._docker.run(*argv, check=False, secrets=self._secrets)
+        if result.returncode != 0:
+            self._docker.remove(self._new)
+            raise DeployFailed(
+                f"{self.label}: could not start {image.pinned}: {result.stderr.strip()[-400:]}; "
+                "traffic was not moved"
+            )
+
+    def _gate(self) -> str | None:
+        """``None`` once the new container passes its gate; else what went wrong."""
+        deadline = time.monotonic() + self.spec.health_timeout_sec
+        check: tuple[list[str], float] | None = None
+        first = True
+        status = "starting"
+        while True:
+            data = self._docker.inspect("container", self._new)
+            if data is None:
+                return "disappeared while starting"
+            if first:
+                check = _health_command(data)
+                first = False
+            verdict, status = self._gate_step(data, check, deadline)
+            if verdict != "wait":
+                return None if verdict == "ok" else status
+            if time.monotonic() >= deadline:
+                return (
+                    f"was not healthy within {self.spec.health_timeout_sec:g}s (last status: "
+                    f"{status})"
+                )
+            time.sleep(_POLL_SEC)
+
+    def _gate_step(
+        self, data: Mapping[str, Any], check: tuple[list[str], float] | None, deadline: float
+    ) -> tuple[Literal["ok", "fail", "wait"], str]:
+        state = data.get("State") or {}
+        if not state.get("Running") or state.get("Restarting"):
+            return "fail", f"exited with status {state.get('ExitCode')} before becoming healthy"
+        health = state.get("Health") or None
+        engine = str(health.get("Status")) if isinstance(health, dict) else ""
+        if engine == "unhealthy":
+            return "fail", "was reported unhealthy by its HEALTHCHECK"
+        address = _address(data, self._proxy.spec.network)
+        http = self._probe(f"{address}:{self.spec.container_port}") if address else "no address"
+        if http != "ok":
+            return "wait", f"{self.spec.health_path} on port {self.spec.container_port}: {http}"
+        if check is None or engine == "healthy":
+            return "ok", "healthy"
+        command, timeout = check
+        left = max(1.0, deadline - time.monotonic())
+        code = self._engine.exec_status(self._new, command, timeout=min(timeout, left))
+        if code == 0:
+            return "ok", "healthy"
+        return "wait", "its HEALTHCHECK command has not passed yet"
+
+    def _through_proxy(self) -> str:
+        """``health_path`` through the proxy's published port; a connection-level failure is
+        retried briefly (the first switch of a freshly started proxy)."""
+        deadline = time.monotonic() + 3.0
+        while True:
+            status = self._probe(f"127.0.0.1:{self._proxy.spec.port}")
+            if status == "ok" or status.startswith("HTTP") or time.monotonic() >= deadline:
+                return status
+            time.sleep(_POLL_SEC)
+
+    def _probe(self, hostport: str) -> str:
+        url = f"http://{hostport}{self.spec.health_path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as response:
+                return "ok" if 200 <= response.status < 300 else f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (OSError, ValueError) as exc:
+            return f"no answer ({type(exc).__name__})"
+
+    def _logs(self, name: str) -> str:
+        result = self._docker.run("logs", "--tail", "20", name, check=False)
+        text = result.stdout + result.stderr
+        for value in self._secrets:
+            if len(value) >= 4:
+                text = text.replace(value, "***")
+        lines = [line for line in text.splitlines() if line.strip()]
+        return " | ".join(lines[-20:])[-1500:] or "(no output)"
+
+    def _migrate(self) -> None:
+        """From ``proxy: false``: the old container holds the port, so it is stopped (kept as
+        ``<name>-shatag-prev``) and the proxy started in its place -- a one-time short gap."""
+        name = self.spec.name
+        self._docker.run("stop", "--time", str(STOP_TIMEOUT_SEC), name, check=False)
+        self._docker.run("rename", name, name + PREV_SUFFIX)
+        self._proxy.ensure(self._new_dial)
+
+    def _remove_attempt(self) -> None:
+        _remove_attempt(self._docker, self._attempt, self._new, keep=self._old)
+
+
+def _drain(docker: Docker, dial: str) -> None:
+    """Wait (bounded) until the container of ``dial`` (``name:port``), which the proxy no longer
+    forwards to, has finished the requests it was given: no established connection to its port.
+    """
+    name, _, port = dial.rpartition(":")
+    data = docker.inspect("container", name)
+    pid = int(((data or {}).get("State") or {}).get("Pid") or 0)
+    if not pid or not port.isdigit():
+        return
+    time.sleep(_POLL_SEC)  # a request that read the old upstream just before the switch dials
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SEC
+    while time.monotonic() < deadline:
+        busy = established(pid, int(port))
+        if not busy:  # 0, or None: /proc unreadable, nothing to wait for
+            return
+        time.sleep(_POLL_SEC)
+
+
+def _remove_attempt(docker: Docker, attempt: str, name: str, keep: str) -> list[str]:
+    """Remove what this attempt started. A ``docker run`` cut short by a signal may still be
+    carried out by the daemon a moment later, so absence is confirmed a few times (~1 s)."""
+    removed: list[str] = []
+    quiet = 0
+    deadline = time.monotonic() + 5.0
+    while quiet < 3 and time.monotonic() < deadline:
+        found = [n for n in docker.names(f"label={LABEL_ATTEMPT}={attempt}") if n != keep]
+        if name and name != keep and docker.inspect("container", name) is not None:
+            found.append(name)
+        for stray in dict.fromkeys(found):
+            docker.remove(stray)
+            removed.append(stray)
+        quiet = 0 if found else quiet + 1
+        if quiet < 3:
+            time.sleep(0.3)
+    return removed
+
+
+def _retire(docker: Docker, env_name: str, target: str, keep: str, drain: str = "") -> list[str]:
+    """Stop and remove every application container of ``target`` except ``keep``; the one of
+    ``drain`` (the previous upstream) only once it has drained."""
+    removed: list[str] = []
+    for name in docker.names(
+        f"label={LABEL_ENV}={env_name}", f"label={LABEL_TARGET}={target}", "label=shatag.role=app"
+    ):
+        if name == keep:
+            continue
+        if drain and drain.rpartition(":")[0] == name:
+            _drain(docker, drain)
+        docker.run("stop", "--time", str(STOP_TIMEOUT_SEC), name, check=False)
+        docker.remove(name)
+        removed.append(name)
+    for legacy in (target + PREV_SUFFIX,):
+        data = docker.inspect("container", legacy)
+        if data is not None and labels_of(data).get(LABEL_ENV) == env_name:
+            docker.remove(legacy)
+            removed.append(legacy)
+    return removed
+
+
+def _restore_legacy(docker: Docker, name: str) -> None:
+    if docker.inspect("container", name + PREV_SUFFIX) is not None:
+        if docker.inspect("container", name) is None:
+            docker.run("rename", name + PREV_SUFFIX, name)
+        docker.run("start", name, check=False)
+
+
+def _address(data: Mapping[str, Any], network: str) -> str:
+    networks = ((data.get("NetworkSettings") or {}).get("Networks")) or {}
+    entry = networks.get(network) or {}
+    return str(entry.get("IPAddress") or "")
+
+
+def _health_command(data: Mapping[str, Any]) -> tuple[list[str], float] | None:
+    healthcheck = (data.get("Config") or {}).get("Healthcheck") or {}
+    test = list(healthcheck.get("Test") or [])
+    if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
+        return None
+    command = test[1:] if test[0] == "CMD" else ["/bin/sh", "-c", test[1]]
+    timeout_ns = healthcheck.get("Timeout") or 0
+    seconds = timeout_ns / 1e9 if timeout_ns > 0 else _DEFAULT_CHECK_TIMEOUT_SEC
+    return command, seconds
+
+
+# -- after a kill ---------------------------------------------------------------------------
+
+
+def _docker_for(env: Mapping[str, str]) -> Docker:
+    engine = DockerEngine(env)
+    return Docker([str(p) for p in engine.client.client_config.docker_cmd], env)
+
+
+def recover_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+    """Undo an interrupted gated switch: traffic back to the old container, the new removed."""
+    docker = _docker_for(env)
+    spec = ProxySpec.from_dict(entry["proxy"])
+    proxy = Proxy(spec, docker)
+    name, old, new = str(entry["name"]), str(entry.get("old", "")), str(entry.get("new", ""))
+    old_dial = str(entry.get("old_dial", ""))
+    attempt = str(entry.get("attempt", ""))
+    done: list[str] = []
+    if entry.get("legacy"):
+        if docker.inspect("container", name + PREV_SUFFIX) is not None:
+            proxy.destroy()
+            _restore_legacy(docker, name)
+            done.append(f"removed the proxy, restored {name}")
+    else:
+        old_ok = bool(old_dial) and is_running(docker.inspect("container", old))
+        back = old_dial if old_ok else None
+        if proxy.routed() != back:
+            done.append(f"proxy back to {old or 'nothing'}")
+        proxy.ensure(back)
+    if attempt or new:
+        done += [f"removed {n}" for n in _remove_attempt(docker, attempt, new, keep=old)]
+    return "; ".join(done) or "nothing to do"
+
+
+def finish_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+    """Complete an interrupted commit: traffic on the new container, the others retired."""
+    docker = _docker_for(env)
+    spec = ProxySpec.from_dict(entry["proxy"])
+    proxy = Proxy(spec, docker)
+    new = str(entry.get("new", "")) or str(entry.get("old", ""))
+    dial = str(entry.get("new_dial", "")) or str(entry.get("old_dial", ""))
+    if not new or not dial or docker.inspect("container", new) is None:
+        return "nothing to do"
+    proxy.ensure(dial)
+    removed = _retire(
+        docker, spec.env_name, spec.target, keep=new, drain=str(entry.get("old_dial", ""))
+    )
+    return f"retired {', '.join(removed)}" if removed else "nothing to do"

@@ -1,0 +1,185 @@
+"""The docker target's default switch through the Caddy proxy, on the real engine (issue 12).
+
+The proxy image is the default one, built by shatag FROM scratch from the static caddy binary
+of ``$SHATAG_TOOLS_DIR/bin`` (``bash ci/setup.sh``). Figures under traffic, signals and kills
+are in tests/reliability/test_proxy_switch.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shatag.localregistry import LocalRegistry, free_port
+from tests.conftest import App, InvResult, cli_env, new_app, run_inv
+
+
+def _docker(*args: str, check: bool = True) -> str:
+    out = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=check, timeout=120
+    )
+    return out.stdout.strip()
+
+
+class Px:
+    def __init__(self, root: Path, env: dict[str, str], **target: object) -> None:
+        self.name = f"shatag-itpx-{uuid.uuid4().hex[:8]}"
+        self.port = free_port()
+        self.env = env
+        self.state = root / "state"
+        self.config = root / f"{self.name}.json"
+        spec = {
+            "state_dir": str(self.state),
+            "environments": {
+                "prod": {
+                    "targets": [
+                        {
+                            "kind": "docker",
+                            "name": self.name,
+                            "port": self.port,
+                            "container_port": 8080,
+                            "health_path": "/healthz",
+                            "health_timeout_sec": 6,
+                            **target,
+                        }
+                    ]
+                }
+            },
+        }
+        self.config.write_text(json.dumps({"shatag": spec}))
+
+    def deploy(self, sha: str) -> InvResult:
+        return run_inv(["-f", str(self.config), "deploy", f"--sha={sha}", "--env=prod"], self.env)
+
+    def rollback(self) -> InvResult:
+        return run_inv(["-f", str(self.config), "rollback", "--env=prod"], self.env)
+
+    def serves(self) -> str:
+        url = f"http://127.0.0.1:{self.port}/api.json"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode()).strip()
+
+    def apps(self) -> list[str]:
+        out = _docker(
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            f"label=shatag.target={self.name}",
+            "--filter",
+            "label=shatag.role=app",
+        )
+        return out.split()
+
+    def cleanup(self) -> None:
+        ids = _docker("ps", "-aq", "--filter", f"label=shatag.target={self.name}").split()
+        if ids:
+            _docker("rm", "-f", *ids, check=False)
+        _docker("network", "rm", f"{self.name}-shatag-net", check=False)
+
+
+@pytest.fixture(scope="module")
+def built(
+    registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, str], dict[str, str]]:
+    root = tmp_path_factory.mktemp("px-world")
+    env = {**cli_env(registry, root, f"px-{uuid.uuid4().hex[:8]}"), "USER": "px-tests"}
+    app: App = new_app(root / "app")
+    (app.path / "www" / "healthz").write_text("ok\n")
+    shas = {}
+    for release in ("A", "B"):
+        sha = app.commit(json.dumps({"release": release}), release)
+        result = run_inv(
+            ["build", f"--sha={sha}", "--branch=main"],
+            {**env, "INVOKE_SHATAG_CONTEXT": str(app.path)},
+        )
+        assert result.returncode == 0, result.stderr
+        shas[release] = sha
+    return env, shas
+
+
+@pytest.fixture
+def px(built: tuple[dict[str, str], dict[str, str]], tmp_path: Path) -> Iterator[Px]:
+    site = Px(tmp_path, built[0])
+    try:
+        yield site
+    finally:
+        site.cleanup()
+
+
+def test_deploy_switch_and_rollback_go_through_the_proxy(
+    px: Px, built: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    shas = built[1]
+    first = px.deploy(shas["A"])
+    assert first.returncode == 0, first.stderr
+    assert json.loads(px.serves()) == {"release": "A"}
+    proxy = json.loads(_docker("inspect", f"{px.name}-proxy"))[0]
+    labels = proxy["Config"]["Labels"]
+    assert labels["shatag.env"] == "prod"
+    assert labels["shatag.target"] == px.name
+    assert labels["shatag.role"] == "proxy"
+    # published on loopback only; the admin endpoint is no port at all, a 0700 unix socket
+    ports = proxy["HostConfig"]["PortBindings"]
+    assert ports == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(px.port)}]}
+    assert "2019/tcp" not in json.dumps(proxy["NetworkSettings"]["Ports"])
+    home = px.state / "prod" / "proxy" / px.name
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_ISSOCK((home / "admin.sock").stat().st_mode)
+    assert proxy["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+    (app_a,) = px.apps()
+    app = json.loads(_docker("inspect", app_a))[0]
+    assert app["HostConfig"]["PortBindings"] in ({}, None)  # the app publishes nothing
+    assert list(app["NetworkSettings"]["Networks"]) == [f"{px.name}-shatag-net"]
+    net = json.loads(_docker("network", "inspect", f"{px.name}-shatag-net"))[0]
+    assert net["Labels"]["shatag.target"] == px.name
+
+    second = px.deploy(shas["B"])
+    assert second.returncode == 0, second.stderr
+    assert json.loads(px.serves()) == {"release": "B"}
+    (app_b,) = px.apps()  # the old one retired
+    assert app_b != app_a
+
+    back = px.rollback()
+    assert back.returncode == 0, back.stderr
+    assert back.record["image_sha"] == shas["A"]
+    assert json.loads(px.serves()) == {"release": "A"}
+
+    # the proxy gone (someone removed it): the next deploy brings it back, serving A at once
+    (serving,) = px.apps()
+    _docker("rm", "-f", f"{px.name}-proxy")
+    again = px.deploy(shas["A"])
+    assert again.returncode == 0, again.stderr
+    assert again.record["unchanged"] == [f"docker:{px.name}"]
+    assert px.apps() == [serving]
+    assert json.loads(px.serves()) == {"release": "A"}
+
+
+def test_a_wrong_container_port_fails_the_gate_and_moves_no_traffic(
+    built: tuple[dict[str, str], dict[str, str]], tmp_path: Path
+) -> None:
+    env, shas = built
+    good = Px(tmp_path, env)
+    try:
+        assert good.deploy(shas["A"]).returncode == 0
+        spec = json.loads(good.config.read_text())
+        spec["shatag"]["environments"]["prod"]["targets"][0]["container_port"] = 9999
+        good.config.write_text(json.dumps(spec))
+        result = good.deploy(shas["B"])
+        assert result.returncode == 1
+        assert "error: DEPLOY_FAILED:" in result.stderr
+        assert "port 9999" in result.stderr
+        assert "traffic was not moved" in result.stderr
+        assert json.loads(good.serves()) == {"release": "A"}
+        assert len(good.apps()) == 1
+    finally:
+        good.cleanup()
