@@ -57,9 +57,9 @@ def test_property_index_answers_as_the_history(
             store.append(record(sha, repo, n, has_digest))
     if legacy < len(ops):
         assert shaindex.covered(store.path)
-    for sha in [*SHAS, "d" * 40]:
-        for repo in [*REPOS, None]:
-            assert store.digest_for(sha, repo) == scanned(store, sha, repo)
+    for asked in [*SHAS, "d" * 40]:
+        for where in [*REPOS, None]:
+            assert store.digest_for(asked, where) == scanned(store, asked, where)
 
 
 def test_an_older_writer_makes_the_index_stale_and_the_next_append_rebuilds(
