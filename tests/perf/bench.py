@@ -975,9 +975,13 @@ def bench_flat(w: World) -> None:
 
 
 def fill_metadata(directory: Path, count: int) -> None:
+    """``count`` build metadata files, one build an hour, each file written as its build ended
+    (``inv build`` stamps ``created_at``, then writes the file)."""
     directory.mkdir(parents=True, exist_ok=True)
+    start = int(time.time()) - count * 3600
     for i in range(count):
         sha = f"{i:040x}"
+        created = start + i * 3600
         data = {
             "image_sha": sha,
             "image_digest": "sha256:" + hashlib.sha256(sha.encode()).hexdigest(),
@@ -985,12 +989,11 @@ def fill_metadata(directory: Path, count: int) -> None:
             "repository_type": "canonical",
             "signature_status": "verified" if i % 3 else "unverified",
             "signature_reason": "n/a" if i % 3 else "no_signature",
-            "created_at": f"2024-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.000Z",
+            "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         }
         path = directory / f"{sha}.json"
         path.write_text(json.dumps(data) + "\n")
-        stamp = 1_700_000_000 + i
-        os.utime(path, (stamp, stamp))
+        os.utime(path, (created + 20, created + 20))
 
 
 # -- 5. inv verify vs the cosign calls it makes, by hand ----------------------------------------
