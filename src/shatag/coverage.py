@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -132,10 +133,12 @@ def build_observations(
     if not directory.is_dir():
         return out
     candidates: list[tuple[float, Path]] = []
-    for path in directory.glob("*.json"):
-        if is_sha(path.stem):
-            with contextlib.suppress(OSError):
-                candidates.append((path.stat().st_mtime, path))
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.endswith(".json") and is_sha(name[:-5]):
+                with contextlib.suppress(OSError):
+                    candidates.append((entry.stat().st_mtime, directory / name))
     candidates.sort(key=lambda c: c[0], reverse=True)
     newest: dict[str, str] = {}
     for obs in others:
