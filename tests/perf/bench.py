@@ -88,7 +88,9 @@ APPENDS: Final = 40
 HEALTH_POLL_SEC: Final = 0.1  # the by-hand gate polls as often as the docker target does
 # What the session asserts (figure: "cpu" and/or "wall"). Only ratios that held with margin in
 # every measured run on the 2-core machine are asserted; the rest are reported against their goal.
-LIST_ASSERT: Final[tuple[str, ...]] = ("cpu",)
+# `inv --list` CPU: ~0.95 on a quiet moment, but 1.12 (0.85-1.40) in the full run on the
+# loaded machine: reported, not asserted.
+LIST_ASSERT: Final[tuple[str, ...]] = ()
 FILES_ASSERT: Final[tuple[str, ...]] = ()
 BUILD_ASSERT: Final[tuple[str, ...]] = ()
 FLAT_HISTORY_ASSERT: Final[tuple[str, ...]] = ("cpu",)
