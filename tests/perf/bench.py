@@ -625,7 +625,7 @@ def build_pairs(w: World, payload_mb: int) -> None:
     ratio_rows(
         w,
         "3",
-        f"`inv build` vs the floor: {floor} ({workload}, {builder[0]} builder)",
+        f"`inv build` ({workload}, {builder[0]} builder) vs the floor: {floor}",
         pairing,
         1.2,
         assert_on=BUILD_ASSERT,
@@ -1284,7 +1284,7 @@ def plot_ratios(rows: Sequence[Row], path: Path) -> None:
     ax.set_yticks(range(len(shown)), labels, fontsize="x-small")
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("shatag / baseline (median of paired ratios, min-max bars; red: the goal)")
+    ax.set_xlabel("shatag / baseline: median of paired ratios (min-max); red: goal")
     ax.set_title("Issue 17: each ratio against its goal")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     fig.tight_layout()
@@ -1294,8 +1294,13 @@ def plot_ratios(rows: Sequence[Row], path: Path) -> None:
 
 
 def short_label(what: str) -> str:
+    """The row's comparison, shortened for the plot, its figure ([CPU]/[wall]) kept."""
     text = re.sub(r"`", "", what)
-    return text if len(text) <= 70 else text[:67] + "..."
+    figure = ""
+    match = re.search(r" \[(CPU|wall)\]$", text)
+    if match:
+        figure, text = match.group(0), text[: match.start()]
+    return (text if len(text) <= 60 else text[:57] + "...") + figure
 
 
 def markdown(w: World, info: Mapping[str, str], elapsed: float) -> str:
