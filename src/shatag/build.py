@@ -376,6 +376,10 @@ def _build_and_push(
         timeout=settings.build_timeout_sec,
         on_line=on_line,
     )
+    # The SBOM scan starts as soon as the image exists (issue 17): it reads the local image by
+    # ID, so it overlaps the source check, the lock, the tagging and the push. Its result is
+    # used only if this image is the one pushed.
+    local_sbom = scan(built.image_id) if scan is not None else None
     try:
         before_push()  # the source check that ran alongside the build (SOURCE_MISMATCH)
         with build_lock(
@@ -395,7 +399,6 @@ def _build_and_push(
                 )
             for tag in (full_tag, short_tag):
                 engine.tag(built.image_id, tag)
-            local_sbom = scan(built.image_id) if scan is not None else None
             reported = engine.push(full_tag, timeout=PUSH_TIMEOUT_SEC, on_line=on_line)
             return _prove(job, built, reported), local_sbom
     finally:

@@ -21,8 +21,13 @@ SOFT_VERIFY_TOOL_ERROR. The escalation criterion holds when at least ``window`` 
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from shatag.config import Settings
@@ -36,6 +41,8 @@ MIN_VERIFIED_PCT: Final = 90.0
 MAX_TOOL_FAILURE_PCT: Final = 1.0
 TOOL_FAILURE_REASONS: Final = frozenset({"error", "tool_missing"})
 TOOL_FAILURE_CODE: Final = "SOFT_VERIFY_TOOL_ERROR"
+#: How much older than its ``created_at`` a metadata file's mtime may look (coarse clocks).
+MTIME_SLACK_SEC: Final = 120.0
 
 Source = Literal["build", "deploy", "rollback"]
 
@@ -110,33 +117,66 @@ def summarize(observations: Iterable[Observation], window: int = WINDOW) -> Cove
     )
 
 
-def build_observations(settings: Settings) -> list[Observation]:
-    """One observation per readable ``<sha>.json`` metadata file."""
+def build_observations(
+    settings: Settings, *, window: int | None = None, others: Iterable[Observation] = ()
+) -> list[Observation]:
+    """One observation per readable ``<sha>.json`` metadata file -- with ``window``, only the
+    files that can still be among the ``window`` newest SHAs (``others`` included).
+
+    ``inv build`` stamps ``created_at`` before it writes the file, so a file's modification
+    time is never older than its ``created_at``: files are read newest first, and reading stops
+    at the first one modified (minus :data:`MTIME_SLACK_SEC`) before the ``window``-th newest
+    observation so far (issue 17: ``inv signatures`` no longer reads every build ever made).
+    """
     out: list[Observation] = []
     directory = settings.metadata_dir
     if not directory.is_dir():
         return out
-    for path in directory.glob("*.json"):
-        if not is_sha(path.stem):
-            continue
-        try:
-            data = load_metadata(path)
-        except InvalidInput:
-            continue
-        if data is None:
-            continue
-        out.append(
-            Observation(
-                sha=str(data.get("image_sha") or path.stem),
-                source="build",
-                when=str(data.get("created_at", "")),
-                signature_status=str(data.get("signature_status", "unverified")),
-                signature_reason=str(data.get("signature_reason", "")),
-                error_code=str(data.get("error_code", "")),
-                where=str(path),
-            )
-        )
+    candidates: list[tuple[float, Path]] = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.endswith(".json") and is_sha(name[:-5]):
+                with contextlib.suppress(OSError):
+                    candidates.append((entry.stat().st_mtime, directory / name))
+    candidates.sort(key=lambda c: c[0], reverse=True)
+    newest: dict[str, str] = {}
+    for obs in others:
+        newest[obs.sha] = max(newest.get(obs.sha, ""), obs.when)
+    threshold = ""
+    for count, (mtime, path) in enumerate(candidates):
+        if window is not None and len(newest) >= window:
+            if count % 16 == 0 or not threshold:
+                threshold = heapq.nlargest(window, newest.values())[-1]
+            if threshold and _iso(mtime + MTIME_SLACK_SEC) < threshold:
+                break
+        found = _build_observation(path)
+        if found is not None:
+            out.append(found)
+            newest[found.sha] = max(newest.get(found.sha, ""), found.when)
     return out
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+
+
+def _build_observation(path: Path) -> Observation | None:
+    try:
+        data = load_metadata(path)
+    except InvalidInput:
+        return None
+    if data is None:
+        return None
+    return Observation(
+        sha=str(data.get("image_sha") or path.stem),
+        source="build",
+        when=str(data.get("created_at", "")),
+        signature_status=str(data.get("signature_status", "unverified")),
+        signature_reason=str(data.get("signature_reason", "")),
+        error_code=str(data.get("error_code", "")),
+        where=str(path),
+    )
 
 
 def history_observations(
@@ -168,8 +208,8 @@ def coverage(
 ) -> CoverageReport:
     """Coverage over build metadata and deployment history (see the module docstring).
     ``env``: what git runs with when the history is on git (``state_backend: git``)."""
-    builds = build_observations(settings)
     deploys = history_observations(settings, env=env)
+    builds = build_observations(settings, window=window, others=deploys)
     report = summarize([*builds, *deploys], window)
     history = (
         f"history:git {settings.state_remote} refs/shatag/*"

@@ -16,8 +16,10 @@ Both get ``--no-cache --pull=false`` and no cache import/export.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,11 @@ class BuiltImage:
     builder: Builder
 
 
+def _import_client() -> None:
+    with contextlib.suppress(ImportError):
+        import python_on_whales  # noqa: F401
+
+
 class DockerEngine:
     """One docker engine, as the environment mapping describes it (DOCKER_HOST, …)."""
 
@@ -49,6 +56,10 @@ class DockerEngine:
         self._env = dict(env)
         self._client: DockerClient | None = None
         self._builder: Builder | None = None
+        # Importing python-on-whales (and pydantic) costs 0.2-0.3 s of CPU; the engine needs it
+        # only for inspections and tags, after a build or a pull. Start that import now, in the
+        # background, so it overlaps the docker commands that need no client (issue 17).
+        threading.Thread(target=_import_client, name="shatag-import-pow").start()
 
     @property
     def client(self) -> DockerClient:
@@ -64,7 +75,18 @@ class DockerEngine:
         return self._client
 
     def _cmd(self) -> list[str]:
-        return [str(part) for part in self.client.client_config.docker_cmd]
+        """The docker command line python-on-whales builds for this engine
+        (``client_config.docker_cmd``: the binary, ``--config``, ``--host``), made here so that
+        running a docker command does not wait for python-on-whales to be imported."""
+        binary = _run.which("docker", self._env)
+        if binary is None:
+            raise ToolMissing("the docker CLI is not installed; run `bash ci/setup.sh`")
+        cmd = [binary]
+        if self._env.get("DOCKER_CONFIG"):
+            cmd += ["--config", self._env["DOCKER_CONFIG"]]
+        if self._env.get("DOCKER_HOST"):
+            cmd += ["--host", self._env["DOCKER_HOST"]]
+        return cmd
 
     def builder(self) -> Builder:
         """buildx when the CLI has it (overridable with ``SHATAG_BUILDER``), else classic."""

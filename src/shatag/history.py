@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
+from shatag import shaindex
 from shatag.core import validate_env_name
 
 Action = Literal["deploy", "rollback"]
@@ -135,6 +136,7 @@ class HistoryStore:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             _cut_torn_tail(fd)
+            size_before = os.fstat(fd).st_size
             written = os.write(fd, line)
             if written != len(line):  # a full disk: do not leave a fragment behind
                 size = os.fstat(fd).st_size
@@ -143,6 +145,12 @@ class HistoryStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+        entry = (record.sha, record.repository, record.digest)
+        shaindex.appended(self.path, size_before, size_before + len(line), entry, self._entries)
+
+    def _entries(self) -> list[tuple[str, str, str]]:
+        """``(sha, repository, digest)`` of every record, oldest first (the index rebuild)."""
+        return [(r.sha, r.repository, r.digest) for r in self.iter_newest()][::-1]
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -182,6 +190,11 @@ class HistoryStore:
         """The digest this environment last ran (or validated) for ``sha`` -- from
         ``repository`` only, when given (the same commit may be built into staging and
         canonical with different digests)."""
+        if shaindex.covered(self.path):  # the per-SHA index describes the whole history
+            for indexed_repository, digest in shaindex.lookup(self.path, sha):
+                if repository is None or indexed_repository == repository:
+                    return digest
+            return None
         needle = sha.encode("ascii", "replace")
         for raw in _reverse_lines(self.path):
             if needle not in raw:  # skip parsing lines that cannot match: a miss stays fast

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit, ParseError
+from invoke.executor import Executor
 from invoke.tasks import task
 
-from shatag import output, signals
+from shatag import _exit, output, signals
 from shatag.config import Settings, invoke_defaults
 from shatag.errors import ShatagError
 
@@ -42,6 +43,17 @@ def _parse_error_line(self: ParseError) -> str:
 # value, ``--sha=--rebuild``) and prints str(ParseError) itself. This module is imported before
 # task flags are parsed, so those messages too follow our `error: CODE: message` contract.
 ParseError.__str__ = _parse_error_line  # type: ignore[method-assign,assignment]
+# A CLI run ends without the interpreter's teardown once its output is flushed (issue 17).
+_exit.install()
+
+
+class FastExitExecutor(Executor):
+    """Runs the requested tasks, then ends a CLI process at once (:mod:`shatag._exit`)."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        results = super().execute(*args, **kwargs)
+        _exit.finished()
+        return results
 
 
 def _plain(value: Any) -> Any:
@@ -286,4 +298,6 @@ ns.add_task(rollback)
 ns.add_task(history_)
 ns.add_task(verify)
 ns.add_task(signatures)
-ns.configure({"shatag": invoke_defaults()})
+ns.configure(
+    {"shatag": invoke_defaults(), "tasks": {"executor_class": "shatag.tasks.FastExitExecutor"}}
+)

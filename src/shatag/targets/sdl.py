@@ -6,6 +6,12 @@ comment), so comments, key order, indentation and every other line stay byte-for
 The result is re-parsed and must equal the old document with only the image changed; if it does
 not (a block or multi-line scalar), the document is re-dumped by ruamel.yaml's round-trip dumper.
 
+A fast path comes first (issue 17: importing ruamel.yaml costs more than the rest of a deploy to
+file targets): the scalar is found with the YAML parser invoke already loaded (its vendored
+PyYAML: node positions from ``compose``), edited the same way, and accepted only if the edited
+text parses to the old document with only the image changed. Anything else -- an alias, a tag,
+a block scalar, an error to report -- goes the ruamel.yaml way above, unchanged.
+
 >>> from shatag.core import parse_repository
 >>> img = ImageRef(parse_repository("127.0.0.1:5000/api"), "a" * 40, "sha256:" + "b" * 64)
 >>> t = SdlTarget(SdlSpec(path="deploy.yaml", service="api", pin="tag"))
@@ -17,6 +23,7 @@ services:
 
 from __future__ import annotations
 
+import importlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -106,6 +113,9 @@ KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
 
 def set_service_image(text: str, service: str, value: str, *, where: str = "sdl") -> str:
     """``text`` with ``services.<service>.image`` set to ``value``; nothing else changes."""
+    fast = _fast_set_service_image(text, service, value)
+    if fast is not None:
+        return fast
     document = _load(text, where)
     service_map = _service(document, service, where)
     line, col = service_map.lc.value("image")
@@ -122,6 +132,62 @@ def set_service_image(text: str, service: str, value: str, *, where: str = "sdl"
     out = io.StringIO()
     _yaml().dump(expected, out)
     return out.getvalue()
+
+
+def _fast_set_service_image(text: str, service: str, value: str) -> str | None:
+    """The in-place edit, checked with invoke's vendored PyYAML; ``None``: use ruamel.yaml."""
+    pyyaml = _pyyaml()
+    found = _fast_locate(pyyaml, text, service) if pyyaml is not None else None
+    if found is None:
+        return None
+    line, col, expected = found
+    try:
+        expected["services"][service]["image"] = value
+    except (KeyError, TypeError):  # a key PyYAML typed differently (`123:`): not this way
+        return None
+    lines = text.splitlines(keepends=True)
+    edited = _replace_scalar(lines[line], col, value, flow=False)
+    if edited is None:
+        return None
+    candidate = "".join([*lines[:line], edited, *lines[line + 1 :]])
+    try:
+        loaded = pyyaml.load(candidate, Loader=pyyaml.SafeLoader)
+    except Exception:  # noqa: BLE001 - it does not parse: not equal, then
+        return None
+    return candidate if _same(loaded, expected) else None
+
+
+def _pyyaml() -> Any:
+    try:
+        return importlib.import_module("invoke.vendor.yaml")
+    except ImportError:  # pragma: no cover - invoke has vendored PyYAML since 1.0
+        return None
+
+
+def _fast_locate(pyyaml: Any, text: str, service: str) -> tuple[int, int, Any] | None:
+    """Line and column of the one-line string scalar ``services.<service>.image`` (through
+    block mappings with unique plain keys only), and the document as PyYAML loads it."""
+    try:
+        node = pyyaml.compose(text, Loader=pyyaml.SafeLoader)
+        expected = pyyaml.load(text, Loader=pyyaml.SafeLoader)
+    except Exception:  # noqa: BLE001 - any parser complaint: the ruamel.yaml way reports it
+        return None
+    for key in ("services", service, "image"):
+        if node is None or node.id != "mapping" or node.flow_style:
+            return None
+        keys = [k.value for k, _v in node.value if k.id == "scalar"]
+        if len(keys) != len(node.value) or len(keys) != len(set(keys)) or "<<" in keys:
+            return None
+        node = dict(zip(keys, (v for _k, v in node.value), strict=True)).get(key)
+    ok = (
+        node is not None
+        and node.id == "scalar"
+        and node.tag == "tag:yaml.org,2002:str"
+        and node.style in (None, "'", '"')
+        and node.start_mark.line == node.end_mark.line
+        and isinstance(expected, dict)
+    )
+    return (node.start_mark.line, node.start_mark.column, expected) if ok else None
 
 
 def _load(text: str, where: str) -> Any:
