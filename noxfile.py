@@ -27,6 +27,7 @@ nox.options.sessions = [
     "integration",
     "coverage",
     "reliability",
+    "kubernetes",
     "perf",
 ]
 
@@ -166,6 +167,16 @@ def reliability(session: nox.Session) -> None:
     # The report is written even when a scenario fails; the report step then fails the session.
     session.run("pytest", "tests/reliability", *session.posargs, env=env, success_codes=[0, 1])
     session.run("python", "ci/reliability_report.py", str(results))
+
+
+@nox.session(python=PYTHON, tags=["slow"])
+@_timed
+def kubernetes(session: nox.Session) -> None:
+    """A real single-node cluster on loopback (ci/kube_cluster.py): the Kubernetes targets."""
+    _install(session, "test")
+    # Builds the pinned Kubernetes binaries once (cold ~10 min on 2 cores, cached after: seconds).
+    session.run("bash", "ci/install-kubernetes.sh", external=True)
+    _pytest(session, "tests/kubernetes")
 
 
 @nox.session(python=PYTHON, tags=["slow"])
