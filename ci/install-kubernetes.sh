@@ -127,7 +127,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   mod_dir="$tools_dir/src/kubernetes-$KUBERNETES_VERSION"
   step "Kubernetes $KUBERNETES_VERSION wrapper module (go mod download)" k8s-module \
     prepare_module "$mod_dir"
-  step "Kubernetes $KUBERNETES_VERSION build: ${missing[*]} (cold: ~10 min on 2 cores)" k8s-build \
+  step "Kubernetes $KUBERNETES_VERSION build: ${missing[*]} (cold: 10-40 min on 2 cores, warm: ~2 min)" k8s-build \
     build_binaries "$mod_dir" "${missing[@]}"
   for c in "${COMPONENTS[@]}"; do
     got="$(have_version "$c")"

@@ -47,9 +47,11 @@ from typing import Any
 TOOLS_DIR = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag/tools"))
 TOOLS_BIN = TOOLS_DIR / "bin"
 CNI_BIN = TOOLS_DIR / "cni" / "bin"
-DEFAULT_RUN_DIR = Path(os.environ.get("SHATAG_KUBE_RUN_DIR", "/tmp/shatag-kube"))
+DEFAULT_RUN_DIR = Path(
+    os.environ.get("SHATAG_KUBE_RUN_DIR") or Path(tempfile.gettempdir()) / "shatag-kube"
+)
 # One cluster per machine: the kubelet's kernel settings, cgroups and iptables chains are global.
-MACHINE_LOCK = Path("/tmp/shatag-kube.owner")
+MACHINE_LOCK = Path("/run/shatag-kube.owner")
 NODE_NAME = "localhost"
 PAUSE_REPO = "shatag-kube/pause"
 PAUSE_TAG = "1"
@@ -77,15 +79,17 @@ def say(msg: str) -> None:
     print(f"kube-cluster: {msg}", file=sys.stderr, flush=True)
 
 
-def run(argv: list[str], *, timeout: float = 60, check: bool = True, **kw: Any) -> str:
+def run(
+    argv: list[str], *, timeout: float = 60, check: bool = True, env: dict[str, str] | None = None
+) -> str:
     proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout, check=False, **kw
+        argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
     if check and proc.returncode != 0:
         raise ClusterError(
             f"{' '.join(argv[:3])}… exited {proc.returncode}: {(proc.stderr or proc.stdout)[-800:]}"
         )
-    return proc.stdout
+    return str(proc.stdout)
 
 
 def tool(name: str) -> str:
@@ -110,11 +114,18 @@ def start_time(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return str(stat.rsplit(")", 1)[1].split()[19])
 
 
 def alive(pid: int, started: str | None) -> bool:
-    return started is not None and start_time(pid) == started
+    """The process we started is still running (not a reused PID, not a zombie)."""
+    if started is None or start_time(pid) != started:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 # --- state ------------------------------------------------------------------------------------
@@ -176,21 +187,28 @@ class Cluster:
             tail = Path(info["log"]).read_text(errors="replace")[-2000:]
             raise ClusterError(f"{name} exited; log {info['log']}:\n{tail}")
 
-    def stop(self, name: str, timeout: float = 15) -> None:
-        info = self.state.get("processes", {}).get(name)
-        if not info or not alive(info["pid"], info["start"]):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive(info["pid"], info["start"]):
-            time.sleep(0.1)
-        if alive(info["pid"], info["start"]):
+    def stop(self, *names: str, timeout: float = 5) -> None:
+        """SIGTERM to each of ``names`` (ours: PID and start time match), SIGKILL to what is
+        left after ``timeout``. All at once: a throwaway cluster needs no graceful drain."""
+        procs = [
+            (info["pid"], info["start"])
+            for name in names
+            if (info := self.state.get("processes", {}).get(name))
+            and alive(info["pid"], info["start"])
+        ]
+        for pid, _ in procs:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(info["pid"], signal.SIGKILL)
-        # A child of ours only when `up` ran in this process; reap it then.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(info["pid"], os.WNOHANG)
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(alive(p, s) for p, s in procs):
+            time.sleep(0.05)
+        for pid, started in procs:
+            if alive(pid, started):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            # A child of ours only when `up` ran in this process; reap it then.
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
     def wait(self, what: str, probe: Any, timeout: float, names: tuple[str, ...] = ()) -> None:
         deadline = time.monotonic() + timeout
@@ -569,7 +587,7 @@ def start_registry(c: Cluster) -> str:
     c.spawn("registry", [tool("docker-registry"), "serve", str(config)])
     c.wait(
         "registry",
-        lambda: socket.create_connection(("127.0.0.1", port), timeout=0.5).close() or True,
+        lambda: _connects(("127.0.0.1", port)),
         20,
         ("registry",),
     )
@@ -585,7 +603,8 @@ def api_get(c: Cluster, path: str, timeout: float = 2) -> Any:
         f"https://127.0.0.1:{c.state['ports']['apiserver']}{path}",
         headers={"Authorization": f"Bearer {c.state['token']}"},
     )
-    with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+    # https to our own apiserver on 127.0.0.1, verified against our CA.
+    with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:  # noqa: S310
         body = resp.read()
     return json.loads(body) if body.startswith(b"{") else body.decode()
 
@@ -623,10 +642,21 @@ def up(c: Cluster, registries: list[str]) -> None:
         raise ClusterError(f"a cluster already runs from {c.run_dir} (run `down` first)")
     claim_machine(c)
     started = time.monotonic()
-    for sub in ("logs", "pki", "cni/net.d", "containerd/certs.d", "kubelet", "pod-logs", "etcd"):
-        c.path(sub).mkdir(parents=True, exist_ok=True)
     c.state = {"run_dir": str(c.run_dir), "processes": {}, "up_started": time.time()}
     c.record_machine()
+    registries = prepare(c, registries)
+    start_control_plane(c, registries)
+    start_node(c)
+    c.state["up_sec"] = round(time.monotonic() - started, 1)
+    c.save()
+    say(f"up in {c.state['up_sec']} s; logs in {c.path('logs')}")
+    print(c.kubeconfig)
+
+
+def prepare(c: Cluster, registries: list[str]) -> list[str]:
+    """Ports, certificates, token, kubeconfig, the registry and the pause image."""
+    for sub in ("logs", "pki", "cni/net.d", "containerd/certs.d", "kubelet", "pod-logs", "etcd"):
+        c.path(sub).mkdir(parents=True, exist_ok=True)
     ports = {
         name: free_port()
         for name in (
@@ -645,7 +675,9 @@ def up(c: Cluster, registries: list[str]) -> None:
     pki = c.path("pki")
     with timed("certificates (openssl)"):
         make_pki(pki)
-    (pki / "tokens.csv").write_text(f"{c.state['token']},shatag-admin,shatag-admin,system:masters\n")
+    (pki / "tokens.csv").write_text(
+        f"{c.state['token']},shatag-admin,shatag-admin,system:masters\n"
+    )
     os.chmod(pki / "tokens.csv", 0o600)
     server = f"https://127.0.0.1:{ports['apiserver']}"
     c.kubeconfig.write_text(kubeconfig_text(server, pki / "ca.crt", c.state["token"]))
@@ -661,7 +693,13 @@ def up(c: Cluster, registries: list[str]) -> None:
             d = c.path("containerd", "certs.d", reg)
             d.mkdir(parents=True, exist_ok=True)
             (d / "hosts.toml").write_text(hosts_toml(reg))
+    return registries
 
+
+def start_control_plane(c: Cluster, registries: list[str]) -> None:
+    """etcd, kube-apiserver (and our containerd meanwhile), controller-manager, scheduler."""
+    ports = c.state["ports"]
+    pki = c.path("pki")
     c.spawn(
         "etcd",
         [
@@ -746,10 +784,15 @@ def up(c: Cluster, registries: list[str]) -> None:
             "--v=1",
         ],
     )
+
+
+def start_node(c: Cluster) -> None:
+    """The kubelet on our containerd; waits for the node Ready and the default account."""
+    component_kubeconfig = ["--kubeconfig", str(c.kubeconfig)]
     with timed("containerd socket"):
         c.wait(
             "containerd",
-            lambda: socket.socket(socket.AF_UNIX).connect(str(c.containerd_sock)) or True,
+            lambda: _connects(str(c.containerd_sock)),
             30,
             ("containerd",),
         )
@@ -776,10 +819,14 @@ def up(c: Cluster, registries: list[str]) -> None:
             60,
             names,
         )
-    c.state["up_sec"] = round(time.monotonic() - started, 1)
-    c.save()
-    say(f"up in {c.state['up_sec']} s; logs in {c.path('logs')}")
-    print(c.kubeconfig)
+
+
+def _connects(address: tuple[str, int] | str) -> bool:
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        sock.connect(address)
+    return True
 
 
 def _write(path: Path, text: str) -> None:
@@ -816,16 +863,9 @@ def our_shims(c: Cluster) -> list[int]:
     return pids
 
 
-def down(c: Cluster) -> None:
-    if not c.state:
-        say(f"nothing to stop in {c.run_dir}")
-        return
-    started = time.monotonic()
-    problems: list[str] = []
-    # Controllers first (nothing recreates pods), then the kubelet (nothing restarts containers),
-    # then the containers themselves, their shims, containerd, and the control plane.
-    for name in ("kube-controller-manager", "kube-scheduler", "kubelet"):
-        c.stop(name)
+def kill_pods(c: Cluster) -> None:
+    """Every container of our containerd, then any process left in the kubelet's cgroups, then
+    the shims of our containerd (by PID; the docker daemon's shims are never touched)."""
     stop_containers(c)
     for hierarchy in cgroup_hierarchies():
         tree = hierarchy / KUBEPODS
@@ -840,16 +880,35 @@ def down(c: Cluster) -> None:
     for pid in our_shims(c):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    for name in ("containerd", "kube-apiserver", "etcd", "registry"):
-        c.stop(name)
+
+
+def unmount_all(c: Cluster) -> list[str]:
+    """Unmount what containerd and the kubelet mounted under the run directory (rootfs
+    overlays, shm, projected-token tmpfs), deepest first; a busy one is detached lazily."""
     for point in mounts_under(c.run_dir):
         run(["umount", point], check=False, timeout=30)
-        if point in mounts_under(c.run_dir):  # still busy: detach it lazily
+        if point in mounts_under(c.run_dir):
             run(["umount", "-l", point], check=False, timeout=30)
     leftover = mounts_under(c.run_dir)
-    if leftover:
-        problems.append(f"still mounted: {leftover}")
-    problems += c.restore_machine()
+    return [f"still mounted: {leftover}"] if leftover else []
+
+
+def down(c: Cluster) -> None:
+    if not c.state:
+        say(f"nothing to stop in {c.run_dir}")
+        return
+    started = time.monotonic()
+    # Controllers first (nothing recreates pods), then the kubelet (nothing restarts containers),
+    # then the containers themselves, their shims, containerd, and the control plane.
+    with timed("controllers and kubelet stopped"):
+        c.stop("kube-controller-manager", "kube-scheduler", "kubelet")
+    with timed("pods, shims stopped"):
+        kill_pods(c)
+    with timed("containerd, apiserver, etcd stopped"):
+        c.stop("containerd", "kube-apiserver", "etcd", "registry")
+    with timed("unmounted, machine restored"):
+        problems = unmount_all(c)
+        problems += c.restore_machine()
     # The bulky state goes; logs, config and state.json stay for a post-mortem.
     for sub in ("containerd/root", "containerd/state", "kubelet/root", "etcd", "registry"):
         shutil.rmtree(c.path(sub), ignore_errors=True)

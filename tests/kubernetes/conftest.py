@@ -99,7 +99,9 @@ def kube(registry: LocalRegistry, tmp_path_factory: pytest.TempPathFactory) -> I
             pytest.fail(f"{TOOLS_BIN / name} is missing: run `bash ci/install-kubernetes.sh`")
     # A short path: containerd's socket lives under it (unix socket paths are limited to 108).
     run_dir = Path(tempfile.mkdtemp(prefix="shatag-kube-"))
-    started = _launcher("up", "--run-dir", str(run_dir), "--registry", registry.address, timeout=300)
+    started = _launcher(
+        "up", "--run-dir", str(run_dir), "--registry", registry.address, timeout=300
+    )
     if started.returncode != 0:
         pytest.fail(f"kube_cluster.py up failed:\n{started.stderr}")
     kubeconfig = Path(started.stdout.strip().splitlines()[-1])
