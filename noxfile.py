@@ -174,8 +174,9 @@ def reliability(session: nox.Session) -> None:
 def kubernetes(session: nox.Session) -> None:
     """A real single-node cluster on loopback (ci/kube_cluster.py): the Kubernetes targets."""
     _install(session, "test")
-    # Builds the pinned Kubernetes binaries once (cold ~10 min on 2 cores, cached after: seconds).
-    session.run("bash", "ci/install-kubernetes.sh", external=True)
+    # ci/install-kubernetes.sh: builds the pinned binaries once (10-40 min of Go on 2 cores, see
+    # docs/performance-kubernetes.md), a 2 s no-op after that; etcd and the CNI plugins unpacked.
+    _tools(session, "kubernetes")
     _pytest(session, "tests/kubernetes")
 
 
