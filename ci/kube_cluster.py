@@ -635,15 +635,19 @@ def claim_machine(c: Cluster) -> None:
     MACHINE_LOCK.write_text(f"{c.run_dir}\n")
 
 
-def up(c: Cluster, registries: list[str]) -> None:
+def may_start(c: Cluster) -> None:
+    """Refuse before anything changes (a refusal must not tear down the running cluster)."""
     if os.geteuid() != 0:
         raise ClusterError("the kubelet needs root")
     if c.any_alive():
         raise ClusterError(f"a cluster already runs from {c.run_dir} (run `down` first)")
     claim_machine(c)
+
+
+def up(c: Cluster, registries: list[str]) -> None:
     started = time.monotonic()
     c.state = {"run_dir": str(c.run_dir), "processes": {}, "up_started": time.time()}
-    c.record_machine()
+    c.record_machine()  # before anything starts: what `down` restores
     registries = prepare(c, registries)
     start_control_plane(c, registries)
     start_node(c)
@@ -894,7 +898,7 @@ def unmount_all(c: Cluster) -> list[str]:
 
 
 def down(c: Cluster) -> None:
-    if not c.state:
+    if not c.state or (c.state.get("down_sec") is not None and not c.any_alive()):
         say(f"nothing to stop in {c.run_dir}")
         return
     started = time.monotonic()
@@ -957,6 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster(args.run_dir)
     try:
         if args.command == "up":
+            may_start(cluster)
             try:
                 up(cluster, list(args.registry))
             except BaseException:
