@@ -16,18 +16,18 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-# The test suite (the README's test command, .ci/run). `coverage` combines what unit, contract
-# and integration measured (issue 11). `perf` comes last: a benchmark whose only pass/fail part
-# is its asserted ratios (issue 7); SHATAG_SKIP_PERF=1 skips it.
+# The test suite (the README's test command, .ci/run). `coverage` combines what unit, contract,
+# integration and kubernetes measured (issues 11, 16). `perf` comes last: a benchmark whose only
+# pass/fail part is its asserted ratios (issue 7); SHATAG_SKIP_PERF=1 skips it.
 nox.options.sessions = [
     "lint",
     "typecheck",
     "unit",
     "contract",
     "integration",
+    "kubernetes",
     "coverage",
     "reliability",
-    "kubernetes",
     "perf",
 ]
 
@@ -147,8 +147,8 @@ def integration(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 @_timed
 def coverage(session: nox.Session) -> None:
-    """Line coverage of unit + contract + integration combined; fails below the ratchet
-    (``fail_under`` in pyproject.toml). Run it after those sessions."""
+    """Line coverage of unit + contract + integration + kubernetes combined; fails below the
+    ratchet (``fail_under`` in pyproject.toml). Run it after those sessions."""
     _install(session, "test")
     env = {"COVERAGE_FILE": str(COVERAGE_FILE)}
     session.run("coverage", "combine", env=env)
