@@ -182,7 +182,7 @@ def kubernetes(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, tags=["slow"])
 def perf(session: nox.Session) -> None:
-    """Side-by-side benchmarks; writes docs/performance.md (SHATAG_SKIP_PERF=1 skips)."""
+    """Side-by-side benchmarks; writes docs/performance*.md (SHATAG_SKIP_PERF=1 skips)."""
     if os.environ.get("SHATAG_SKIP_PERF") == "1":
         session.skip("SHATAG_SKIP_PERF=1")
     _install(session, "perf")
@@ -190,6 +190,9 @@ def perf(session: nox.Session) -> None:
     # A benchmark script, not a pytest suite: it interleaves the compared commands, writes
     # docs/performance.md + docs/perf-validation.png and exits 1 when an asserted ratio misses.
     session.run("python", "-m", "tests.perf.bench", *session.posargs, env=_tools_env(session))
+    # Issue 16: deploying to the test cluster vs kubectl by hand (docs/performance-kubernetes.md).
+    _tools(session, "kubernetes")
+    session.run("python", "-m", "tests.perf.bench_kubernetes", env=_tools_env(session))
 
 
 @nox.session(python=PYTHON)

@@ -75,10 +75,10 @@ _values = st.one_of(
 
 @given(
     st.dictionaries(
-        st.sampled_from(sorted({"other", *KINDS["docker"].keys, *KINDS["sdl"].keys})),
+        st.sampled_from(sorted({"other", *(k for kind in KINDS.values() for k in kind.keys)})),
         _values,
     ),
-    st.sampled_from(["docker", "sdl", "tfvars", "ftp", None]),
+    st.sampled_from([*sorted(KINDS), "ftp", None]),
 )
 def test_property_any_target_mapping_parses_or_is_a_config_error(
     raw: dict[str, Any], kind: str | None

@@ -33,7 +33,7 @@ from shatag.targets import TargetContext, TargetKind
 from shatag.targets._spec import check_keys, converted, parse_pin
 
 if TYPE_CHECKING:
-    from shatag.kubectl import Kubectl
+    from shatag.kubectl import Kubectl, PodProblem
 
 NAME: Final = "kubernetes"
 KEYS: Final = frozenset(
@@ -44,7 +44,8 @@ ANNOTATION_SHA: Final = "shatag.dev/image-sha"
 ANNOTATION_DIGEST: Final = "shatag.dev/image-digest"
 ANNOTATION_REF: Final = "shatag.dev/image-ref"
 ANNOTATIONS: Final = (ANNOTATION_SHA, ANNOTATION_DIGEST, ANNOTATION_REF)
-POLL_SEC: Final = 0.25
+POLL_SEC: Final = 0.2
+PODS_EVERY_SEC: Final = 1.0
 REQUEST_TIMEOUT_SEC: Final = 30.0
 DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -277,6 +278,7 @@ def wait_rollout(
     deadline = time.monotonic() + spec.rollout_timeout_sec
     # deploy.py names the target of a failed restore itself.
     what = "restoring the previous image: " if restoring else f"{spec.label}: "
+    next_pods = time.monotonic() + PODS_EVERY_SEC  # the pods can only fail after they exist
     while True:
         try:
             deployment = kubectl.deployment(spec.deployment)
@@ -284,10 +286,16 @@ def wait_rollout(
             observed = deployment.get("status", {}).get("observedGeneration", 0)
             if status.done and (not isinstance(generation, int) or observed >= generation):
                 return
-            labels = selector(deployment)
-            problems = pod_problems(kubectl.pods(labels) if labels else [], spec.container, image)
-            fatal = [p for p in problems if p.fatal]
             timed_out = time.monotonic() >= deadline
+            problems: list[PodProblem] = []
+            # Every kubectl call costs ~0.1-0.3 s of start-up: the deployment's status is read
+            # every poll, its pods (for the fast failures) about once a second.
+            if timed_out or status.deadline_exceeded or time.monotonic() >= next_pods:
+                next_pods = time.monotonic() + PODS_EVERY_SEC
+                labels = selector(deployment)
+                pods = kubectl.pods(labels) if labels else []
+                problems = pod_problems(pods, spec.container, image)
+            fatal = [p for p in problems if p.fatal]
             if not (fatal or status.deadline_exceeded or timed_out):
                 time.sleep(POLL_SEC)
                 continue
