@@ -113,9 +113,9 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 @_timed
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the library, the tests, tasks.py and this file."""
+    """mypy --strict over the library, the tests, tasks.py, this file and the k8s launcher."""
     _install(session, "typecheck")
-    session.run("mypy", "src/shatag", "tasks.py", "noxfile.py", "tests")
+    session.run("mypy", "src/shatag", "tasks.py", "noxfile.py", "tests", "ci/kube_cluster.py")
 
 
 @nox.session(python=PYTHON)
