@@ -41,6 +41,10 @@ FATAL_REASONS = frozenset(
 )
 
 
+#: A crash loop ends the wait once the container has been restarted this often.
+CRASH_LOOP_RESTARTS = 2
+
+
 @dataclass(frozen=True, slots=True)
 class RolloutStatus:
     """Where a Deployment's rollout stands, by ``kubectl rollout status``'s rules."""
@@ -149,10 +153,15 @@ def pod_problems(pods: Sequence[Mapping[str, Any]], container: str, image: str) 
             reason = str(waiting.get("reason", ""))
             if reason:
                 message = str(waiting.get("message", ""))
-                if reason == "CrashLoopBackOff" and last:
-                    restarts = cs.get("restartCount", 0)
-                    message = f"exit code {last.get('exitCode')}, restarted {restarts} times"
-                problems.append(PodProblem(name, reason, message, reason in FATAL_REASONS))
+                fatal = reason in FATAL_REASONS
+                if reason == "CrashLoopBackOff":
+                    restarts = _int(cs.get("restartCount"))
+                    if last:
+                        message = f"exit code {last.get('exitCode')}, restarted {restarts} times"
+                    # One crash can be the old pod still holding a host port (Recreate on one
+                    # node); a second one, ~30 s in with the kubelet's back-off, is a loop.
+                    fatal = restarts >= CRASH_LOOP_RESTARTS
+                problems.append(PodProblem(name, reason, message, fatal))
             elif "running" in state:
                 problems.append(
                     PodProblem(name, "NotReady", "running, readiness probe not passing", False)

@@ -134,6 +134,9 @@ def test_pod_problems_name_pull_errors_crash_loops_and_readiness() -> None:
     assert problems["p1"].reason == "ErrImagePull"
     assert problems["p2"].fatal
     assert "exit code 3, restarted 4 times" in problems["p2"].message
+    once = _pod("p5", "new", {"ready": False, "restartCount": 1,
+                              "state": {"waiting": {"reason": "CrashLoopBackOff"}}})  # fmt: skip
+    assert not pod_problems([once], "web", "new")[0].fatal  # one crash is not yet a loop
     assert not problems["p3"].fatal
     assert problems["p3"].reason == "NotReady"
     events = [
@@ -274,3 +277,26 @@ def test_helm_values_missing_parent_is_a_config_error() -> None:
         set_values(VALUES, {"app.image.tag": SHA})
     with pytest.raises(ConfigError):
         parse_key_path("image..tag", what="tag_key")
+
+
+def test_a_shared_journal_entry_must_name_the_configured_deployment_exactly() -> None:
+    """With a shared (git) ledger, recovery acts only on entries about a configured target: for
+    kubernetes that is namespace, deployment, container, kubeconfig and context together."""
+    from shatag.deploy import _names_a_target
+    from shatag.targets import parse_target
+
+    spec = parse_target(
+        "t",
+        {"kind": "kubernetes", "deployment": "api", "container": "web", "namespace": "prod",
+         "kubeconfig": "/etc/kube/prod", "context": "eu"},
+    )  # fmt: skip
+    entry = {**spec.as_journal(), "previous_image": "r/x:1", "new_image": "r/x:2"}  # type: ignore[attr-defined]
+    assert _names_a_target(entry, (spec,))
+    for key, forged in (
+        ("deployment", "other"),
+        ("namespace", "kube-system"),
+        ("container", "sidecar"),
+        ("kubeconfig", "/tmp/evil"),
+        ("context", ""),
+    ):
+        assert not _names_a_target({**entry, key: forged}, (spec,)), key  # fmt: skip

@@ -5,17 +5,18 @@ default ``repo:sha@digest``) and the Deployment annotations ``shatag.dev/image-s
 ``shatag.dev/image-digest`` and ``shatag.dev/image-ref``. Then it waits as
 ``kubectl rollout status`` does (observed generation, updated / ready / available replicas,
 ``progressDeadlineSeconds``), bounded by ``rollout_timeout_sec``, watching the new pods: an image
-that cannot be pulled or a container in a crash loop ends the wait at once. A failed or timed-out
+that cannot be pulled ends the wait at once, a crash loop at the container's second restart. A
+failed or timed-out
 rollout raises DEPLOY_FAILED naming each failing pod's reason; the deploy use case then calls
 ``restore``, which patches the previous image and annotations back and waits for *that* rollout
 (Helm's ``--atomic``). Rollback is a deploy of an earlier SHA from shatag's history, never
 ``kubectl rollout undo`` (the Deployment's revision history is not shatag's).
 
-After a ``kill -9`` between the patch and the recorded result, :func:`recover_deployment` puts the
-previous image back if the Deployment still runs the interrupted one.
+After a ``kill -9`` between the patch and the recorded result, :func:`recover` puts the previous
+image back if the Deployment still runs the interrupted one.
 
-The kubeconfig needs, in the namespace: ``get`` and ``patch`` on deployments, ``list`` on pods,
-replicasets and events.
+The kubeconfig needs, in the namespace: ``get`` and ``patch`` on deployments, ``list`` on pods
+and events (the rollout's pods are found by the Deployment's selector and the image).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ ANNOTATION_SHA: Final = "shatag.dev/image-sha"
 ANNOTATION_DIGEST: Final = "shatag.dev/image-digest"
 ANNOTATION_REF: Final = "shatag.dev/image-ref"
 ANNOTATIONS: Final = (ANNOTATION_SHA, ANNOTATION_DIGEST, ANNOTATION_REF)
+#: The journal keys that say which Deployment container an entry is about.
+JOURNAL_IDENTITY: Final = ("kind", "namespace", "deployment", "container", "kubeconfig", "context")
 POLL_SEC: Final = 0.2
 PODS_EVERY_SEC: Final = 1.0
 REQUEST_TIMEOUT_SEC: Final = 30.0
@@ -96,6 +99,11 @@ class KubernetesSpec:
             "context": self.context,
             "rollout_timeout_sec": self.rollout_timeout_sec,
         }
+
+    def matches_journal(self, entry: Mapping[str, Any]) -> bool:
+        """Whether a journal entry (possibly from a shared ledger) is about this target."""
+        mine = self.as_journal()
+        return all(str(entry.get(k, "")) == str(mine[k]) for k in JOURNAL_IDENTITY)
 
     @classmethod
     def from_journal(cls, entry: Mapping[str, Any]) -> KubernetesSpec:
