@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run([sys.executable, str(LAUNCHER), "down", "--run-dir", str(run_dir)], base_env)
             down_sec = time.perf_counter() - t0
             registry.stop()
+            shutil.rmtree(run_dir, ignore_errors=True)
     result = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "runs": runs,
