@@ -16,15 +16,16 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-# The test suite (the README's test command, .ci/run). `coverage` combines what unit, contract
-# and integration measured (issue 11). `perf` comes last: a benchmark whose only pass/fail part
-# is its asserted ratios (issue 7); SHATAG_SKIP_PERF=1 skips it.
+# The test suite (the README's test command, .ci/run). `coverage` combines what unit, contract,
+# integration and kubernetes measured (issues 11, 16). `perf` comes last: a benchmark whose only
+# pass/fail part is its asserted ratios (issue 7); SHATAG_SKIP_PERF=1 skips it.
 nox.options.sessions = [
     "lint",
     "typecheck",
     "unit",
     "contract",
     "integration",
+    "kubernetes",
     "coverage",
     "reliability",
     "perf",
@@ -112,9 +113,9 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 @_timed
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the library, the tests, tasks.py and this file."""
+    """mypy --strict over the library, the tests, tasks.py, this file and the k8s launcher."""
     _install(session, "typecheck")
-    session.run("mypy", "src/shatag", "tasks.py", "noxfile.py", "tests")
+    session.run("mypy", "src/shatag", "tasks.py", "noxfile.py", "tests", "ci/kube_cluster.py")
 
 
 @nox.session(python=PYTHON)
@@ -146,8 +147,8 @@ def integration(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 @_timed
 def coverage(session: nox.Session) -> None:
-    """Line coverage of unit + contract + integration combined; fails below the ratchet
-    (``fail_under`` in pyproject.toml). Run it after those sessions."""
+    """Line coverage of unit + contract + integration + kubernetes combined; fails below the
+    ratchet (``fail_under`` in pyproject.toml). Run it after those sessions."""
     _install(session, "test")
     env = {"COVERAGE_FILE": str(COVERAGE_FILE)}
     session.run("coverage", "combine", env=env)
@@ -169,8 +170,19 @@ def reliability(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, tags=["slow"])
+@_timed
+def kubernetes(session: nox.Session) -> None:
+    """A real single-node cluster on loopback (ci/kube_cluster.py): the Kubernetes targets."""
+    _install(session, "test")
+    # ci/install-kubernetes.sh: builds the pinned binaries once (10-40 min of Go on 2 cores, see
+    # docs/performance-kubernetes.md), a 2 s no-op after that; etcd and the CNI plugins unpacked.
+    _tools(session, "kubernetes")
+    _pytest(session, "tests/kubernetes")
+
+
+@nox.session(python=PYTHON, tags=["slow"])
 def perf(session: nox.Session) -> None:
-    """Side-by-side benchmarks; writes docs/performance.md (SHATAG_SKIP_PERF=1 skips)."""
+    """Side-by-side benchmarks; writes docs/performance*.md (SHATAG_SKIP_PERF=1 skips)."""
     if os.environ.get("SHATAG_SKIP_PERF") == "1":
         session.skip("SHATAG_SKIP_PERF=1")
     _install(session, "perf")
@@ -178,6 +190,9 @@ def perf(session: nox.Session) -> None:
     # A benchmark script, not a pytest suite: it interleaves the compared commands, writes
     # docs/performance.md + docs/perf-validation.png and exits 1 when an asserted ratio misses.
     session.run("python", "-m", "tests.perf.bench", *session.posargs, env=_tools_env(session))
+    # Issue 16: deploying to the test cluster vs kubectl by hand (docs/performance-kubernetes.md).
+    _tools(session, "kubernetes")
+    session.run("python", "-m", "tests.perf.bench_kubernetes", env=_tools_env(session))
 
 
 @nox.session(python=PYTHON)

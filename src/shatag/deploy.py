@@ -444,12 +444,17 @@ def recover_interrupted(
 
 def _names_a_target(entry: Mapping[str, Any], specs: tuple[TargetSpec, ...]) -> bool:
     """Whether a journal entry is about one of ``specs``: same kind, and the same file (as an
-    absolute path here) or the same container name where the entry names one."""
+    absolute path here) or the same container name where the entry names one; a kind with a
+    ``matches_journal(entry)`` method (kubernetes: namespace, deployment, container, kubeconfig,
+    context) decides itself."""
     for spec in specs:
         if spec.kind != entry.get("kind"):
             continue
         path, name = getattr(spec, "path", ""), getattr(spec, "name", "")
-        if "path" in entry:
+        matches = getattr(spec, "matches_journal", None)
+        if callable(matches):  # a kind whose identity is more than a path or a name
+            same = bool(matches(entry))
+        elif "path" in entry:
             same = bool(path) and str(Path(str(path)).absolute()) == str(entry["path"])
         elif "name" in entry:
             same = bool(name) and str(name) == str(entry["name"])

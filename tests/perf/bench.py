@@ -1615,6 +1615,11 @@ def markdown(w: World, info: Mapping[str, str], elapsed: float) -> str:
         "",
         "Raw samples of the last run: `build/perf/results.json`.",
         "",
+        "Kubernetes (issue 16): `inv deploy` vs `kubectl set image` + `kubectl rollout status` on",
+        "the test cluster, and what that cluster costs the suite, are in",
+        "[performance-kubernetes.md](performance-kubernetes.md) (tests/perf/bench_kubernetes.py,",
+        "run by the same session).",
+        "",
     ]
     return "\n".join(lines)
 

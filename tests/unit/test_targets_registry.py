@@ -19,16 +19,17 @@ IMG = ImageRef(parse_repository("127.0.0.1:5000/api"), "a" * 40, "sha256:" + "b"
 
 
 def test_every_kind_is_registered_under_its_own_name() -> None:
-    assert sorted(KINDS) == ["docker", "sdl", "tfvars"]
+    assert sorted(KINDS) == ["docker", "helm_values", "kubernetes", "kustomize", "sdl", "tfvars"]
     for name, kind in KINDS.items():
         assert kind.name == name
         assert "kind" in kind.keys
 
 
 def test_an_unknown_kind_lists_the_registered_ones() -> None:
-    with pytest.raises(ConfigError, match=r"kind must be one of docker, sdl, tfvars, not 'ftp'"):
+    kinds = "docker, helm_values, kubernetes, kustomize, sdl, tfvars"
+    with pytest.raises(ConfigError, match=rf"kind must be one of {kinds}, not 'ftp'"):
         Settings.from_mapping({"environments": {"p": {"targets": [{"kind": "ftp"}]}}})
-    with pytest.raises(ConfigError, match="known: docker, sdl, tfvars"):
+    with pytest.raises(ConfigError, match=f"known: {kinds}"):
         recover({"kind": "ftp"}, TargetContext())
     assert finish({"kind": "ftp"}, TargetContext()) == "nothing to do"
 
@@ -74,10 +75,10 @@ _values = st.one_of(
 
 @given(
     st.dictionaries(
-        st.sampled_from(sorted({"other", *KINDS["docker"].keys, *KINDS["sdl"].keys})),
+        st.sampled_from(sorted({"other", *(k for kind in KINDS.values() for k in kind.keys)})),
         _values,
     ),
-    st.sampled_from(["docker", "sdl", "tfvars", "ftp", None]),
+    st.sampled_from([*sorted(KINDS), "ftp", None]),
 )
 def test_property_any_target_mapping_parses_or_is_a_config_error(
     raw: dict[str, Any], kind: str | None

@@ -19,7 +19,7 @@ killed (``kill -9``) between ``apply`` and ``commit``; the deploy use case store
 first. ``plan(image)`` describes the change without making it.
 
 >>> sorted(KINDS)
-['docker', 'sdl', 'tfvars']
+['docker', 'helm_values', 'kubernetes', 'kustomize', 'sdl', 'tfvars']
 >>> parse_target("t", {"kind": "tfvars", "path": "x.auto.tfvars.json"}).label
 'tfvars:x.auto.tfvars.json'
 """
@@ -111,9 +111,9 @@ class TargetKind(Generic[S]):
 
 
 # The registry: one line per kind (imported here, after the protocols the kinds use).
-from shatag.targets import docker, sdl, tfvars  # noqa: E402
+from shatag.targets import docker, helm_values, kubernetes, kustomize, sdl, tfvars  # noqa: E402
 
-KIND_MODULES = (docker, sdl, tfvars)
+KIND_MODULES = (docker, sdl, tfvars, kubernetes, kustomize, helm_values)
 KINDS: dict[str, TargetKind[Any]] = {m.KIND.name: m.KIND for m in KIND_MODULES}
 DEFAULT_TARGETS: tuple[dict[str, Any], ...] = (docker.DEFAULT_TARGET,)
 

@@ -1,0 +1,145 @@
+"""Round-trip YAML edits that keep every other byte: set, add or drop scalar keys in block
+mappings (the GitOps file targets, ``kustomize`` and ``helm_values``).
+
+ruamel.yaml's round-trip loader only *finds* where each key sits; the edits are made on the
+text: a one-line scalar is replaced in place (its quoting and trailing comment kept), a missing
+key becomes a new line after the last key of its mapping (same indentation), a dropped key's line
+goes. The result is re-parsed and must equal the intended document; if it does not (a flow
+mapping, a block scalar, a multi-line value), the intended document is dumped by ruamel.yaml's
+round-trip dumper instead, which keeps comments and order but may re-indent.
+
+>>> text = "images:\\n- name: api  # the app\\n  newTag: old\\n"
+>>> print(apply_edits(text, [(("images", 0, "newTag"), "v2"), (("images", 0, "digest"), "d")]),
+...       end="")
+images:
+- name: api  # the app
+  newTag: v2
+  digest: d
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from shatag.errors import ConfigError
+from shatag.targets.sdl import _replace_scalar, _same
+
+Key = str | int
+Path = tuple[Key, ...]
+Edit = tuple[Path, str | None]  # (where, new value); None removes the key
+
+
+def yaml_rt() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long image reference
+    return yaml
+
+
+def load(text: str, where: str) -> Any:
+    try:
+        return yaml_rt().load(text)
+    except YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+
+
+def same(a: Any, b: Any) -> bool:
+    """Structural equality of two loaded documents (the SDL target's rule)."""
+    return _same(a, b)
+
+
+def load_quiet(text: str) -> Any:
+    try:
+        return yaml_rt().load(text)
+    except YAMLError:
+        return None
+
+
+def _walk(document: Any, path: Sequence[Key]) -> Any:
+    node = document
+    for key in path:
+        node = node[key]
+    return node
+
+
+def intended(document: Any, edits: Sequence[Edit]) -> Any:
+    """Apply ``edits`` to the loaded ``document`` in place (the structure the text must have)."""
+    for path, value in edits:
+        parent = _walk(document, path[:-1])
+        if value is None:
+            if path[-1] in parent:
+                del parent[path[-1]]
+        else:
+            parent[path[-1]] = value
+    return document
+
+
+def apply_edits(text: str, edits: Sequence[Edit], *, where: str = "yaml") -> str:
+    """``text`` with ``edits`` made; every other byte stays unless the fallback is needed.
+    Every parent of an edited key must already exist as a mapping."""
+    expected = intended(load(text, where), edits)
+    candidate: str | None = text
+    for path, value in edits:
+        candidate = _edit_text(candidate, path, value) if candidate is not None else None
+    if candidate is not None and same(load_quiet(candidate), expected):
+        return candidate
+    out = io.StringIO()
+    yaml_rt().dump(expected, out)
+    return out.getvalue()
+
+
+def _edit_text(text: str, path: Path, value: str | None) -> str | None:  # noqa: PLR0911
+    """One edit made on the text; ``None`` when it cannot be made in place (the caller then
+    falls back to the round-trip dumper)."""
+    document = load_quiet(text)
+    if document is None:
+        return None
+    try:
+        parent = _walk(document, path[:-1])
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(parent, CommentedMap) or parent.fa.flow_style():
+        return None
+    key = path[-1]
+    lines = text.splitlines(keepends=True)
+    if key in parent:
+        key_line, _key_col = parent.lc.key(key)
+        value_line, value_col = parent.lc.value(key)
+        if value_line != key_line or isinstance(parent[key], CommentedMap | CommentedSeq):
+            return None
+        if value is None:
+            return "".join([*lines[:key_line], *lines[key_line + 1 :]])
+        edited = _replace_scalar(lines[key_line], value_col, value, flow=False)
+        if edited is None:
+            return None
+        return "".join([*lines[:key_line], edited, *lines[key_line + 1 :]])
+    if value is None:
+        return text
+    if not parent:
+        return None
+    last = list(parent.keys())[-1]
+    last_line, _ = parent.lc.value(last)
+    if isinstance(parent[last], CommentedMap | CommentedSeq):
+        return None
+    _first_line, col = parent.lc.key(next(iter(parent.keys())))
+    new_line = " " * col + f"{key}: {plain_or_quoted(value)}\n"
+    if last_line >= len(lines):
+        return None
+    before = lines[: last_line + 1]
+    if before and not before[-1].endswith("\n"):
+        before[-1] += "\n"
+    return "".join([*before, new_line, *lines[last_line + 1 :]])
+
+
+def plain_or_quoted(value: str) -> str:
+    """A scalar as a plain one when YAML reads it back as the same string, else quoted."""
+    probe = load_quiet(f"k: {value}\n")
+    if isinstance(probe, Mapping) and probe.get("k") == value and isinstance(probe["k"], str):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
