@@ -50,9 +50,9 @@ def main() -> None:
     if os.path.isabs(syft):
         os.environ["PATH"] = os.pathsep.join([os.path.dirname(syft), env.get("PATH", "")])
     output.say(f"shatag: {shlex.join(argv[1:])}")
-    from shatag.cli import program
+    from shatag.cli import main as run
 
-    program.run(argv)
+    run(argv)
 
 
 if __name__ == "__main__":
