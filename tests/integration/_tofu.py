@@ -26,7 +26,11 @@ def tofu_binary() -> str:
         return str(cached)
     found = shutil.which("tofu")
     if found is None:
-        msg = f"tofu is required for this test: build OpenTofu into {cached} (see ci/)"
+        msg = (
+            f"tofu is required for this test: build OpenTofu into {cached} (in the directory of "
+            "`go mod download -json github.com/opentofu/opentofu@v1.10.10`, run "
+            f"`CGO_ENABLED=0 go build -o {cached} ./cmd/tofu`)"
+        )
         raise AssertionError(msg)
     return found
 
