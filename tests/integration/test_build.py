@@ -406,7 +406,7 @@ def test_missing_context_and_dockerfile_fail_naming_the_path(
     assert str(missing) in result.stderr
     app = make_app()
     result = inv(
-        ["build", f"--sha={sha}", "--branch=main"],
+        ["build", f"--sha={app.sha}", "--branch=main"],  # a commit of this context's repository
         {
             **shatag_env,
             "INVOKE_SHATAG_CONTEXT": str(app.path),
