@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from shatag.localregistry import LocalRegistry
-from tests.conftest import EXAMPLE, ROOT, InvResult, _git
+from tests.conftest import EXAMPLE, ROOT, InvResult, _git, cli_env, run_inv
 from tests.integration._tofu import FIXTURE, apply, tofu_binary
 
 SDL_TEXT = """\
@@ -319,3 +319,38 @@ def test_whole_story_in_a_throwaway_app_repository(story: Story) -> None:
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err.decode()
     assert "BrokenPipeError" not in err.decode()
+
+
+def test_a_tls_registry_on_loopback_gets_a_tls_hint(tmp_path: Path) -> None:
+    """HTTP 400 from a loopback registry that serves TLS names TLS and certs.d (item 8)."""
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is required for this test")
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    names = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [*request, "-keyout", "key.pem", "-out", "cert.pem", *names],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    reg = LocalRegistry(
+        tmp_path / "registry",
+        cert=tmp_path / "cert.pem",
+        key=tmp_path / "key.pem",
+        ca_file=tmp_path / "cert.pem",
+    ).start()
+    try:
+        env = {
+            **cli_env(reg, tmp_path, "tls"),
+            "INVOKE_SHATAG_STATE_DIR": str(tmp_path / "state"),
+        }
+        result = run_inv(["deploy", f"--sha={'a' * 40}"], env)
+    finally:
+        reg.stop()
+    assert result.returncode != 0
+    assert "error: REGISTRY_UNAVAILABLE:" in result.stderr
+    assert "HTTP 400" in result.stderr
+    assert "TLS" in result.stderr
+    assert f"/etc/docker/certs.d/{reg.address}/ca.crt" in result.stderr
+    assert "Traceback" not in result.stderr
