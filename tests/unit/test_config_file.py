@@ -76,3 +76,125 @@ def test_variables_over_file_values_reach_validation_without_a_traceback() -> No
     assert env._cast(3, "4") == 4
     assert env._cast(True, "0") is False
     assert env._cast({"a": 1}, "x") == "x"
+
+
+# --- environments (item 2), paths (item 1), apply (item 6) --------------------------------
+
+from shatag.cli import program  # noqa: E402
+from shatag.config import Settings  # noqa: E402
+
+PROD = {"production": {"targets": [{"kind": "tfvars", "path": "infra/image.auto.tfvars.json"}]}}
+
+
+def test_without_environments_the_builtin_local_is_the_default() -> None:
+    settings = Settings.from_mapping({})
+    assert sorted(settings.environments) == ["local"]
+    assert settings.environment(None).name == "local"
+
+
+def test_configured_environments_replace_the_builtin_and_need_env() -> None:
+    settings = Settings.from_mapping({"environments": PROD})
+    assert sorted(settings.environments) == ["production"]
+    with pytest.raises(ConfigError, match=r"--env=NAME \(configured: production\)"):
+        settings.environment(None)
+    with pytest.raises(ConfigError, match="'local' is not configured"):
+        settings.environment("local")
+    chosen = Settings.from_mapping({"environments": PROD, "default_env": "production"})
+    assert chosen.environment(None).name == "production"
+    with pytest.raises(ConfigError, match="default_env names 'staging'"):
+        Settings.from_mapping({"environments": PROD, "default_env": "staging"})
+
+
+def test_relative_paths_resolve_against_the_file_that_set_them(tmp_path: Path) -> None:
+    app, cwd = tmp_path / "app", tmp_path / "elsewhere"
+    settings = Settings.from_mapping(
+        {
+            "context": "svc",
+            "state_dir": "/var/lib/shatag",
+            "metadata_dir": "meta",
+            "cosign_key": "env://COSIGN_KEY",
+            "cosign_public_key": "keys/cosign.pub",
+            "environments": PROD,
+        },
+        base_dirs={"context": app, "metadata_dir": cwd, "cosign_public_key": app},
+        base_dir=app,
+    )
+    assert settings.context == app / "svc"
+    assert settings.state_dir == Path("/var/lib/shatag")
+    assert settings.metadata_dir == cwd / "meta"  # set by a variable: the working directory
+    assert settings.sbom_dir == app / "build/sbom"  # a default: the file's directory
+    assert settings.cosign_key == "env://COSIGN_KEY"
+    assert settings.cosign_public_key == str(app / "keys/cosign.pub")
+    (target,) = settings.environment("production").targets
+    assert target.label == f"tfvars:{app / 'infra/image.auto.tfvars.json'}"
+    assert settings.base_dir == app
+
+
+@pytest.mark.parametrize(
+    ("apply", "argv"),
+    [
+        (
+            "tofu -chdir=infra apply -auto-approve",
+            ("tofu", "-chdir=infra", "apply", "-auto-approve"),
+        ),
+        (
+            ["sh", "-c", "echo $SHATAG_IMAGE_REF | tee x"],
+            ("sh", "-c", "echo $SHATAG_IMAGE_REF | tee x"),
+        ),
+        ("", ()),
+        (None, ()),
+    ],
+)
+def test_apply_is_an_argument_list(apply: object, argv: tuple[str, ...]) -> None:
+    envs = {"p": {**PROD["production"], "apply": apply}}
+    assert Settings.from_mapping({"environments": envs}).environment("p").apply == argv
+
+
+@pytest.mark.parametrize("apply", ["tofu 'unclosed", [1, 2], {"cmd": "x"}, ["", "x"]])
+def test_a_bad_apply_is_a_config_error(apply: object) -> None:
+    with pytest.raises(ConfigError, match=r"environments\.p\.apply"):
+        Settings.from_mapping({"environments": {"p": {**PROD["production"], "apply": apply}}})
+
+
+def test_list_keys_take_comma_separated_values() -> None:
+    settings = Settings.from_mapping(
+        {"main_branches": "trunk, release", "build_inputs": "bin/busybox,dist"}
+    )
+    assert settings.main_branches == ("trunk", "release")
+    assert settings.build_inputs == ("bin/busybox", "dist")
+    with pytest.raises(ConfigError, match="build_source"):
+        Settings.from_mapping({"build_source": "tree"})
+
+
+def _run_shatag(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, str]:
+    program.run(["shatag", *argv], exit=False)
+    captured = capsys.readouterr()
+    return captured.out, captured.err
+
+
+def test_dry_is_refused_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INVOKE_RUNTIME_CONFIG", raising=False)
+    _, err = _run_shatag(capsys, "--dry", "deploy", f"--sha={'a' * 40}")
+    assert "error: INVALID_INPUT: -R/--dry" in err
+    assert "--plan" in err
+    assert not (tmp_path / ".shatag").exists()
+
+
+def test_a_variable_over_a_list_from_the_file_is_no_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``INVOKE_SHATAG_MAIN_BRANCHES=trunk`` with a list in the file was UncastableEnvVar."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INVOKE_RUNTIME_CONFIG", raising=False)
+    (tmp_path / "shatag.yaml").write_text("shatag:\n  main_branches: [main, master]\n")
+    monkeypatch.setenv("INVOKE_SHATAG_MAIN_BRANCHES", "trunk")
+    _, err = _run_shatag(capsys, "history", "--json")
+    assert "Traceback" not in err
+    assert "error:" not in err, err
+    monkeypatch.setenv("INVOKE_SHATAG_CANONICAL_REPO", "ghcr.io/x/y")
+    _, err = _run_shatag(capsys, "history")
+    assert "error: CONFIG_ERROR: INVOKE_SHATAG_CANONICAL_REPO is not a shatag setting; " in err
+    assert "did you mean INVOKE_SHATAG_CANONICAL_REPOSITORY?" in err
