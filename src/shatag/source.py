@@ -37,6 +37,9 @@ BuildSource = Literal["commit", "worktree"]
 BUILD_SOURCES: Final[tuple[BuildSource, ...]] = ("commit", "worktree")
 GIT_TIMEOUT_SEC: Final = 600.0
 _SCP_LIKE: Final = re.compile(r"^(?:[\w.+-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/)[^\s]+)$")
+#: ``git config --get-regexp`` pages its output on a terminal (the chokepoint runs tools on a
+#: pty): it runs with ``--no-pager``.
+_REMOTES: Final = r"^remote\..*\.url$"
 _URL: Final = re.compile(r"^(?P<scheme>https?|ssh|git|git\+ssh)://(?:[^@/]*@)?(?P<rest>[^\s]+)$")
 
 
@@ -259,7 +262,7 @@ def source_url(
     if git is None:
         return ""
     listed = _run.run(
-        ["git", "-C", str(context), "config", "--get-regexp", r"^remote\..*\.url$"],
+        ["git", "--no-pager", "-C", str(context), "config", "--get-regexp", _REMOTES],
         timeout=30,
         env=env,
         check=False,

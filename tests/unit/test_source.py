@@ -110,3 +110,13 @@ def test_git_toplevel_is_found_without_git(tmp_path: Path) -> None:
     (tmp_path / "repo" / "www" / "css").mkdir(parents=True)
     assert git_toplevel(tmp_path / "repo" / "www" / "css") == tmp_path / "repo"
     assert git_toplevel(tmp_path / "repo") == tmp_path / "repo"
+
+
+def test_the_source_url_is_configured_or_the_github_repository(tmp_path: Path) -> None:
+    """No git call needed for these two (item 8); the remote fallback is integration-tested."""
+    from shatag.source import source_url
+
+    github = {"GITHUB_SERVER_URL": "https://github.com/", "GITHUB_REPOSITORY": "owner/api"}
+    assert source_url("", env=github, context=tmp_path, git=None) == "https://github.com/owner/api"
+    assert source_url("https://x/y", env=github, context=tmp_path, git=None) == "https://x/y"
+    assert source_url("", env={}, context=tmp_path, git=None) == ""
