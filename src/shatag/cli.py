@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     """Run the ``shatag`` program; a closed pipe (``shatag --help | head``) ends it quietly."""
     output.PROGRAM = "shatag"
     try:
-        program.run(argv)
-        sys.stdout.flush()
+        try:
+            program.run(argv)  # --help and errors end in sys.exit() from inside
+        finally:
+            sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away: send the rest of our output nowhere (no second error at exit).
         devnull = os.open(os.devnull, os.O_WRONLY)
