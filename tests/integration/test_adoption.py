@@ -27,15 +27,15 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shatag.localregistry import LocalRegistry
-from tests.conftest import EXAMPLE, ROOT, InvResult, _git, cli_env, run_inv
+from shatag.localregistry import LocalRegistry, free_port
+from tests.conftest import EXAMPLE, ROOT, App, InvResult, _git, cli_env, run_inv
 from tests.integration._tofu import FIXTURE, apply, tofu_binary
 
 SDL_TEXT = """\
@@ -354,3 +354,38 @@ def test_a_tls_registry_on_loopback_gets_a_tls_hint(tmp_path: Path) -> None:
     assert "TLS" in result.stderr
     assert f"/etc/docker/certs.d/{reg.address}/ca.crt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_plan_of_a_container_names_both_images_and_changes_nothing(
+    make_app: Callable[..., App], shatag_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``--plan`` for a docker target: ``old → new`` image, no container started, no history
+    (item 5); ``-R/--dry`` is refused before anything runs."""
+    app = make_app('{"version": "plan"}')
+    env = {**shatag_env, "INVOKE_SHATAG_CONTEXT": str(app.path)}
+    built = run_inv(["build", f"--sha={app.sha}", "--branch=main"], env)
+    assert built.returncode == 0, built.stderr
+    name = f"shatag-plan-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "plan.yaml"
+    config.write_text(
+        "shatag:\n  environments:\n    box:\n      targets:\n"
+        f"        - {{kind: docker, name: {name}, port: {free_port()}, container_port: 8080}}\n"
+    )
+    plan = run_inv(["-f", str(config), "deploy", f"--sha={app.sha}", "--env=box", "--plan"], env)
+    assert plan.returncode == 0, plan.stderr
+    assert f"docker:{name}: nothing → {built.record['image_ref']}" in plan.stderr
+    record = plan.record
+    assert record["phase"] == "plan"
+    assert record["action"] == "deploy"
+    assert record["image_ref"] == built.record["image_ref"]
+    assert [c["target"] for c in record["changes"]] == [f"docker:{name}"]
+    inspect = subprocess.run(
+        ["docker", "container", "inspect", name], capture_output=True, timeout=60, check=False
+    )
+    assert inspect.returncode != 0, "a plan starts no container"
+    history = run_inv(["-f", str(config), "history", "--env=box", "--json"], env)
+    assert history.returncode == 0, history.stderr
+    assert history.records == []
+    dry = run_inv(["-f", str(config), "--dry", "deploy", f"--sha={app.sha}", "--env=box"], env)
+    assert dry.returncode != 0
+    assert "error: INVALID_INPUT: -R/--dry" in dry.stderr
