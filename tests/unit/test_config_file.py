@@ -198,3 +198,18 @@ def test_a_variable_over_a_list_from_the_file_is_no_traceback(
     _, err = _run_shatag(capsys, "history")
     assert "error: CONFIG_ERROR: INVOKE_SHATAG_CANONICAL_REPO is not a shatag setting; " in err
     assert "did you mean INVOKE_SHATAG_CANONICAL_REPOSITORY?" in err
+
+
+def test_a_debug_line_names_the_loaded_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``inv`` and ``shatag`` both log which file they loaded (SHATAG_DEBUG=1 shows it)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INVOKE_RUNTIME_CONFIG", raising=False)
+    (tmp_path / "shatag.yaml").write_text("shatag: {}\n")
+    with caplog.at_level("DEBUG", logger="shatag.tasks"):
+        _run_shatag(capsys, "history", "--json")
+    assert f"configuration file: {tmp_path / 'shatag.yaml'}" in caplog.text
