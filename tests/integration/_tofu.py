@@ -1,9 +1,10 @@
 """A real OpenTofu run over the provider-less fixture (issue 13, item 4).
 
 ``tofu`` comes from ``${SHATAG_TOOLS_DIR:-~/.cache/shatag/tools}/bin/tofu`` (built once from
-``github.com/opentofu/opentofu`` by the set-up script; ``go install`` refuses the module's
-replace directives, so ``./cmd/tofu`` is built inside the downloaded module) or from PATH. A
-missing binary fails the test: it is never a skip counted as coverage.
+``github.com/opentofu/opentofu`` by ``ci/install-tools.sh tofu``, which the integration session
+runs; ``go install`` refuses the module's replace directives, so ``./cmd/tofu`` is built inside
+the downloaded module) or from PATH. A missing binary fails the test: it is never a skip
+counted as coverage.
 """
 
 from __future__ import annotations
@@ -26,11 +27,7 @@ def tofu_binary() -> str:
         return str(cached)
     found = shutil.which("tofu")
     if found is None:
-        msg = (
-            f"tofu is required for this test: build OpenTofu into {cached} (in the directory of "
-            "`go mod download -json github.com/opentofu/opentofu@v1.10.10`, run "
-            f"`CGO_ENABLED=0 go build -o {cached} ./cmd/tofu`)"
-        )
+        msg = f"tofu is required: `bash ci/install-tools.sh tofu` builds it into {cached}"
         raise AssertionError(msg)
     return found
 

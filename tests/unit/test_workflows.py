@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -319,3 +320,26 @@ def test_action_args_round_trip_any_words(words: list[str]) -> None:
     """Whatever words a workflow quotes into ``args``, the task gets exactly those words."""
     argv = action_argv({"SHATAG_ACTION_TASK": "history", "SHATAG_ACTION_ARGS": shlex.join(words)})
     assert argv == ["shatag", "history", *words]
+
+
+def test_the_action_entry_point_runs_one_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m shatag._action`` as the composite step runs it: inputs from the environment,
+    the syft directory first on PATH, the task's JSON on stdout."""
+    from shatag import _action
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INVOKE_RUNTIME_CONFIG", raising=False)
+    monkeypatch.setenv("SHATAG_ACTION_TASK", "history")
+    monkeypatch.setenv("SHATAG_ACTION_ARGS", "--json --limit=5")
+    monkeypatch.setenv("SHATAG_ACTION_SYFT", "/opt/hostedtoolcache/syft/1.57.1/x64/syft")
+    monkeypatch.setenv("PATH", os.environ["PATH"])  # restored after the test
+    _action.main()
+    assert os.environ["PATH"].startswith("/opt/hostedtoolcache/syft/1.57.1/x64" + os.pathsep)
+    assert "shatag: history --json --limit=5" in capsys.readouterr().err
+    monkeypatch.setenv("SHATAG_ACTION_TASK", "publish")
+    with pytest.raises(SystemExit) as refused:
+        _action.main()
+    assert refused.value.code == 1
+    assert "error: INVALID_INPUT: action input task must be one of" in capsys.readouterr().err
