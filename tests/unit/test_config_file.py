@@ -213,3 +213,42 @@ def test_a_debug_line_names_the_loaded_file(
     with caplog.at_level("DEBUG", logger="shatag.tasks"):
         _run_shatag(capsys, "history", "--json")
     assert f"configuration file: {tmp_path / 'shatag.yaml'}" in caplog.text
+
+
+def test_each_key_resolves_against_the_layer_that_set_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``inv -f ../app/invoke.yaml`` from elsewhere finds the app's files (item 1): a key from
+    the file resolves against the file's directory, a variable against the working directory,
+    a default against the loaded file's directory."""
+    from invoke.config import Config
+
+    from shatag._invoke import layer_dirs
+    from shatag.config import invoke_defaults
+
+    app, cwd = tmp_path / "app", tmp_path / "clone"
+    app.mkdir()
+    cwd.mkdir()
+    (app / "invoke.yaml").write_text(
+        "shatag:\n  context: svc\n  environments:\n    p:\n      targets:\n"
+        "        - {kind: sdl, path: infra/akash/deploy.yaml, service: api}\n"
+    )
+    monkeypatch.setenv("INVOKE_SHATAG_METADATA_DIR", "meta")
+    config = Config(
+        defaults={**Config.global_defaults(), "shatag": invoke_defaults()},
+        runtime_path=app / "invoke.yaml",
+    )
+    config.load_runtime()
+    config.load_shell_env()
+    loaded, dirs = layer_dirs(config, cwd)
+    assert loaded == app / "invoke.yaml"
+    assert dirs["context"] == app
+    assert dirs["metadata_dir"] == cwd
+    assert dirs["state_dir"] == app
+    from shatag.tasks import _plain
+
+    settings = Settings.from_mapping(_plain(config.get("shatag")), base_dirs=dirs, base_dir=app)
+    assert settings.context == app / "svc"
+    assert settings.metadata_dir == cwd / "meta"
+    (target,) = settings.environment("p").targets
+    assert target.label == f"sdl:{app / 'infra/akash/deploy.yaml'}"
