@@ -71,3 +71,25 @@ def test_hostile_text_is_a_template_or_a_config_error(text: str) -> None:
     except ConfigError:
         return  # the one expected failure
     template.render(repository=REPO, sha=SHA, digest=DIGEST)  # a validated one always renders
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ("{sha}", "must be a mapping of variable name"),
+        ({}, "must be a mapping of variable name"),
+        ({"image tag": "{sha}"}, "is not a variable name"),
+        ({"1st": "{sha}"}, "is not a variable name"),
+        ({"image_tag": "{tag}"}, r"variables\.image_tag: unknown placeholder \{tag\}"),
+        ({"image_tag": 42}, "must be a template string"),
+    ],
+)
+def test_tfvars_variables_are_checked_when_the_configuration_is_read(
+    variables: object, message: str
+) -> None:
+    """A bad ``variables:`` mapping is CONFIG_ERROR at load, never at deploy time (item 4)."""
+    from shatag.targets import parse_target
+
+    raw = {"kind": "tfvars", "path": "x.tfvars.json", "variables": variables}
+    with pytest.raises(ConfigError, match=message):
+        parse_target("shatag.environments.p.targets[0]", raw)
