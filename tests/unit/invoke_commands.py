@@ -83,6 +83,10 @@ def find_inv_commands(text: str, source: str = "<text>") -> Iterator[InvCommand]
                 continue
             seen.add(line)
             argv = _clean(line)
+            if line.startswith("shatag") and not (
+                len(argv) == 1 or any(a.startswith("-") for a in argv)
+            ):
+                continue  # `shatag deploy 0123abc to production: ok` is a commit subject
             if argv:
                 yield InvCommand(source=source, line=line, argv=argv)
 

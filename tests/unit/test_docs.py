@@ -60,3 +60,4 @@ def test_the_checker_reads_shatag_commands_in_code_blocks_only() -> None:
     (good,) = find_inv_commands("`shatag rollback --env=production --plan`")
     assert problems(good, tasks) == []
     assert list(find_inv_commands("shatag build makes an SBOM when syft is installed")) == []
+    assert list(find_inv_commands("`shatag deploy 0123456789ab to production: ok`")) == []
