@@ -99,10 +99,12 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 @nox.session(python=PYTHON)
 @_timed
 def lint(session: nox.Session) -> None:
-    """ruff check + format check, and the GitHub workflows with actionlint and their schema."""
+    """ruff check + format check; action.yml and the workflows against their schemas; actionlint."""
     _install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # The GitHub Action's metadata (issue 13): validated against the action schema.
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-actions", "action.yml")
     workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
     if workflows:
         session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)

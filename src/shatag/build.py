@@ -9,6 +9,7 @@ config digest equals the local image ID, and the short tag resolves to the same 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shatag import _run
+from shatag import source as source_mod
 from shatag.config import Settings
 from shatag.core import (
     Repository,
@@ -37,7 +39,6 @@ from shatag.errors import (
     PushFailure,
     RegistryAuthError,
     RegistryUnavailable,
-    SourceMismatch,
     ToolFailure,
 )
 from shatag.lock import build_lock
@@ -109,6 +110,10 @@ class BuildRecord:
     builder: str = ""
     branch: str = ""
     created_at: str = ""
+    #: What the context was: ``commit`` (the commit's tree), ``worktree`` or ``directory``.
+    build_source: str = ""
+    #: Declared untracked inputs that went into the image: ``{path, sha256, size}`` each.
+    build_inputs: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,51 +146,6 @@ def _git(context: Path, args: list[str], env: Mapping[str, str], flag: str) -> s
     except ToolFailure:
         raise InvalidInput(f"{context} is not in a git checkout; pass {flag} explicitly") from None
     return result.stdout.strip()
-
-
-def check_head(context: Path, sha: str, env: Mapping[str, str]) -> bool:
-    """The image must be built from the commit it will be tagged with.
-
-    When the context is in a git work tree its HEAD must be ``sha`` (checked before building;
-    one cheap ``git rev-parse``). Returns whether the context is in a git work tree; outside
-    git the context is built as given and the operator vouches for it with ``--sha``.
-    """
-    probe = _run.run(
-        ["git", "-C", str(context), "rev-parse", "--is-inside-work-tree", "HEAD"],
-        timeout=30,
-        env=env,
-        check=False,
-    )
-    lines = probe.stdout.split()
-    if not lines or lines[0] != "true":
-        return False  # not a git work tree (or no git): nothing to compare against
-    head = lines[1] if probe.returncode == 0 and len(lines) > 1 else ""
-    if head != sha:
-        raise SourceMismatch(
-            f"the build context {context} is checked out at {head or 'no commit'}, not at {sha}; "
-            f"check out {sha} (e.g. `git checkout {sha}`) before building it"
-        )
-    return True
-
-
-def check_clean(context: Path, sha: str, env: Mapping[str, str]) -> None:
-    """No tracked file of the context may be modified (untracked and ignored files, e.g. build
-    inputs, are allowed). ``git status`` may hash every file, so the build runs it alongside
-    ``docker build`` and waits for it before anything is pushed."""
-    status = _run.run(
-        ["git", "-C", str(context), "status", "--porcelain", "--untracked-files=no", "--", "."],
-        timeout=600,
-        env=env,
-        check=False,
-    )
-    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
-    if status.returncode != 0 or changed:
-        first = changed[0] if changed else status.stderr.strip()[:200]
-        raise SourceMismatch(
-            f"the build context {context} has uncommitted changes ({first} …); an image tagged "
-            f"{sha} must hold exactly that commit — commit or stash them first (nothing was "
-            "pushed)"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,23 +212,18 @@ def build(
     meta_path = metadata_path(settings, request)
     ensure_writable(meta_path)
     context = settings.context
-    dockerfile = context / settings.dockerfile
 
     job = _Job(settings, repo, repo_type, sha, registry)
     existing = registry.manifest_digest(sha)
     local_sbom: Callable[[], bytes] | None = None
-    # Two helpers at most: the source check alongside the build, the SBOM scan alongside the push.
+    # One helper: the SBOM scan alongside the push.
     with ThreadPoolExecutor(max_workers=2) as pool:
         if existing is not None and not request.rebuild:
             record = _reuse(job, existing, meta_path)
         else:
             if not context.is_dir():
                 raise BuildFailure(f"build context {context} does not exist or is not a directory")
-            if not dockerfile.is_file():
-                raise BuildFailure(f"Dockerfile {dockerfile} does not exist")
-            in_git = check_head(context, sha, env)
             engine: BuildEngine = docker or DockerEngine(env)
-            clean = pool.submit(check_clean, context, sha, env) if in_git else None
 
             def start_scan(image_id: str) -> Callable[[], bytes]:
                 scanning = pool.submit(
@@ -276,16 +231,20 @@ def build(
                 )
                 return scanning.result
 
-            record, local_sbom = _build_and_push(
-                job,
-                engine,
-                existing=existing,
-                on_line=on_line,
-                context=context,
-                dockerfile=dockerfile,
-                before_push=clean.result if clean is not None else lambda: None,
-                scan=start_scan if _run.which("syft", env) else None,
-            )
+            with tempfile.TemporaryDirectory(prefix="shatag-context-") as scratch:
+                prepared = _prepare_context(settings, sha, Path(scratch), env=env)
+                record, local_sbom = _build_and_push(
+                    job,
+                    engine,
+                    existing=existing,
+                    on_line=on_line,
+                    context=prepared.path,
+                    dockerfile=prepared.dockerfile,
+                    labels=prepared.labels,
+                    scan=start_scan if _run.which("syft", env) else None,
+                )
+            record.build_source = prepared.source
+            record.build_inputs = [i.as_dict() for i in prepared.inputs]
         record.branch = branch
         record.build_duration_sec = round(time.monotonic() - started, 3)
         record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -312,6 +271,51 @@ def build(
     return record
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """The directory the builder reads, and what the record says about it."""
+
+    path: Path
+    dockerfile: Path
+    source: str
+    inputs: tuple[source_mod.BuildInput, ...]
+    labels: Mapping[str, str]
+
+
+def _prepare_context(
+    settings: Settings, sha: str, scratch: Path, *, env: Mapping[str, str]
+) -> _Context:
+    """The build context of ``sha`` (issue 13, item 3), every check done before the build.
+
+    ``commit`` (default): the commit's tree of the context, from git, plus the declared build
+    inputs, unpacked under ``scratch``. ``worktree``: the context directory itself, when HEAD is
+    ``sha`` and no tracked file is modified. Outside git: the directory as given (the operator
+    vouches for it with ``--sha``).
+    """
+    context = settings.context
+    git = source_mod.probe(context, env)
+    inputs = source_mod.hash_inputs(context, settings.build_inputs)
+    if git is not None and settings.build_source == "commit":
+        path = scratch / "context"
+        source_mod.export_commit(
+            git, sha, path, inputs=settings.build_inputs, context=context, env=env
+        )
+        kind, where = "commit", f"commit {sha} ({context})"
+    else:
+        if git is not None:
+            source_mod.check_head(context, sha, env)
+            source_mod.check_clean(context, sha, env)
+        path, kind, where = context, "worktree" if git is not None else "directory", str(context)
+    dockerfile = path / settings.dockerfile
+    if not dockerfile.is_file():
+        raise BuildFailure(f"Dockerfile {settings.dockerfile} does not exist in {where}")
+    labels = {"org.opencontainers.image.revision": sha}
+    url = source_mod.source_url(settings.source_url, env=env, context=context, git=git)
+    if url:
+        labels["org.opencontainers.image.source"] = url
+    return _Context(path, dockerfile, kind, inputs, labels)
+
+
 def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
     """FR-009: the SHA tag exists. Verify it against what we recorded; never rebuild over it."""
     repo, sha = job.repo, job.sha
@@ -331,6 +335,11 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
         digest_verification="ok",
         reused=True,
         builder=str((recorded or {}).get("builder", "")),
+        # What went into the image is known from its build's record only.
+        build_source=str((recorded or {}).get("build_source", "")),
+        build_inputs=[
+            dict(i) for i in (recorded or {}).get("build_inputs") or [] if isinstance(i, dict)
+        ],
     )
 
 
@@ -353,17 +362,13 @@ def _build_and_push(
     on_line: Callable[[str], None],
     context: Path,
     dockerfile: Path,
-    before_push: Callable[[], object],
+    labels: Mapping[str, str],
     scan: Callable[[str], Callable[[], bytes]] | None,
 ) -> tuple[BuildRecord, Callable[[], bytes] | None]:
     """Build, push, prove. Returns the record and, for a pushed image, the pending local SBOM
     scan (``scan(image_id)`` starts it alongside the push; see :mod:`shatag.sbom`)."""
     settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
-    labels = {
-        "org.opencontainers.image.revision": sha,
-        "org.opencontainers.image.source": str(repo),
-    }
     # Built under a tag of its own: another build of this SHA on this engine cannot move it.
     # The SHA tags are set only under the build lock, right before the push.
     private_tag = f"{repo}:shatag-build-{short_sha(sha)}-{uuid.uuid4().hex[:8]}"
@@ -381,7 +386,6 @@ def _build_and_push(
     # used only if this image is the one pushed.
     local_sbom = scan(built.image_id) if scan is not None else None
     try:
-        before_push()  # the source check that ran alongside the build (SOURCE_MISMATCH)
         with build_lock(
             settings.state_dir,
             str(repo),

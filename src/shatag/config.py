@@ -1,20 +1,30 @@
 """Configuration resolved once into a frozen, typed object.
 
-Layers (lowest first): the defaults below → ``invoke.yaml`` / ``inv -f FILE`` →
-``INVOKE_SHATAG_*`` environment variables → command-line flags. Invoke merges the first
-three; :func:`Settings.from_mapping` validates the result and rejects unknown keys.
+Layers (lowest first): the defaults below → ``invoke.yaml`` / ``inv -f FILE`` /
+``shatag.yaml`` → ``INVOKE_SHATAG_*`` environment variables → command-line flags. Invoke merges
+the first three; :func:`Settings.from_mapping` validates the result and rejects unknown keys.
+
+Relative paths resolve against the directory of the file that set them (``base_dirs``, issue
+13). Without ``environments`` in the configuration there is one built-in environment, ``local``
+(the zero-configuration demo), and it is the default; once ``environments`` is configured only
+those exist, and ``--env`` is required unless ``default_env`` names one.
 
 >>> s = Settings.from_mapping({"canonical_repository": "127.0.0.1:5000/app"})
 >>> (str(s.canonical), str(s.staging), s.main_branches)
 ('127.0.0.1:5000/app', 'localhost:5000/api-staging', ('main', 'master'))
->>> s.environment("local").targets[0].kind
+>>> s.environment(None).targets[0].kind
 'docker'
+>>> s = Settings.from_mapping({"environments": {"prod": {"targets": [
+...     {"kind": "tfvars", "path": "infra/image.auto.tfvars.json"}]}}}, base_dir=Path("/app"))
+>>> sorted(s.environments), s.environment("prod").targets[0].label
+(['prod'], 'tfvars:/app/infra/image.auto.tfvars.json')
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +38,7 @@ from shatag.core import (
     validate_env_name,
 )
 from shatag.errors import ConfigError
+from shatag.source import BUILD_SOURCES, BuildSource, check_input_paths
 from shatag.targets import DEFAULT_TARGETS, TargetSpec, parse_target
 
 SignaturePolicy = Literal["soft", "enforce"]
@@ -58,6 +69,11 @@ DEFAULTS: Final[dict[str, Any]] = {
     "deploy_lock_timeout_sec": 30.0,
     "metrics_textfile": "",
     "metrics_pushgateway": "",
+    # issue 13: what goes into the image, the label GHCR links by, the default environment.
+    "build_source": "commit",
+    "build_inputs": [],
+    "source_url": "",
+    "default_env": "",
     "environments": {
         "local": {
             "repository_type": "canonical",
@@ -81,6 +97,8 @@ def invoke_defaults() -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, value in DEFAULTS.items():
+        if key in FILE_ONLY:
+            continue  # merged by Invoke, the built-in would survive a configured mapping
         if isinstance(value, list):
             out[key] = ",".join(value)
         elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -90,6 +108,15 @@ def invoke_defaults() -> dict[str, Any]:
     return out
 
 
+#: Keys only a file sets: mappings Invoke would deep-merge with a built-in default (the built-in
+#: ``local`` environment would stay next to the configured ones), and no variable can express.
+FILE_ONLY: Final = frozenset({"environments"})
+#: Keys holding a file-system path: relative values resolve against their file's directory.
+PATH_KEYS: Final = frozenset(
+    {"context", "metadata_dir", "state_dir", "sbom_dir", "metrics_textfile"}
+)
+#: Key files, unless they name a KMS/env/k8s reference (``scheme://…``).
+KEY_PATH_KEYS: Final = frozenset({"cosign_key", "cosign_public_key"})
 _ENV_KEYS: Final = frozenset({"repository_type", "targets", "apply", "apply_timeout_sec"})
 
 
@@ -99,7 +126,8 @@ class EnvironmentConfig:
     repository_type: RepositoryType
     #: Each target's spec, parsed by its kind (:mod:`shatag.targets`).
     targets: tuple[TargetSpec, ...]
-    apply: str = ""
+    #: The apply command as an argument list (never run through a shell); empty: none.
+    apply: tuple[str, ...] = ()
     apply_timeout_sec: float = 600.0
 
 
@@ -182,7 +210,15 @@ class Settings:
     deploy_lock_timeout_sec: float = 30.0
     metrics_textfile: str = ""
     metrics_pushgateway: str = ""
+    build_source: BuildSource = "commit"
+    build_inputs: tuple[str, ...] = ()
+    source_url: str = ""
+    default_env: str = ""
     environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
+    #: Whether ``environments`` is the built-in demo (no ``environments`` configured).
+    builtin_environments: bool = True
+    #: Where target paths and the apply command resolve: the configuration file's directory.
+    base_dir: Path = Path()
 
     @property
     def signing(self) -> SigningConfig:
@@ -220,22 +256,46 @@ class Settings:
     def repository(self, kind: RepositoryType) -> Repository:
         return self.canonical if kind is RepositoryType.CANONICAL else self.staging
 
-    def environment(self, name: str) -> EnvironmentConfig:
+    def environment(self, name: str | None) -> EnvironmentConfig:
+        """The environment ``--env`` names; without ``--env``: ``default_env``, else the
+        built-in ``local`` when no environment is configured, else CONFIG_ERROR."""
+        known = ", ".join(sorted(self.environments)) or "none"
+        if name is None:
+            if self.default_env:
+                name = self.default_env
+            elif self.builtin_environments:
+                name = "local"
+            else:
+                raise ConfigError(
+                    f"name the environment: --env=NAME (configured: {known}); or set "
+                    "shatag.default_env"
+                )
         validate_env_name(name)
         try:
             return self.environments[name]
         except KeyError:
-            known = ", ".join(sorted(self.environments)) or "none"
             raise ConfigError(
                 f"environment {name!r} is not configured (known: {known}); add it under "
                 "shatag.environments"
             ) from None
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> Settings:
-        """Validate a merged ``shatag`` mapping (defaults filled in for missing keys)."""
+    def from_mapping(
+        cls,
+        raw: Mapping[str, Any],
+        *,
+        base_dirs: Mapping[str, Path] | None = None,
+        base_dir: Path | None = None,
+    ) -> Settings:
+        """Validate a merged ``shatag`` mapping (defaults filled in for missing keys).
+
+        ``base_dirs`` maps a key to the directory its relative path resolves against (the
+        directory of the file that set it); ``base_dir`` is the fallback and the directory of
+        the environments' target paths and apply commands. Both absent: the working directory.
+        """
         merged = copy.deepcopy(DEFAULTS)
-        merged.update(dict(raw))
+        configured_envs = raw.get("environments") is not None
+        merged.update({k: v for k, v in raw.items() if not (k == "environments" and v is None)})
         unknown = sorted(set(merged) - set(DEFAULTS))
         if unknown:
             raise ConfigError(f"unknown shatag configuration keys: {', '.join(unknown)}")
@@ -252,32 +312,61 @@ class Settings:
         staging = parse_repository(_str(merged, "staging_repository"))
         if canonical == staging:
             raise ConfigError("canonical_repository and staging_repository must differ (FR-016)")
+        dirs = dict(base_dirs or {})
+        env_dir = dirs.get("environments", base_dir)
+
+        def path(key: str) -> Path:
+            value = Path(_str(merged, key))
+            base = dirs.get(key, base_dir)
+            return value if value.is_absolute() or base is None else base / value
+
+        def key_file(key: str) -> str:
+            value = _str(merged, key)
+            return str(path(key)) if value and ":" not in value else value
+
+        source = _str(merged, "build_source")
+        if source not in BUILD_SOURCES:
+            raise ConfigError(f"shatag.build_source must be commit or worktree, not {source!r}")
+        environments = _environments(merged["environments"], env_dir)
+        default_env = _str(merged, "default_env")
+        if default_env and default_env not in environments:
+            known = ", ".join(sorted(environments)) or "none"
+            raise ConfigError(
+                f"shatag.default_env names {default_env!r}, which is not configured "
+                f"(known: {known})"
+            )
         return cls(
             canonical=canonical,
             staging=staging,
             main_branches=_branches(merged["main_branches"]),
-            context=Path(_str(merged, "context")),
+            context=path("context"),
             dockerfile=_str(merged, "dockerfile"),
             platform=platform,
-            metadata_dir=Path(_str(merged, "metadata_dir")),
-            state_dir=Path(_str(merged, "state_dir")),
+            metadata_dir=path("metadata_dir"),
+            state_dir=path("state_dir"),
             state_backend="git" if backend == "git" else "local",
             state_remote=_remote(_str(merged, "state_remote")),
             state_lock_ttl_sec=_positive(merged, "state_lock_ttl_sec"),
             signature_policy="enforce" if policy == "enforce" else "soft",
-            cosign_key=_str(merged, "cosign_key"),
-            cosign_public_key=_str(merged, "cosign_public_key"),
+            cosign_key=key_file("cosign_key"),
+            cosign_public_key=key_file("cosign_public_key"),
             keyless_identity=_str(merged, "keyless_identity"),
             keyless_issuer=_str(merged, "keyless_issuer"),
-            sbom_dir=Path(_str(merged, "sbom_dir")),
+            sbom_dir=path("sbom_dir"),
             registry_timeout_sec=_positive(merged, "registry_timeout_sec"),
             registry_retries=_whole(merged, "registry_retries"),
             build_timeout_sec=_positive(merged, "build_timeout_sec"),
             tool_timeout_sec=_positive(merged, "tool_timeout_sec"),
             deploy_lock_timeout_sec=_positive(merged, "deploy_lock_timeout_sec", allow_zero=True),
-            metrics_textfile=_str(merged, "metrics_textfile"),
+            metrics_textfile=str(path("metrics_textfile")) if merged["metrics_textfile"] else "",
             metrics_pushgateway=_str(merged, "metrics_pushgateway"),
-            environments=_environments(merged["environments"]),
+            build_source="worktree" if source == "worktree" else "commit",
+            build_inputs=check_input_paths(_list(merged, "build_inputs")),
+            source_url=_str(merged, "source_url"),
+            default_env=default_env,
+            environments=environments,
+            builtin_environments=not configured_envs,
+            base_dir=env_dir if env_dir is not None else Path(),
         )
 
 
@@ -320,6 +409,18 @@ def _remote(value: str) -> str:
     return value
 
 
+def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
+    """A list key: a list, or a comma-separated string (from an ``INVOKE_SHATAG_*`` variable)."""
+    value = raw[key]
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"shatag.{key} must be a list, not {type(value).__name__}")
+    return list(value)
+
+
 def _branches(value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not items:
@@ -332,7 +433,7 @@ def _branches(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _environments(value: Any) -> dict[str, EnvironmentConfig]:
+def _environments(value: Any, base_dir: Path | None) -> dict[str, EnvironmentConfig]:
     if not isinstance(value, Mapping):
         raise ConfigError("shatag.environments must be a mapping of environment name → settings")
     envs: dict[str, EnvironmentConfig] = {}
@@ -351,14 +452,11 @@ def _environments(value: Any) -> dict[str, EnvironmentConfig]:
         raw_targets = spec.get("targets") or []
         if not isinstance(raw_targets, list | tuple) or not raw_targets:
             raise ConfigError(f"shatag.environments.{name} needs at least one target")
-        apply = spec.get("apply") or ""
-        if not isinstance(apply, str):
-            raise ConfigError(f"shatag.environments.{name}.apply must be a command string")
         envs[str(name)] = EnvironmentConfig(
             name=str(name),
             repository_type=RepositoryType(rtype),
-            targets=tuple(_target(str(name), i, t) for i, t in enumerate(raw_targets)),
-            apply=apply,
+            targets=tuple(_target(str(name), i, t, base_dir) for i, t in enumerate(raw_targets)),
+            apply=_apply(f"shatag.environments.{name}.apply", spec.get("apply")),
             apply_timeout_sec=_positive(
                 {"apply_timeout_sec": spec.get("apply_timeout_sec", 600.0)}, "apply_timeout_sec"
             ),
@@ -386,5 +484,30 @@ def _check_claims(envs: Mapping[str, EnvironmentConfig]) -> None:
                     )
 
 
-def _target(env: str, index: int, raw: Any) -> TargetSpec:
-    return parse_target(f"shatag.environments.{env}.targets[{index}]", raw)
+def _target(env: str, index: int, raw: Any, base_dir: Path | None) -> TargetSpec:
+    return parse_target(f"shatag.environments.{env}.targets[{index}]", raw, base_dir)
+
+
+def _apply(where: str, value: Any) -> tuple[str, ...]:
+    """The apply command as an argument list: a list of strings as given, or a string split into
+    words like a shell would (quotes group words) — never run through a shell.
+
+    >>> _apply("a", "tofu -chdir='infra/akash api' apply -auto-approve")
+    ('tofu', '-chdir=infra/akash api', 'apply', '-auto-approve')
+    >>> _apply("a", ["sh", "-c", "echo $SHATAG_IMAGE_REF"])
+    ('sh', '-c', 'echo $SHATAG_IMAGE_REF')
+    """
+    if value is None or value in ("", []):
+        return ()
+    if isinstance(value, str):
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where} cannot be split into words: {exc}") from None
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        argv = [str(v) for v in value]
+    else:
+        raise ConfigError(f"{where} must be a command: an argument list or a string")
+    if not argv or not argv[0].strip():
+        raise ConfigError(f"{where} names no program")
+    return tuple(argv)

@@ -37,7 +37,6 @@ from shatag import _run, signals
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, Repository, RepositoryType, ensure_immutable_tag, validate_sha
 from shatag.errors import (
-    ConfigError,
     DeployFailed,
     DigestMismatch,
     InvalidInput,
@@ -62,7 +61,8 @@ LineSink = Callable[[str], None]
 @dataclass(frozen=True, slots=True)
 class DeployRequest:
     sha: str
-    env: str = "local"
+    #: ``None``: ``default_env``, or the built-in ``local`` when no environment is configured.
+    env: str | None = None
     metadata: Path | None = None
 
 
@@ -154,6 +154,14 @@ def deploy(
     on_line: LineSink | None = None,
 ) -> DeployRecord:
     """Deploy ``request.sha`` to ``request.env``; see the module docstring."""
+    envcfg, route = deploy_route(settings, request, env=env)
+    return run_switch(settings, envcfg, route, env=env, on_line=on_line)
+
+
+def deploy_route(
+    settings: Settings, request: DeployRequest, *, env: Mapping[str, str]
+) -> tuple[EnvironmentConfig, Route]:
+    """The environment and the :class:`Route` of a deploy (run it, or :func:`plan_switch` it)."""
     sha = ensure_immutable_tag(validate_sha(request.sha))
     envcfg = settings.environment(request.env)
 
@@ -179,7 +187,7 @@ def deploy(
         expected=expected,
         mismatch=mismatch,
     )
-    return run_switch(settings, envcfg, route, env=env, on_line=on_line)
+    return envcfg, route
 
 
 def run_switch(
@@ -213,6 +221,103 @@ def run_switch(
             recovered=recovered,
             ledger=ledger,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPlan:
+    """What one target would change: a unified diff, or ``old → new`` for a container."""
+
+    target: str
+    change: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecord:
+    """What a deploy or rollback would do (``--plan``); nothing was changed."""
+
+    action: Action
+    env: str
+    image_sha: str
+    image_digest: str
+    image_ref: str
+    repository: str
+    repository_type: str
+    previous_sha: str
+    signature_status: str
+    signature_reason: str
+    changes: tuple[TargetPlan, ...]
+    apply: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON line: ``phase=plan`` (never mistaken for a done deploy)."""
+        return {
+            "phase": "plan",
+            "action": self.action,
+            "env": self.env,
+            "image_sha": self.image_sha,
+            "image_digest": self.image_digest,
+            "image_ref": self.image_ref,
+            "repository": self.repository,
+            "repository_type": self.repository_type,
+            "previous_sha": self.previous_sha,
+            "signature_status": self.signature_status,
+            "signature_reason": self.signature_reason,
+            "changes": [{"target": c.target, "change": c.change} for c in self.changes],
+            "apply": list(self.apply),
+        }
+
+    def human_lines(self) -> list[str]:
+        """The per-target changes for a person, then what was *not* done."""
+        lines: list[str] = []
+        for change in self.changes:
+            lines.append(f"plan: {change.target}")
+            text = change.change.rstrip("\n")
+            lines.extend(text.splitlines() if text else ["  (no change)"])
+        if self.apply:
+            lines.append(f"plan: then run {shlex.join(self.apply)}")
+        was = self.previous_sha or "nothing"
+        lines.append(
+            f"plan: {self.action} {self.env} {self.image_ref} (was {was}) — nothing was changed"
+        )
+        return lines
+
+
+def plan_switch(
+    settings: Settings,
+    envcfg: EnvironmentConfig,
+    route: Route,
+    *,
+    env: Mapping[str, str],
+) -> PlanRecord:
+    """Every check :func:`run_switch` makes (registry, repository policy, digest guard,
+    signature), then each target's :meth:`~shatag.targets.Target.plan`. Changes nothing: no
+    lock, no recovery, no file, no container, no history (issue 13, item 5)."""
+    ledger = open_ledger(settings.state, envcfg.name, environ=env)
+    sha = route.choose(ledger)
+    image = resolve_image(settings, envcfg, sha, env=env, staging_only=route.staging_only)
+    expected = route.expected(ledger, image)
+    if expected is not None and expected[0] != image.digest:
+        raise DigestMismatch(route.mismatch(image, *expected))
+    signature = verify_image(settings.signing, image.by_digest, env=env)
+    ctx = TargetContext(env=env, env_name=envcfg.name, attempt="plan")
+    changes = tuple(
+        TargetPlan(spec.label, make_target(spec, ctx).plan(image)) for spec in envcfg.targets
+    )
+    current = ledger.current()
+    return PlanRecord(
+        action=route.action,
+        env=envcfg.name,
+        image_sha=image.sha,
+        image_digest=image.digest,
+        image_ref=image.pinned,
+        repository=str(image.repository),
+        repository_type=_repo_type(settings, image.repository),
+        previous_sha=current.sha if current else "",
+        signature_status=signature.status,
+        signature_reason=signature.reason,
+        changes=changes,
+        apply=envcfg.apply,
+    )
 
 
 def resolve_image(
@@ -316,7 +421,9 @@ def switch(
             applied.append(target)
             target.apply()
         if envcfg.apply:
-            _run_apply(envcfg, image, action=action, env=env, on_line=on_line)
+            _run_apply(
+                envcfg, image, action=action, env=env, on_line=on_line, cwd=settings.base_dir
+            )
         # From here on a SIGTERM/SIGINT/SIGHUP is noted, not raised: the switch completes.
         signals.hold_to_end()
     except BaseException as exc:
@@ -501,14 +608,11 @@ def _run_apply(
     action: Action,
     env: Mapping[str, str],
     on_line: LineSink | None,
+    cwd: Path,
 ) -> None:
-    try:
-        argv = shlex.split(envcfg.apply)
-    except ValueError as exc:
-        raise ConfigError(
-            f"shatag.environments.{envcfg.name}.apply cannot be parsed: {exc}"
-        ) from None
-    if not argv:
+    """Run the environment's apply command — an argument list, never through a shell — in the
+    configuration file's directory, with the image in ``SHATAG_IMAGE_*`` variables."""
+    if not envcfg.apply:
         return
     extra = {
         "SHATAG_IMAGE_REF": image.pinned,
@@ -519,7 +623,13 @@ def _run_apply(
         "SHATAG_ACTION": action,
     }
     try:
-        _run.run(argv, timeout=envcfg.apply_timeout_sec, env={**env, **extra}, on_line=on_line)
+        _run.run(
+            list(envcfg.apply),
+            timeout=envcfg.apply_timeout_sec,
+            env={**env, **extra},
+            on_line=on_line,
+            cwd=str(cwd),
+        )
     except ToolFailure as exc:
         raise DeployFailed(
             f"the apply command of environment {envcfg.name!r} failed ({exc.message}); every "

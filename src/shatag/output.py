@@ -13,6 +13,7 @@ stdout carries only JSON lines, so ``inv build ... | jq`` always works.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +21,25 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shatag.errors import InvalidInput
+
+#: The command the user runs (``inv`` or ``shatag``): hints in messages name it (issue 13).
+PROGRAM = "inv"
+_TASK_HINT = re.compile(
+    r"(?<![\w./-])inv(?= (?:build|deploy|rollback|history|verify|signatures|--help|-f)\b)"
+)
+
+
+def as_run(message: str) -> str:
+    """``message`` with its ``inv <task>`` hints spelled as the user runs shatag.
+
+    >>> import shatag.output as o
+    >>> o.PROGRAM = "shatag"; o.as_run("build it first: inv build --sha=abc (see `inv --help`)")
+    'build it first: shatag build --sha=abc (see `shatag --help`)'
+    >>> o.PROGRAM = "inv"
+    """
+    if PROGRAM == "inv":
+        return message
+    return _TASK_HINT.sub(PROGRAM, message)
 
 
 def emit_json(record: Mapping[str, Any], *, stream: TextIO | None = None) -> None:
@@ -43,7 +63,7 @@ def in_github_actions(env: Mapping[str, str]) -> bool:
 def error(code: str, message: str, *, env: Mapping[str, str], stream: TextIO | None = None) -> None:
     """The one error line: ``error: CODE: message`` (plus an annotation under Actions)."""
     out = stream or sys.stderr
-    flat = " ".join(message.split())
+    flat = as_run(" ".join(message.split()))
     if in_github_actions(env):
         out.write(f"::error title={code}::{flat}\n")
     out.write(f"error: {code}: {flat}\n")

@@ -193,6 +193,16 @@ class RegistryClient:
                 f"registry {self.repository.registry} refused our credentials for {what} "
                 f"(HTTP {response.status_code}); run `docker login {self.repository.registry}`"
             )
+        if response.status_code == 400 and self.plain_http:
+            # A TLS server answers a plain-HTTP request with 400 ("Client sent an HTTP request
+            # to an HTTPS server"); loopback registries get plain HTTP unless certs.d has a CA.
+            registry = self.repository.registry
+            raise RegistryUnavailable(
+                f"registry {registry} answered HTTP 400 to {what} over plain HTTP: it most likely "
+                f"serves TLS. shatag (like the docker daemon) speaks plain HTTP to a loopback "
+                f"registry unless its CA is in {DEFAULT_CERTS_DIR}/{registry}/ca.crt; put the "
+                "registry's CA certificate there"
+            )
         if response.status_code >= 400:
             raise RegistryUnavailable(
                 f"registry {self.repository.registry} answered HTTP {response.status_code} to "

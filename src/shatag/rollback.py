@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shatag.config import Settings
+from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, ensure_immutable_tag, validate_sha
 from shatag.deploy import DeployRecord, LineSink, Route, run_switch
 from shatag.errors import MissingTag, NoRollbackTarget
@@ -34,7 +34,8 @@ from shatag.ledger import Ledger
 @dataclass(frozen=True, slots=True)
 class RollbackRequest:
     sha: str | None = None
-    env: str = "local"
+    #: ``None``: ``default_env``, or the built-in ``local`` when no environment is configured.
+    env: str | None = None
 
 
 def rollback(
@@ -45,6 +46,14 @@ def rollback(
     on_line: LineSink | None = None,
 ) -> DeployRecord:
     """Roll ``request.env`` back to ``request.sha`` (default: the previous deployment)."""
+    envcfg, route = rollback_route(settings, request, env=env)
+    return run_switch(settings, envcfg, route, env=env, on_line=on_line)
+
+
+def rollback_route(
+    settings: Settings, request: RollbackRequest, *, env: Mapping[str, str]
+) -> tuple[EnvironmentConfig, Route]:
+    """The environment and the :class:`Route` of a rollback (run it, or plan it)."""
     sha = ensure_immutable_tag(validate_sha(request.sha)) if request.sha is not None else None
     envcfg = settings.environment(request.env)
 
@@ -85,4 +94,4 @@ def rollback(
         mismatch=mismatch,
         staging_only=MissingTag,
     )
-    return run_switch(settings, envcfg, route, env=env, on_line=on_line)
+    return envcfg, route

@@ -6,8 +6,9 @@ function, prints its record and turns our error into an exit code. Any project c
     # tasks.py
     from shatag.tasks import ns  # noqa: F401
 
-Configuration lives under ``shatag`` in invoke config (``invoke.yaml``, ``inv -f FILE``,
-``INVOKE_SHATAG_*`` variables); keys and defaults: :data:`shatag.config.DEFAULTS`.
+Configuration lives under ``shatag`` in invoke config (``invoke.yaml``, ``inv -f FILE``, the
+``shatag`` script's ``shatag.yaml``, ``INVOKE_SHATAG_*`` variables); keys and defaults:
+:data:`shatag.config.DEFAULTS`; relative paths resolve against the file that set them.
 """
 
 from __future__ import annotations
@@ -26,23 +27,28 @@ from invoke.exceptions import Exit, ParseError
 from invoke.executor import Executor
 from invoke.tasks import task
 
-from shatag import _exit, output, signals
-from shatag.config import Settings, invoke_defaults
-from shatag.errors import ShatagError
+from shatag import _exit, _invoke, output, signals
+from shatag.config import DEFAULTS, FILE_ONLY, Settings, invoke_defaults
+from shatag.errors import InvalidInput, ShatagError
 
 if TYPE_CHECKING:
-    from shatag.deploy import DeployRecord
+    from shatag.deploy import DeployRecord, PlanRecord
+
+log = logging.getLogger("shatag.tasks")
 
 
 def _parse_error_line(self: ParseError) -> str:
     flat = " ".join(Exception.__str__(self).split())
-    return f"error: INVALID_INPUT: {flat}; see `inv --help <task>`"
+    return f"error: INVALID_INPUT: {flat}; see `{output.PROGRAM} --help <task>`"
 
 
 # Invoke's own parser rejects some hostile flag values before any task runs (``--sha`` with no
 # value, ``--sha=--rebuild``) and prints str(ParseError) itself. This module is imported before
 # task flags are parsed, so those messages too follow our `error: CODE: message` contract.
 ParseError.__str__ = _parse_error_line  # type: ignore[method-assign,assignment]
+# Likewise an INVOKE_SHATAG_* value Invoke cannot cast (a list over a list from a file) reaches
+# Settings' validation (CONFIG_ERROR) instead of a raw UncastableEnvVar traceback (issue 13).
+_invoke.install_env_cast()
 # A CLI run ends without the interpreter's teardown once its output is flushed (issue 17).
 _exit.install()
 
@@ -91,13 +97,28 @@ def _edge(phase: str, env: Mapping[str, str], fields: dict[str, Any]) -> Iterato
     try:
         yield
     except ShatagError as exc:
-        output.emit_json({"phase": phase, **fields, "error_code": exc.code, "message": exc.message})
+        message = output.as_run(exc.message)
+        output.emit_json({"phase": phase, **fields, "error_code": exc.code, "message": message})
         output.error(exc.code, exc.message, env=env)
         raise Exit(code=exc.exit_status) from None
 
 
-def _settings(c: Context) -> Settings:
-    return Settings.from_mapping(_plain(c.config.get("shatag") or {}))
+def _settings(c: Context, environ: Mapping[str, str]) -> Settings:
+    """The run's settings: ``-R/--dry`` refused, ``INVOKE_SHATAG_*`` names checked, relative
+    paths resolved against the file that set them (issue 13)."""
+    if c.config.get("run", {}).get("dry"):
+        raise InvalidInput(
+            "-R/--dry only echoes the shell commands Invoke would run, and shatag runs none "
+            "through Invoke, so it would build or deploy for real; use --plan on deploy or "
+            "rollback to see what would change without changing it"
+        )
+    raw = _plain(c.config.get("shatag") or {})
+    known = _invoke.env_var_names({**dict.fromkeys(DEFAULTS, ""), **raw})
+    _invoke.check_env_names(environ, known, file_only=FILE_ONLY)
+    loaded, dirs = _invoke.layer_dirs(c.config, Path.cwd())
+    log.debug("configuration file: %s", loaded or "none (built-in defaults)")
+    base = loaded.parent if loaded is not None else Path.cwd()
+    return Settings.from_mapping(raw, base_dirs=dirs, base_dir=dirs.get("environments", base))
 
 
 @task(
@@ -126,7 +147,7 @@ def build(
         from shatag.build import BuildRequest, default_branch, default_sha, metadata_path
         from shatag.build import build as run_build
 
-        settings = _settings(c)
+        settings = _settings(c, env)
         request = BuildRequest(
             sha=sha if sha is not None else default_sha(env, settings.context),
             branch=branch if branch is not None else default_branch(env, settings.context),
@@ -182,75 +203,114 @@ def _emit_switch(record: DeployRecord, env: Mapping[str, str]) -> None:
     )
 
 
+_ENV_HELP = (
+    "environment under shatag.environments (default: shatag.default_env; required once "
+    "environments are configured; without any, the built-in local)"
+)
+_PLAN_HELP = (
+    "show per target what would change (a diff for files, old -> new image for containers) "
+    "after every check, and change nothing"
+)
+
+
+def _emit_plan(record: PlanRecord) -> None:
+    """Print a plan: JSON line (``phase=plan``) and, for people, the per-target changes."""
+    output.emit_json(record.as_dict())
+    for line in record.human_lines():
+        output.say(line)
+
+
 @task(
     help={
         "sha": "full 40-hex git SHA to deploy (required; floating tags are refused)",
-        "env": "environment under shatag.environments (default: local)",
+        "env": _ENV_HELP,
         "metadata": "build metadata JSON whose image_digest the registry digest must equal",
+        "plan": _PLAN_HELP,
     }
 )
 def deploy(
-    c: Context, sha: str | None = None, env: str = "local", metadata: str | None = None
+    c: Context,
+    sha: str | None = None,
+    env: str | None = None,
+    metadata: str | None = None,
+    plan: bool = False,
 ) -> None:
     """Deploy repo:<sha>@sha256:<digest> to every target of an environment."""
     environ = _environ()
     _logging(environ)
-    fields: dict[str, Any] = {"image_sha": sha or "", "env": env}
+    fields: dict[str, Any] = {"image_sha": sha or "", "env": env or ""}
     with _edge("deploy", environ, fields), signals.graceful():
-        from shatag.deploy import DeployRequest
+        from shatag.deploy import DeployRequest, deploy_route, plan_switch
         from shatag.deploy import deploy as run_deploy
 
+        settings = _settings(c, environ)
         request = DeployRequest(
             sha=sha or "", env=env, metadata=Path(metadata) if metadata else None
         )
-        record = run_deploy(_settings(c), request, env=environ, on_line=output.say)
+        fields["env"] = settings.environment(env).name
+        if plan:
+            _emit_plan(
+                plan_switch(settings, *deploy_route(settings, request, env=environ), env=environ)
+            )
+            return
+        record = run_deploy(settings, request, env=environ, on_line=output.say)
         _emit_switch(record, environ)
 
 
 @task(
     help={
         "sha": "full 40-hex git SHA to go back to (default: the previous deployment)",
-        "env": "environment under shatag.environments (default: local)",
+        "env": _ENV_HELP,
+        "plan": _PLAN_HELP,
     }
 )
-def rollback(c: Context, sha: str | None = None, env: str = "local") -> None:
+def rollback(
+    c: Context, sha: str | None = None, env: str | None = None, plan: bool = False
+) -> None:
     """Re-deploy an earlier SHA without building (default: the previous deployment)."""
     environ = _environ()
     _logging(environ)
-    fields: dict[str, Any] = {"image_sha": sha or "", "env": env}
+    fields: dict[str, Any] = {"image_sha": sha or "", "env": env or ""}
     with _edge("rollback", environ, fields), signals.graceful():
-        from shatag.rollback import RollbackRequest
+        from shatag.deploy import plan_switch
+        from shatag.rollback import RollbackRequest, rollback_route
         from shatag.rollback import rollback as run_rollback
 
+        settings = _settings(c, environ)
         request = RollbackRequest(sha=sha, env=env)  # an explicit empty --sha is MISSING_SHA
-        record = run_rollback(_settings(c), request, env=environ, on_line=output.say)
+        fields["env"] = settings.environment(env).name
+        if plan:
+            route = rollback_route(settings, request, env=environ)
+            _emit_plan(plan_switch(settings, *route, env=environ))
+            return
+        record = run_rollback(settings, request, env=environ, on_line=output.say)
         _emit_switch(record, environ)
 
 
 @task(
     name="history",
     help={
-        "env": "environment under shatag.environments (default: local)",
+        "env": _ENV_HELP,
         "limit": "how many records, newest first (default 20; 0 for all)",
         "json": "one JSON line per record instead of the table",
     },
 )
-def history_(c: Context, env: str = "local", limit: int = 20, json: bool = False) -> None:
+def history_(c: Context, env: str | None = None, limit: int = 20, json: bool = False) -> None:
     """The rollback catalog: deployments newest first, the current one marked."""
     environ = _environ()
     _logging(environ)
-    with _edge("history", environ, {"env": env}):
+    with _edge("history", environ, {"env": env or ""}):
         from shatag.history import catalog, format_catalog
         from shatag.ledger import open_ledger
 
-        settings = _settings(c)
-        settings.environment(env)
-        rows = catalog(open_ledger(settings.state, env, environ=environ), limit=limit or None)
+        settings = _settings(c, environ)
+        name = settings.environment(env).name
+        rows = catalog(open_ledger(settings.state, name, environ=environ), limit=limit or None)
         if json:
             for row in rows:
                 output.emit_json(row)
         else:
-            print(format_catalog(env, rows))
+            print(format_catalog(name, rows))
 
 
 @task(help={"sha": "full 40-hex git SHA whose image (canonical repository) to verify"})
@@ -261,7 +321,7 @@ def verify(c: Context, sha: str = "") -> None:
     with _edge("verify", environ, {"image_sha": sha}):
         from shatag.verify import verify_sha
 
-        record = verify_sha(_settings(c), sha, env=environ)
+        record = verify_sha(_settings(c, environ), sha, env=environ)
         output.emit_json(record.as_dict())
         output.say(
             f"{record.image_ref}: signature {record.signature_status} "
@@ -283,7 +343,7 @@ def signatures(c: Context, window: int = 30, json: bool = False) -> None:
     with _edge("signatures", environ, {}):
         from shatag.coverage import coverage, format_report
 
-        report = coverage(_settings(c), window=window, env=environ)
+        report = coverage(_settings(c, environ), window=window, env=environ)
         data = report.as_dict()
         if not json:
             data.pop("shas")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -100,12 +101,13 @@ def test_rebuild_of_changed_context_fails_and_keeps_the_tag(
     inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
 ) -> None:
     app = make_app('{"version": "one"}')
-    first = build(inv, shatag_env, app, "--branch=main")
+    # build_source: worktree, so an untracked file of the work tree reaches the image: the same
+    # SHA with different bytes (the default, commit, never lets it in: see below)
+    env = {**shatag_env, "INVOKE_SHATAG_BUILD_SOURCE": "worktree"}
+    first = build(inv, env, app, "--branch=main")
     assert first.returncode == 0, first.stderr
-    # change the context without a new commit: same SHA, different bytes (an untracked file
-    # the COPY picks up; modified tracked files are refused earlier, see below)
     (app.path / "www" / "extra.json").write_text('{"version": "tampered"}\n')
-    second = build(inv, shatag_env, app, "--branch=main", "--rebuild")
+    second = build(inv, env, app, "--branch=main", "--rebuild")
     assert second.returncode != 0
     assert "error: DIGEST_MISMATCH:" in second.stderr
     assert second.record["error_code"] == "DIGEST_MISMATCH"
@@ -115,14 +117,19 @@ def test_rebuild_of_changed_context_fails_and_keeps_the_tag(
     assert canonical.manifest_digest(app.sha[:12]) == first.record["image_digest"]
 
 
-def test_context_must_be_the_commit_being_tagged(
+def test_worktree_mode_refuses_another_head_or_modified_files_before_building(
     inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
 ) -> None:
-    """An image tagged <sha> holds exactly that commit: other HEAD or modified files → refused."""
+    """build_source: worktree: an image tagged <sha> holds exactly that commit, so another HEAD
+    or modified tracked files are refused — before the build starts (issue 13, item 3)."""
     app = make_app('{"version": "A"}')
     sha_a = app.sha
     app.commit('{"version": "B"}')
-    env = {**shatag_env, "INVOKE_SHATAG_CONTEXT": str(app.path)}
+    env = {
+        **shatag_env,
+        "INVOKE_SHATAG_CONTEXT": str(app.path),
+        "INVOKE_SHATAG_BUILD_SOURCE": "worktree",
+    }
     result = inv(["build", f"--sha={sha_a}", "--branch=main"], env)
     assert result.returncode != 0
     assert "error: SOURCE_MISMATCH:" in result.stderr
@@ -133,16 +140,84 @@ def test_context_must_be_the_commit_being_tagged(
     assert result.returncode != 0
     assert "error: SOURCE_MISMATCH:" in result.stderr
     assert "uncommitted changes" in result.stderr
-    # `git status` runs alongside the build; it is waited for before anything is pushed
-    assert "Pushed" not in result.stderr
+    assert "Step 1/" not in result.stderr  # the clean check, too, runs before the build
     assert client(shatag_env, "INVOKE_SHATAG_CANONICAL_REPOSITORY").tags() == []
-    local = subprocess.run(
-        ["docker", "image", "inspect", f"{env['INVOKE_SHATAG_CANONICAL_REPOSITORY']}:{app.sha}"],
+
+
+def _image_file(reference: str, path: str) -> str | None:
+    """The content of ``path`` in the image (its busybox ``cat``), ``None`` when absent."""
+    run = ["docker", "run", "--rm", "--network=none", "--entrypoint", "/bin/busybox", reference]
+    proc = subprocess.run(
+        [*run, "cat", path],
         capture_output=True,
-        timeout=60,
+        text=True,
+        timeout=120,
         check=False,
     )
-    assert local.returncode != 0  # the local SHA tags of the refused build were removed
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def test_the_image_holds_exactly_the_commit(
+    inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
+) -> None:
+    """The default build context is the commit's tree (issue 13, item 3): another checked-out
+    commit, modified and untracked files and what the commit's .dockerignore excludes never
+    enter the image — and none of them blocks the build."""
+    app = make_app('{"version": "A"}')
+    (app.path / ".dockerignore").write_text(".git\nwww/private.txt\n")
+    (app.path / "www" / "private.txt").write_text("excluded by .dockerignore\n")
+    sha_a = app.commit('{"version": "A"}', "A with a .dockerignore")
+    app.commit('{"version": "B"}')  # HEAD is now B
+    (app.path / "www" / "api.json").write_text('{"version": "edited"}\n')  # modified, tracked
+    (app.path / "www" / "untracked.txt").write_text("never committed\n")
+    env = {**shatag_env, "INVOKE_SHATAG_CONTEXT": str(app.path)}
+    result = inv(["build", f"--sha={sha_a}", "--branch=main"], env)
+    assert result.returncode == 0, result.stderr
+    assert result.record["build_source"] == "commit"
+    image = result.record["image_ref"]
+    assert _image_file(image, "/www/api.json") == '{"version": "A"}\n'
+    assert _image_file(image, "/www/untracked.txt") is None
+    assert _image_file(image, "/www/private.txt") is None
+    # a SHA the repository does not hold: SOURCE_MISMATCH before any build
+    missing = "0" * 40
+    result = inv(["build", f"--sha={missing}", "--branch=main"], env)
+    assert result.returncode != 0
+    assert "error: SOURCE_MISMATCH:" in result.stderr
+    assert "Step 1/" not in result.stderr
+
+
+def test_untracked_build_inputs_are_declared_and_recorded(
+    inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
+) -> None:
+    """The example's static busybox is not in git: it enters the image only as a declared
+    build input, listed with its sha256 (issue 13, item 3)."""
+    app = make_app('{"version": "inputs"}')
+    (app.path / ".gitignore").write_text("bin/\n")
+    subprocess.run(
+        ["git", "-C", str(app.path), "rm", "-q", "--cached", "bin/busybox"], check=True, timeout=30
+    )
+    app.commit('{"version": "inputs"}', "busybox is not tracked any more")
+    env = {**shatag_env, "INVOKE_SHATAG_CONTEXT": str(app.path)}
+    undeclared = inv(["build", f"--sha={app.sha}", "--branch=main"], env)
+    assert undeclared.returncode != 0
+    assert "error: BUILD_FAILURE:" in undeclared.stderr
+    declared = inv(
+        ["build", f"--sha={app.sha}", "--branch=main"],
+        {**env, "INVOKE_SHATAG_BUILD_INPUTS": "bin/busybox"},
+    )
+    assert declared.returncode == 0, declared.stderr
+    busybox = (app.path / "bin" / "busybox").read_bytes()
+    assert declared.record["build_inputs"] == [
+        {
+            "path": "bin/busybox",
+            "sha256": hashlib.sha256(busybox).hexdigest(),
+            "size": len(busybox),
+        }
+    ]
+    meta = json.loads(
+        (Path(shatag_env["INVOKE_SHATAG_METADATA_DIR"]) / f"{app.sha}.json").read_text()
+    )
+    assert meta["build_inputs"] == declared.record["build_inputs"]
 
 
 def test_failing_build_streams_its_output_and_pushes_nothing(
@@ -331,7 +406,7 @@ def test_missing_context_and_dockerfile_fail_naming_the_path(
     assert str(missing) in result.stderr
     app = make_app()
     result = inv(
-        ["build", f"--sha={sha}", "--branch=main"],
+        ["build", f"--sha={app.sha}", "--branch=main"],  # a commit of this context's repository
         {
             **shatag_env,
             "INVOKE_SHATAG_CONTEXT": str(app.path),

@@ -36,9 +36,13 @@ _CORE_FLAGS: dict[str, bool] = {
     "--version": False,
 }
 _SHELL_STOP = {"|", "||", "&&", ";", ">", ">>", "2>", "2>&1", "#", "&"}
-# `inv` at the start of a line (optionally after a prompt) or right after an opening backtick.
+# `inv` at the start of a line (optionally after a prompt) or right after an opening backtick;
+# the `shatag` console script (same tasks and core flags) in fenced code blocks and inline code
+# only ("shatag build makes an SBOM" is prose).
 _LINE_RE = re.compile(r"^\s*(?:\$\s+)?(inv\s+[^`\n]*)", re.MULTILINE)
-_INLINE_RE = re.compile(r"`(inv\s+[^`\n]+)`")
+_SHATAG_LINE_RE = re.compile(r"^\s*(?:\$\s+)?(shatag\s+[^`\n]*)", re.MULTILINE)
+_INLINE_RE = re.compile(r"`((?:inv|shatag)\s+[^`\n]+)`")
+_FENCE_RE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ def _clean(fragment: str) -> list[str]:
     except ValueError:
         tokens = fragment.split()
     out: list[str] = []
-    for token in tokens[1:]:  # drop the leading `inv`
+    for token in tokens[1:]:  # drop the leading `inv`/`shatag`
         if token in _SHELL_STOP or token.startswith(("|", ">", "2>")):
             break
         out.append(token)
@@ -70,14 +74,19 @@ def _clean(fragment: str) -> list[str]:
 def find_inv_commands(text: str, source: str = "<text>") -> Iterator[InvCommand]:
     """Every ``inv ...`` command in code blocks, prompt lines and inline code spans."""
     joined = re.sub(r"\\\n\s*", " ", text)  # shell line continuations
+    fenced = "\n".join(block.group(1) for block in _FENCE_RE.finditer(joined))
     seen: set[str] = set()
-    for regex in (_LINE_RE, _INLINE_RE):
-        for match in regex.finditer(joined):
+    for regex, where in ((_LINE_RE, joined), (_SHATAG_LINE_RE, fenced), (_INLINE_RE, joined)):
+        for match in regex.finditer(where):
             line = match.group(1).strip()
             if line in seen:
                 continue
             seen.add(line)
             argv = _clean(line)
+            if line.startswith("shatag") and not (
+                len(argv) == 1 or any(a.startswith("-") for a in argv)
+            ):
+                continue  # `shatag deploy 0123abc to production: ok` is a commit subject
             if argv:
                 yield InvCommand(source=source, line=line, argv=argv)
 

@@ -50,3 +50,14 @@ def test_the_checker_catches_an_unknown_flag() -> None:
     assert any("--no-such-flag" in p for p in problems(bad, tasks))
     (unknown,) = find_inv_commands("`inv frobnicate --sha=1`")
     assert any("frobnicate" in p for p in problems(unknown, tasks))
+
+
+def test_the_checker_reads_shatag_commands_in_code_blocks_only() -> None:
+    """``shatag <task>`` lines are checked too (issue 13), but only in code, never in prose."""
+    tasks = load_tasks()
+    (bad,) = find_inv_commands("```sh\nshatag -f app/shatag.yaml deploy --sha=1 --dry-run\n```")
+    assert any("--dry-run" in p for p in problems(bad, tasks))
+    (good,) = find_inv_commands("`shatag rollback --env=production --plan`")
+    assert problems(good, tasks) == []
+    assert list(find_inv_commands("shatag build makes an SBOM when syft is installed")) == []
+    assert list(find_inv_commands("`shatag deploy 0123456789ab to production: ok`")) == []

@@ -108,6 +108,9 @@ class TargetKind(Generic[S]):
     recover: Callable[[Mapping[str, Any], TargetContext], str]
     #: Complete an interrupted ``commit`` (the deploy was recorded as done).
     finish: Callable[[Mapping[str, Any], TargetContext], str]
+    #: Keys whose values are file paths: relative ones resolve against the directory of the
+    #: configuration file that names them (issue 13), before ``parse`` sees them.
+    paths: frozenset[str] = frozenset()
 
 
 # The registry: one line per kind (imported here, after the protocols the kinds use).
@@ -125,11 +128,27 @@ def _kind(name: object, what: str) -> TargetKind[Any]:
     return found
 
 
-def parse_target(where: str, raw: object) -> TargetSpec:
-    """Validate one configured target (``where`` names it in errors) with its kind's parser."""
+def parse_target(where: str, raw: object, base_dir: Path | None = None) -> TargetSpec:
+    """Validate one configured target (``where`` names it in errors) with its kind's parser.
+
+    Relative values of the kind's path keys are resolved against ``base_dir`` (the directory
+    of the configuration file) first; ``None`` keeps them as written (relative to the working
+    directory when used).
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a mapping with a 'kind'")
-    spec: TargetSpec = _kind(raw.get("kind"), f"{where}.kind").parse(where, raw)
+    kind = _kind(raw.get("kind"), f"{where}.kind")
+    if base_dir is not None:
+        raw = {
+            key: str(base_dir / value)
+            if key in kind.paths
+            and isinstance(value, str)
+            and value
+            and not Path(value).is_absolute()
+            else value
+            for key, value in raw.items()
+        }
+    spec: TargetSpec = kind.parse(where, raw)
     return spec
 
 

@@ -108,7 +108,7 @@ def make(spec: SdlSpec, ctx: TargetContext) -> SdlTarget:
 recover = restore_file
 finish = nothing_to_finish
 
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
+KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish, paths=frozenset({"path"}))
 
 
 def set_service_image(text: str, service: str, value: str, *, where: str = "sdl") -> str:

@@ -1,5 +1,9 @@
-"""Terraform variables: ``*.auto.tfvars.json`` with ``image_sha``, ``image_digest``, ``image_ref``.
+"""Terraform/OpenTofu variables: a ``*.tfvars.json`` file with the deployed image.
 
+Without ``variables`` the keys ``image_sha``, ``image_digest`` and ``image_ref`` are written.
+With ``variables`` (issue 13) exactly the variables a configuration declares are written, each
+from a template over ``{repository}``, ``{sha}``, ``{short_sha}``, ``{digest}`` and ``{ref}``
+(:mod:`shatag.templates`), e.g. ``{image_repo: "{repository}", image_tag: "{sha}@{digest}"}``.
 Other keys of an existing file are kept, in their order; the file is written atomically.
 
 >>> from shatag.core import parse_repository
@@ -13,11 +17,20 @@ Other keys of an existing file are kept, in their order; the file is written ato
   "image_ref": "127.0.0.1:5000/api:aaaa...@sha256:bbbb..."
 }
 <BLANKLINE>
+>>> mapped = parse("t", {"kind": "tfvars", "path": "x.tfvars.json",
+...                      "variables": {"image_repo": "{repository}", "image_tag": "{short_sha}"}})
+>>> print(TfvarsTarget(mapped).render(None, img))
+{
+  "image_repo": "127.0.0.1:5000/api",
+  "image_tag": "aaaaaaaaaaaa"
+}
+<BLANKLINE>
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +41,20 @@ from shatag.errors import ConfigError
 from shatag.targets import TargetContext, TargetKind
 from shatag.targets._files import FileTarget, nothing_to_finish, restore_file
 from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.templates import Template, parse_template
 
 NAME: Final = "tfvars"
-KEYS: Final = frozenset({"kind", "path", "pin"})
+KEYS: Final = frozenset({"kind", "path", "pin", "variables"})
+# A Terraform variable name: a letter or underscore, then letters, digits, _ and -.
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
 class TfvarsSpec:
     path: str
     pin: PinFormat = "tag+digest"
+    #: variable name → template; empty: the three default keys.
+    variables: tuple[tuple[str, Template], ...] = ()
 
     @property
     def kind(self) -> str:
@@ -54,10 +72,29 @@ class TfvarsSpec:
 def parse(where: str, raw: Mapping[str, Any]) -> TfvarsSpec:
     check_keys(where, raw, KEYS, NAME)
     pin = parse_pin(where, raw)
-    spec = converted(where, lambda: TfvarsSpec(path=str(raw.get("path", "")), pin=pin))
+    variables = _variables(f"{where}.variables", raw.get("variables"))
+    spec = converted(
+        where, lambda: TfvarsSpec(path=str(raw.get("path", "")), pin=pin, variables=variables)
+    )
     if not spec.path:
         raise ConfigError(f"{where}: a {NAME} target needs a path")
     return spec
+
+
+def _variables(where: str, raw: object) -> tuple[tuple[str, Template], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(
+            f"{where} must be a mapping of variable name → template, e.g. "
+            '{image_repo: "{repository}", image_tag: "{sha}@{digest}"}'
+        )
+    out: list[tuple[str, Template]] = []
+    for name, text in raw.items():
+        if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
+            raise ConfigError(f"{where}: {name!r} is not a variable name")
+        out.append((name, parse_template(text, where=f"{where}.{name}")))
+    return tuple(out)
 
 
 class TfvarsTarget(FileTarget[TfvarsSpec]):
@@ -71,9 +108,16 @@ class TfvarsTarget(FileTarget[TfvarsSpec]):
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{self.label}: {self.path} must hold a JSON object")
             data = loaded
-        data["image_sha"] = image.sha
-        data["image_digest"] = image.digest
-        data["image_ref"] = image.reference(self.spec.pin)
+        if self.spec.variables:
+            repository = str(image.repository)
+            for name, template in self.spec.variables:
+                data[name] = template.render(
+                    repository=repository, sha=image.sha, digest=image.digest
+                )
+        else:
+            data["image_sha"] = image.sha
+            data["image_digest"] = image.digest
+            data["image_ref"] = image.reference(self.spec.pin)
         return json.dumps(data, indent=2) + "\n"
 
 
@@ -85,4 +129,4 @@ def make(spec: TfvarsSpec, ctx: TargetContext) -> TfvarsTarget:
 recover = restore_file
 finish = nothing_to_finish
 
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
+KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish, paths=frozenset({"path"}))
