@@ -139,6 +139,23 @@ def hash_inputs(context: Path, paths: Sequence[str]) -> tuple[BuildInput, ...]:
     return tuple(found)
 
 
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack ``tar`` (a ``git archive`` of the user's own commit) into ``dest``.
+
+    The "tar" filter keeps symlinks and modes and refuses paths outside ``dest``; Pythons
+    before 3.11.4 (Debian 12's 3.11.2) lack extraction filters, so there the same refusal is
+    made here first (git trees cannot hold such paths, nor a path below a symlink).
+    """
+    if hasattr(tarfile, "tar_filter"):
+        tar.extractall(dest, filter="tar")
+        return
+    for member in tar.getmembers():
+        parts = Path(member.name).parts
+        if member.name.startswith("/") or ".." in parts or member.isdev():
+            raise SourceMismatch(f"the commit's archive holds an unsafe path {member.name!r}")
+    tar.extractall(dest)  # noqa: S202 -- every member was checked just above
+
+
 def export_commit(
     git: GitContext,
     sha: str,
@@ -166,9 +183,7 @@ def export_commit(
     dest.mkdir(parents=True)
     try:
         with tarfile.open(archive) as tar:
-            # The commit is the user's own; "tar" keeps its symlinks and modes, refuses paths
-            # outside dest.
-            tar.extractall(dest, filter="tar")
+            _extract(tar, dest)
     finally:
         archive.unlink(missing_ok=True)
     for rel in inputs:
