@@ -134,7 +134,9 @@ class DockerEngine:
             if builder == "buildx":
                 argv += ["buildx", "build", "--load", "--provenance=false", "--sbom=false"]
             else:
-                argv += ["build"]
+                # --force-rm: the classic builder keeps the container of a failed RUN step
+                # unless told; a failed build must leave nothing behind on the engine.
+                argv += ["build", "--force-rm"]
                 env["DOCKER_BUILDKIT"] = "0"
             argv += ["--no-cache", "--pull=false", "--platform", platform]
             argv += ["--file", str(dockerfile), "--iidfile", str(iidfile)]

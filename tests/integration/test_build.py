@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -224,20 +225,30 @@ def test_failing_build_streams_its_output_and_pushes_nothing(
     inv: Callable[..., InvResult], shatag_env: dict[str, str], make_app: Callable[..., App]
 ) -> None:
     app = make_app()
+    canary = f"shatag-canary-line-{uuid.uuid4().hex[:8]}"
     dockerfile = app.path / "Dockerfile"
     dockerfile.write_text(
         dockerfile.read_text().replace(
             "COPY www /www",
-            'COPY www /www\nRUN ["/bin/busybox", "sh", "-c", "echo shatag-canary-line; exit 7"]',
+            f'COPY www /www\nRUN ["/bin/busybox", "sh", "-c", "echo {canary}; exit 7"]',
         )
     )
     app.commit('{"version": "broken"}', "break the build")
     result = build(inv, shatag_env, app, "--branch=main")
     assert result.returncode != 0
     assert "error: BUILD_FAILURE:" in result.stderr
-    assert "shatag-canary-line" in result.stderr  # the build's own output is not lost
-    assert result.stderr.index("shatag-canary-line") < result.stderr.index("error: BUILD_FAILURE")
+    assert canary in result.stderr  # the build's own output is not lost
+    assert result.stderr.index(canary) < result.stderr.index("error: BUILD_FAILURE")
     assert client(shatag_env, "INVOKE_SHATAG_CANONICAL_REPOSITORY").tags() == []
+    # The failed RUN step's container is not left behind on the engine.
+    left = subprocess.run(
+        ["docker", "ps", "-a", "--no-trunc", "--format", "{{.Command}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert canary not in left
 
 
 def test_metrics_textfile_counts_builds_per_repository_type(
