@@ -21,13 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
+from invoke.config import Config
 from invoke.context import Context
 from invoke.exceptions import Exit, ParseError
 from invoke.tasks import task
 
 from shatag import output
 from shatag.config import Settings, invoke_defaults
-from shatag.errors import ShatagError
+from shatag.errors import InternalError, OutputClosed, ShatagError
+from shatag.limits import clip_message
+
+log = logging.getLogger("shatag.tasks")
 
 if TYPE_CHECKING:
     from shatag.deploy import DeployRecord
@@ -42,6 +46,35 @@ def _parse_error_line(self: ParseError) -> str:
 # value, ``--sha=--rebuild``) and prints str(ParseError) itself. This module is imported before
 # task flags are parsed, so those messages too follow our `error: CODE: message` contract.
 ParseError.__str__ = _parse_error_line  # type: ignore[method-assign,assignment]
+
+
+def _load_yaml_bounded(self: Config, path: Any) -> Any:
+    """Invoke's YAML loader for ``invoke.yaml`` and ``inv -f FILE``, bounded (issue 14, item 8):
+    an alias bomb, a non-string key or a syntax error is ``CONFIG_ERROR``, not a traceback or
+    a MemoryError. (``/etc/invoke.yaml`` and ``~/.invoke.yaml`` are read before shatag is
+    imported and keep invoke's own loader.)"""
+    del self
+    from shatag.limits import load_yaml
+
+    where = str(path)
+    try:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise  # invoke tries the next suffix (invoke.yaml, invoke.yml, …)
+        except (OSError, UnicodeDecodeError) as exc:
+            from shatag.errors import ConfigError
+
+            raise ConfigError(f"cannot read {where}: {exc}") from None
+        return load_yaml(text, where)
+    except ShatagError as exc:
+        _report("config", os.environ, {"config_file": where}, exc)
+    raise AssertionError("unreachable")  # pragma: no cover -- _report always raises
+
+
+# Invoke looks its loaders up by file suffix (``_load_yaml`` / ``_load_yml``).
+Config._load_yaml = _load_yaml_bounded  # type: ignore[method-assign]
+Config._load_yml = _load_yaml_bounded
 
 
 def _plain(value: Any) -> Any:
@@ -73,15 +106,62 @@ def _logging(env: Mapping[str, str]) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="shatag: %(message)s")
 
 
+def _report(phase: str, env: Mapping[str, str], fields: dict[str, Any], exc: ShatagError) -> None:
+    """The one place an error is printed: JSON failure line on stdout (while stdout is open),
+    ``error: CODE: …`` on stderr; long messages are cut (issue 14, item 8)."""
+    message = clip_message(exc.message)
+    if not isinstance(exc, OutputClosed):
+        try:
+            output.emit_json({"phase": phase, **fields, "error_code": exc.code, "message": message})
+        except BrokenPipeError:
+            _drop_stdout()
+    output.error(exc.code, message, env=env)
+    raise Exit(code=exc.exit_status)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so nothing (not even the interpreter's final flush) writes
+    into a pipe whose reader is gone."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 @contextmanager
 def _edge(phase: str, env: Mapping[str, str], fields: dict[str, Any]) -> Iterator[None]:
-    """Catch our errors once: JSON failure line on stdout, ``error: CODE: …`` on stderr."""
+    """Catch errors once: ours with their code; a closed stdout as OUTPUT_CLOSED; anything
+    unanticipated as INTERNAL_ERROR (traceback logged with ``SHATAG_DEBUG=1``), never a raw
+    traceback (issue 14, item 9)."""
     try:
         yield
+    except Exit:
+        raise
     except ShatagError as exc:
-        output.emit_json({"phase": phase, **fields, "error_code": exc.code, "message": exc.message})
-        output.error(exc.code, exc.message, env=env)
-        raise Exit(code=exc.exit_status) from None
+        _report(phase, env, fields, exc)
+    except BrokenPipeError:
+        _drop_stdout()
+        _report(
+            phase,
+            env,
+            fields,
+            OutputClosed(
+                "the reader of stdout closed it (e.g. `| head`); the rest of the output was "
+                "dropped. Whatever the command had done before is done"
+            ),
+        )
+    except Exception as exc:
+        log.debug("unexpected failure in %s", phase, exc_info=True)
+        _report(
+            phase,
+            env,
+            fields,
+            InternalError(
+                f"unexpected {type(exc).__name__}: {exc}. This is a shatag bug: please report "
+                "it with the output of the same command run with SHATAG_DEBUG=1"
+            ),
+        )
 
 
 def _settings(c: Context) -> Settings:
@@ -230,9 +310,12 @@ def history_(c: Context, env: str = "local", limit: int = 20, json: bool = False
     with _edge("history", environ, {"env": env}):
         from shatag.history import catalog, format_catalog
         from shatag.ledger import open_ledger
+        from shatag.statedir import check_state_dir
 
         settings = _settings(c)
         settings.environment(env)
+        if settings.state_backend == "local":
+            check_state_dir(settings.state_dir, env, write=False)
         rows = catalog(open_ledger(settings.state, env, environ=environ), limit=limit or None)
         if json:
             for row in rows:

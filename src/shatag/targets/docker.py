@@ -22,6 +22,7 @@ attempt's container (remove it) or not (leave it alone).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
+from shatag.limits import clip, number, whole
 from shatag.targets import TargetContext, TargetKind
 from shatag.targets._spec import check_keys, converted, parse_pin
 
@@ -86,22 +88,39 @@ class DockerSpec:
         return None
 
 
+#: Docker's own rule for container names, with a length cap: ``--help`` is not one.
+CONTAINER_NAME: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+
+
 def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     check_keys(where, raw, KEYS, NAME)
     pin = parse_pin(where, raw)
+    if "port" not in raw or "container_port" not in raw or "name" not in raw:
+        raise ConfigError(f"{where}: a docker target needs name, port and container_port")
+    name = raw.get("name")
+    if not isinstance(name, str) or not CONTAINER_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}.name {clip(name, 60)} is not a docker container name (a letter or "
+            "digit, then letters, digits, _ . -; at most 128 characters)"
+        )
+    # Every number range-checked: NaN, infinities, booleans, 0 and negatives are refused
+    # (issue 14, item 8).
+    port = whole(raw["port"], "port", f"{where}.port")
+    container_port = whole(raw["container_port"], "container_port", f"{where}.container_port")
+    health_timeout = number(
+        raw.get("health_timeout_sec", 30.0), "health_timeout_sec", f"{where}.health_timeout_sec"
+    )
     spec = converted(
         where,
         lambda: DockerSpec(
-            name=str(raw.get("name", "")),
-            port=int(raw.get("port", 0)),
-            container_port=int(raw.get("container_port", 0)),
+            name=name,
+            port=port,
+            container_port=container_port,
             health_path=str(raw.get("health_path", "/healthz")),
-            health_timeout_sec=float(raw.get("health_timeout_sec", 30.0)),
+            health_timeout_sec=health_timeout,
             pin=pin,
         ),
     )
-    if not (spec.name and 0 < spec.port < 65536 and 0 < spec.container_port < 65536):
-        raise ConfigError(f"{where}: a docker target needs name, port and container_port")
     if not spec.health_path.startswith("/"):
         raise ConfigError(f"{where}.health_path must start with /")
     return spec
