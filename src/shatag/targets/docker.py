@@ -410,7 +410,27 @@ def _docker_error(exc: Exception) -> str:
 def _restore_previous(
     docker: DockerClient, name: str, *, attempt: str, had_old: bool, old_running: bool
 ) -> str:
-    """Put ``<name>`` back as it was before ``attempt`` touched it."""
+    """Put ``<name>`` back as it was before ``attempt`` touched it.
+
+    Docker failures here (the daemon gone, another environment renaming or removing the same
+    container meanwhile) are :class:`DeployFailed` naming what to check (issue 14, item 9).
+    """
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        return _restore_steps(
+            docker, name, attempt=attempt, had_old=had_old, old_running=old_running
+        )
+    except DockerException as exc:
+        raise DeployFailed(
+            f"could not restore container {name}: {_docker_error(exc)}. Is another environment "
+            f"deploying a container named {name}? Check `docker ps -a --filter name={name}`"
+        ) from None
+
+
+def _restore_steps(
+    docker: DockerClient, name: str, *, attempt: str, had_old: bool, old_running: bool
+) -> str:
     from python_on_whales.exceptions import DockerException
 
     done: list[str] = []
