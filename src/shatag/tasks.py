@@ -98,12 +98,19 @@ def _environ() -> dict[str, str]:
     tools_bin = tools / "bin"
     if tools_bin.is_dir():
         env["PATH"] = os.pathsep.join([p for p in (env.get("PATH"), str(tools_bin)) if p])
+    from shatag.masking import register, secret_values
+
+    register(secret_values(env))  # masked in everything shatag writes (issue 14, item 4)
     return env
 
 
 def _logging(env: Mapping[str, str]) -> None:
+    from shatag.masking import MaskingFilter
+
     level = logging.DEBUG if env.get("SHATAG_DEBUG") else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="shatag: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskingFilter())
 
 
 def _report(phase: str, env: Mapping[str, str], fields: dict[str, Any], exc: ShatagError) -> None:
