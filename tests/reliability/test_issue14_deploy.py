@@ -60,6 +60,31 @@ def _killed_claims(site: Site) -> list[dict[str, Any]]:
 # -- item 1 -----------------------------------------------------------------------------------
 
 
+def _pad_to_page_end(site: Site, built: Any) -> None:
+    """End history.jsonl a few bytes before a 4 KiB page boundary (with one failed record of a
+    suitable length), so that the next record needs a new page of the file system: tmpfs
+    appends into a page's slack even when it is full."""
+    from shatag.history import HistoryRecord, HistoryStore
+
+    store = HistoryStore(site.state, "rel")
+    probe = HistoryRecord(
+        action="deploy", env="rel", sha=built.sha, digest=built.digest, result="failed"
+    )
+    size = store.path.stat().st_size
+    base = len(probe.to_json()) + 1
+    pad = (4096 - (size + base) % 4096 - 8) % 4096
+    store.append(
+        HistoryRecord(
+            action="deploy",
+            env="rel",
+            sha=built.sha,
+            digest=built.digest,
+            result="failed",
+            error="p" * pad,
+        )
+    )
+
+
 def test_issue14_history_append_fails_after_the_switch(
     ledger: Ledger, world: World, make_site: Callable[..., Site]
 ) -> None:
@@ -73,6 +98,7 @@ def test_issue14_history_append_fails_after_the_switch(
             before = site.snapshot()
             filler = site.state / ".filler"
             if fault == "full":
+                _pad_to_page_end(site, a)
                 # The apply step (after the targets switched) fills the state file system.
                 script = f"head -c 4000000 /dev/zero > {shlex.quote(str(filler))}; exit 0"
             else:
