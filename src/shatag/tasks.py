@@ -214,12 +214,15 @@ def build(
             record = run_build(settings, request, env=env, on_line=output.say)
         data = record.as_dict()
         output.write_json_atomic(metadata_path(settings, request), data)
+        warning = None
         if not record.reused:
             from shatag.metrics import record_build
 
-            record_build(settings.metrics, record.repository_type)
+            warning = record_build(settings.metrics, record.repository_type)
         output.emit_json(data)
         output.say(f"image: {record.image_ref}")
+        if warning:
+            output.warn(warning)
         output.github_outputs(
             {
                 "image_ref": record.image_ref,
@@ -241,6 +244,8 @@ def _emit_switch(record: DeployRecord, env: Mapping[str, str]) -> None:
     data = record.as_dict()
     output.emit_json(data)
     output.say(record.human_line())
+    for warning in record.warnings:
+        output.warn(warning)
     output.github_outputs(
         {
             "image_ref": record.image_ref,
