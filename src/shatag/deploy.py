@@ -266,6 +266,9 @@ def switch(
 
     The caller holds the environment's lock.
     """
+    from shatag.masking import register_target_secrets
+
+    register_target_secrets(envcfg.targets, env)  # the docker target's ``secrets`` (item 4)
     started = time.monotonic()
     started_at = utc_now()
     attempt = uuid.uuid4().hex

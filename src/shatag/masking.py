@@ -72,3 +72,11 @@ class MaskingFilter(logging.Filter):
             record.msg = mask(record.getMessage())
             record.args = None
         return True
+
+
+def register_target_secrets(targets: Iterable[object], env: Mapping[str, str]) -> None:
+    """Mask the values of the variables a target names in its ``secrets`` (the docker kind's
+    key: names of variables passed to the container, never their values)."""
+    for target in targets:
+        names = getattr(target, "secrets", ()) or ()
+        register(env[name] for name in names if isinstance(name, str) and name in env)
