@@ -59,9 +59,10 @@ MAX_MESSAGE: Final = 2_000
 def clip(value: object, limit: int = MAX_SHOWN) -> str:
     """``value`` as it may appear in a message: repr-quoted, cut to ``limit`` characters."""
     text = value if isinstance(value, str) else repr(value)
-    if len(text) <= limit:
-        return repr(text) if isinstance(value, str) else text
-    return f"{text[:limit]!r}"[:-1] + f"…' ({len(text)} characters)"
+    shown = repr(text[: limit + 1]) if isinstance(value, str) else text
+    if len(text) <= limit and len(shown) <= limit + 2:
+        return shown
+    return shown[: limit + 1] + f"…' ({len(text)} characters)"
 
 
 def clip_message(message: str, limit: int = MAX_MESSAGE) -> str:
@@ -161,7 +162,10 @@ def load_yaml(text: str, where: str) -> Any:
 
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes; refusing to load it")
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise ConfigError(f"{where} is not valid YAML: {clip(str(exc), 300)}") from None
     try:
         node = loader.get_single_node()
         if node is None:
