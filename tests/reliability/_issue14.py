@@ -117,7 +117,12 @@ class TamperProxy:
                     if low == "location":
                         value = raw_value.replace(proxy.upstream, proxy.address)
                     self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD answer keeps the registry's Content-Length: docker takes blob sizes
+                # for the manifest from it.
+                length = response.getheader("Content-Length") or "0"
+                self.send_header(
+                    "Content-Length", length if self.command == "HEAD" else str(len(data))
+                )
                 self.end_headers()
                 if self.command == "HEAD":
                     return
