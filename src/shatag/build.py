@@ -465,7 +465,14 @@ def _prove(job: _Job, built: BuiltImage, reported: str) -> BuildRecord:
     """After the push: the registry serves what we built, and the short tag names it too."""
     settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
-    manifest = registry.manifest(sha)
+    try:
+        manifest = registry.manifest(sha)
+    except RegistryUnavailable as exc:  # say that the push itself went through (issue 14)
+        raise RegistryUnavailable(
+            f"{exc.message}. docker push of {full_tag} had finished ({reported}), but the "
+            "registry could not be asked what it holds: run the same `inv build` again to "
+            "verify and reuse it (it will not build or push again)"
+        ) from None
     if manifest is None:
         raise PushFailure(f"{full_tag} is not in the registry after the push (FR-003)")
     served = manifest.digest
