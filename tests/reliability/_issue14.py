@@ -119,9 +119,10 @@ class TamperProxy:
                     self.send_header(key, value)
                 # A HEAD answer keeps the registry's Content-Length: docker takes blob sizes
                 # for the manifest from it.
-                length = response.getheader("Content-Length") or "0"
+                upstream_length = response.getheader("Content-Length") or "0"
                 self.send_header(
-                    "Content-Length", length if self.command == "HEAD" else str(len(data))
+                    "Content-Length",
+                    upstream_length if self.command == "HEAD" else str(len(data)),
                 )
                 self.end_headers()
                 if self.command == "HEAD":
