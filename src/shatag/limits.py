@@ -65,6 +65,16 @@ def clip(value: object, limit: int = MAX_SHOWN) -> str:
     return shown[: limit + 1] + f"…' ({len(text)} characters)"
 
 
+def flat(text: str, limit: int = 300) -> str:
+    """``text`` (a parser's multi-line message) on one line, cut to ``limit`` characters.
+
+    >>> flat("while parsing   a flow sequence", 20)
+    'while parsing a flow…'
+    """
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[:limit] + "…"
+
+
 def clip_message(message: str, limit: int = MAX_MESSAGE) -> str:
     """A whole message cut to ``limit`` characters (the edge applies it to every error)."""
     if len(message) <= limit:
@@ -165,7 +175,7 @@ def load_yaml(text: str, where: str) -> Any:
     try:
         loader = yaml.SafeLoader(text)
     except yaml.YAMLError as exc:  # the reader refuses control characters up front
-        raise ConfigError(f"{where} is not valid YAML: {clip(str(exc), 300)}") from None
+        raise ConfigError(f"{where} is not valid YAML: {flat(str(exc))}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -173,7 +183,7 @@ def load_yaml(text: str, where: str) -> Any:
         check_yaml_expansion(node, where)
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{where} is not valid YAML: {clip(str(exc), 300)}") from None
+        raise ConfigError(f"{where} is not valid YAML: {flat(str(exc))}") from None
     finally:
         loader.dispose()
     check_string_keys(data, where)
