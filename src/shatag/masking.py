@@ -6,7 +6,7 @@ The values of the deploying environment's secret-looking variables (names ending
 line shatag prints (JSON, human lines, errors, GitHub outputs), logs (``SHATAG_DEBUG=1``, the
 ``apply`` command line and its streamed output) and stores (history records).
 
->>> register(secret_values({"DEPLOY_TOKEN": "t0ps3cret", "HOME": "/root"}))
+>>> register(secret_values({"DEPLOY_TOKEN": "t0ps3cret", "HOME": "/root", "X_KEY": "123456"}))
 >>> mask("apply failed: t0ps3cret rejected")
 'apply failed: *** rejected'
 >>> reset()
@@ -24,8 +24,9 @@ MASK: Final = "***"
 #: Names whose values are secrets. ``*_KEY`` covers ``AWS_SECRET_ACCESS_KEY``, ``API_KEY``;
 #: the path-like ``COSIGN_KEY``/``SSH_KEY``... are masked too -- a path is no loss in a log.
 SECRET_NAME: Final = re.compile(r"(?:^|_)(TOKEN|PASSWORD|PASSWD|SECRET|KEY)$", re.IGNORECASE)
-#: Values shorter than this are not masked (``KEY=1`` would turn every 1 into ***).
-MIN_LENGTH: Final = 4
+#: Values shorter than this are not masked (``KEY=1`` would turn every 1 into ***), nor are
+#: pure numbers: masking them would corrupt the durations and counts of the JSON lines.
+MIN_LENGTH: Final = 6
 
 _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()
@@ -35,14 +36,18 @@ def secret_values(env: Mapping[str, str], extra: Iterable[str] = ()) -> tuple[st
     """The values to mask: secret-looking variables of ``env`` plus ``extra``."""
     found = {v for k, v in env.items() if SECRET_NAME.search(k) and v}
     found.update(v for v in extra if v)
-    return tuple(sorted((v for v in found if len(v) >= MIN_LENGTH), key=len, reverse=True))
+    return tuple(sorted((v for v in found if _maskable(v)), key=len, reverse=True))
+
+
+def _maskable(value: str) -> bool:
+    return len(value) >= MIN_LENGTH and not value.replace(".", "").isdigit()
 
 
 def register(values: Iterable[str]) -> None:
     """Add ``values`` to what :func:`mask` hides (for the rest of the process)."""
     global _secrets  # noqa: PLW0603 -- one process-wide set, written at the task edge
     with _lock:
-        merged = set(_secrets) | {v for v in values if len(v) >= MIN_LENGTH}
+        merged = set(_secrets) | {v for v in values if _maskable(v)}
         _secrets = tuple(sorted(merged, key=len, reverse=True))
 
 
