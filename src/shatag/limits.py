@@ -42,6 +42,7 @@ RANGES: Final[dict[str, Range]] = {
     "build_timeout_sec": Range(0, 86_400),
     "tool_timeout_sec": Range(0, 3_600),
     "deploy_lock_timeout_sec": Range(0, 86_400, low_inclusive=True),
+    "state_lock_ttl_sec": Range(0, 86_400),
     "apply_timeout_sec": Range(0, 86_400),
     "health_timeout_sec": Range(0, 3_600),
     "port": Range(1, 65_535, integer=True, low_inclusive=True),
