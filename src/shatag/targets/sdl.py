@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
+from shatag.limits import check_yaml_expansion, flat
 from shatag.targets import TargetContext, TargetKind
 from shatag.targets._files import FileTarget, nothing_to_finish, restore_file
 from shatag.targets._spec import check_keys, converted, parse_pin
@@ -194,9 +195,12 @@ def _load(text: str, where: str) -> Any:
     from ruamel.yaml.error import YAMLError
 
     try:
+        # Composed first: aliases may not expand past a bound (issue 14, item 8), since the
+        # edit check below walks the whole document.
+        check_yaml_expansion(_yaml().compose(text), f"{where}: the SDL file")
         return _yaml().load(text)
     except YAMLError as exc:
-        raise ConfigError(f"{where}: the SDL file is not valid YAML: {exc}") from None
+        raise ConfigError(f"{where}: the SDL file is not valid YAML: {flat(str(exc))}") from None
 
 
 def _load_quiet(text: str) -> Any:
