@@ -8,7 +8,7 @@ on alias expansion, and long values are cut short in messages.
 >>> number(float("nan"), "health_timeout_sec", "x.health_timeout_sec")
 Traceback (most recent call last):
 ...
-shatag.errors.ConfigError: x.health_timeout_sec must be a number from 0 (exclusive) to 3600, not nan
+shatag.errors.ConfigError: x.health_timeout_sec must be a positive number up to 3600, not nan
 >>> clip("a" * 500, 10)
 "'aaaaaaaaaa…' (500 characters)"
 """
@@ -31,6 +31,8 @@ class Range:
 
     def describe(self) -> str:
         kind = "a whole number" if self.integer else "a number"
+        if self.low == 0 and not self.low_inclusive:
+            return f"a positive {kind.removeprefix('a ')} up to {self.high:g}"
         low = f"{self.low:g}" + ("" if self.low_inclusive else " (exclusive)")
         return f"{kind} from {low} to {self.high:g}"
 
