@@ -170,6 +170,9 @@ def _fast_locate(pyyaml: Any, text: str, service: str) -> tuple[int, int, Any] |
     block mappings with unique plain keys only), and the document as PyYAML loads it."""
     try:
         node = pyyaml.compose(text, Loader=pyyaml.SafeLoader)
+        # An alias bomb is not walked here (the equality check below would expand it): the
+        # ruamel.yaml way counts it and refuses it with CONFIG_ERROR (issue 14, item 8).
+        check_yaml_expansion(node, "sdl")
         expected = pyyaml.load(text, Loader=pyyaml.SafeLoader)
     except Exception:  # noqa: BLE001 - any parser complaint: the ruamel.yaml way reports it
         return None
