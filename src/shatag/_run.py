@@ -66,7 +66,9 @@ def run(
     ``on_line`` receives each output line (stdout and stderr, masked) as it arrives.
     ``stdin`` is written to the program's standard input (e.g. ``git cat-file --batch``).
     """
-    secrets = tuple(secrets)
+    from shatag.masking import registered
+
+    secrets = (*secrets, *registered())
     merged_env = {**os.environ, **(env or {})}
     binary = which(argv[0], merged_env)
     shown = mask(shlex.join(argv), secrets)

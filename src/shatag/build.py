@@ -36,6 +36,7 @@ from shatag.errors import (
     BuildFailure,
     DigestMismatch,
     InvalidInput,
+    MissingTag,
     PushFailure,
     RegistryAuthError,
     RegistryUnavailable,
@@ -215,6 +216,8 @@ def build(
 
     job = _Job(settings, repo, repo_type, sha, registry)
     existing = registry.manifest_digest(sha)
+    if existing is None:
+        _refuse_silent_republish(job, meta_path)
     local_sbom: Callable[[], bytes] | None = None
     # One helper: the SBOM scan alongside the push.
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -317,7 +320,14 @@ def _prepare_context(
 
 
 def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
-    """FR-009: the SHA tag exists. Verify it against what we recorded; never rebuild over it."""
+    """FR-009: the SHA tag exists. Verify it against what we recorded; never rebuild over it.
+
+    FR-015: it must hold one linux/amd64 image (or an index of one plus attestations). A short
+    tag missing because an earlier build was interrupted between the two tags is restored from
+    the same manifest bytes (issue 14, item 6).
+    """
+    from shatag.manifests import check_single_platform
+
     repo, sha = job.repo, job.sha
     recorded = load_metadata(meta_path)
     if recorded and recorded.get("image_digest") not in (None, digest):
@@ -326,8 +336,15 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
             f"{recorded.get('image_digest')}; the tag was re-pointed — investigate before any "
             "deploy (nothing was changed)"
         )
+    manifest = job.registry.manifest(sha)
+    checked = check_single_platform(
+        job.registry, sha, expected_digest=digest, platform=job.settings.platform, manifest=manifest
+    )
     config_digest = job.registry.config_digest(sha, job.settings.platform) or ""
-    _ensure_short_tag(job, digest)
+    repaired = _ensure_short_tag(job, digest, repair_from=manifest)
+    extra = checked.as_fields()
+    if repaired:
+        extra["short_tag_repaired"] = True
     return job.record(
         digest,
         pre_push_digest=str((recorded or {}).get("pre_push_digest") or config_digest),
@@ -340,10 +357,37 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
         build_inputs=[
             dict(i) for i in (recorded or {}).get("build_inputs") or [] if isinstance(i, dict)
         ],
+        extra=extra,
     )
 
 
-def _ensure_short_tag(job: _Job, digest: str) -> None:
+def _refuse_silent_republish(job: _Job, meta_path: Path) -> None:
+    """The SHA tag is missing, but the metadata file says this SHA was published into this
+    repository before: a new build would publish a different image under the same SHA and
+    overwrite that record. Refuse (issue 14, item 6); the operator decides."""
+    recorded = load_metadata(meta_path)
+    if not recorded or recorded.get("image_sha") != job.sha:
+        return
+    digest = recorded.get("image_digest")
+    if not isinstance(digest, str) or recorded.get("repository") != str(job.repo):
+        return
+    held = job.registry.manifest_digest(digest) if digest.startswith("sha256:") else None
+    still = (
+        f"the registry still holds it by digest ({job.repo}@{digest}): re-tag that"
+        if held
+        else "the registry no longer holds it by digest either"
+    )
+    raise MissingTag(
+        f"{job.repo.tag(job.sha)} is gone from the registry, but {meta_path} records it was "
+        f"published as {digest}; {still}. Building again would publish a different image under "
+        f"the same SHA and overwrite that record, so nothing was built or pushed. To publish a "
+        f"new image for this SHA deliberately, move {meta_path} away and build again"
+    )
+
+
+def _ensure_short_tag(job: _Job, digest: str, *, repair_from: Any = None) -> bool:
+    """The short tag names ``digest``. Missing and ``repair_from`` (the full tag's manifest)
+    given: restore it from those bytes and return True."""
     repo, sha = job.repo, job.sha
     short = short_sha(sha)
     short_digest = job.registry.manifest_digest(short)
@@ -352,6 +396,21 @@ def _ensure_short_tag(job: _Job, digest: str) -> None:
             f"short tag {repo.tag(short)} resolves to {short_digest}, not to {digest} like "
             f"{repo.tag(sha)} (FR-002); it was re-pointed — investigate, nothing was changed"
         )
+    if short_digest is None and repair_from is not None:
+        try:
+            job.registry.put_manifest(short, repair_from)
+        except (RegistryUnavailable, RegistryAuthError) as exc:
+            raise PushFailure(
+                f"{repo.tag(sha)} exists ({digest}) but the short tag {repo.tag(short)} is "
+                f"missing (an interrupted build?) and could not be restored: {exc.message}"
+            ) from None
+        if job.registry.manifest_digest(short) != digest:
+            raise PushFailure(
+                f"the short tag {repo.tag(short)} was missing and does not resolve to {digest} "
+                "after restoring it; check the registry"
+            )
+        return True
+    return False
 
 
 def _build_and_push(
@@ -413,7 +472,14 @@ def _prove(job: _Job, built: BuiltImage, reported: str) -> BuildRecord:
     """After the push: the registry serves what we built, and the short tag names it too."""
     settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
-    manifest = registry.manifest(sha)
+    try:
+        manifest = registry.manifest(sha)
+    except RegistryUnavailable as exc:  # say that the push itself went through (issue 14)
+        raise RegistryUnavailable(
+            f"{exc.message}. docker push of {full_tag} had finished ({reported}), but the "
+            "registry could not be asked what it holds: run the same `inv build` again to "
+            "verify and reuse it (it will not build or push again)"
+        ) from None
     if manifest is None:
         raise PushFailure(f"{full_tag} is not in the registry after the push (FR-003)")
     served = manifest.digest
@@ -438,15 +504,55 @@ def _prove(job: _Job, built: BuiltImage, reported: str) -> BuildRecord:
             f"docker push reported {reported} but the registry serves {served} for {full_tag} "
             "— do not deploy this SHA until resolved"
         )
+    from shatag.manifests import check_single_platform
+
+    checked = check_single_platform(
+        registry, sha, expected_digest=served, platform=settings.platform, manifest=manifest
+    )
+    record.extra.update(checked.as_fields())
     # The short tag: the same manifest bytes stored under the 12-hex tag, registry-side (the
     # blobs are there already), so it cannot name anything but this digest (FR-002).
-    if registry.manifest_digest(short_sha(sha)) is None:
+    short_digest = registry.manifest_digest(short_sha(sha))
+    if short_digest is None:
         try:
             registry.put_manifest(short_sha(sha), manifest)
         except (RegistryUnavailable, RegistryAuthError) as exc:
             raise PushFailure(f"could not push the short tag {short_tag}: {exc.message}") from None
+    elif short_digest != served:
+        _lost_race(job, served, short_digest)
     _ensure_short_tag(job, served)
     return record
+
+
+def _lost_race(job: _Job, ours: str, theirs: str) -> None:
+    """Another build of this SHA (another machine: the build lock is per machine) published
+    ``theirs`` under both tags first; our push then re-pointed the full tag to ``ours``. Put the
+    full tag back to ``theirs`` -- what the short tag names and the other build reported -- and
+    say exactly what happened (issue 14, item 10)."""
+    registry, repo, sha = job.registry, job.repo, job.sha
+    full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
+    what = (
+        f"another build of {sha} (on another machine) published {theirs} under {short_tag} and "
+        f"{full_tag} first; this build's push then re-pointed {full_tag} to {ours}"
+    )
+    restored = False
+    try:
+        first = registry.manifest(short_sha(sha))
+        if first is not None and first.digest == theirs:
+            registry.put_manifest(sha, first)
+            restored = registry.manifest_digest(sha) == theirs
+    except (RegistryUnavailable, RegistryAuthError):
+        restored = False
+    if restored:
+        raise DigestMismatch(
+            f"{what}. {full_tag} was put back to {theirs}, which both tags now name and the other "
+            "build recorded; this build's image is not published. Run `inv build` again to reuse "
+            "the published image"
+        )
+    raise DigestMismatch(
+        f"{what}, and putting it back failed: {full_tag} ({ours}) and {short_tag} ({theirs}) "
+        f"now disagree. Re-point {full_tag} to {theirs} before any deploy of this SHA"
+    )
 
 
 def _compare_rebuild(job: _Job, current: str, built: BuiltImage) -> BuildRecord:

@@ -23,13 +23,13 @@ those exist, and ``--env`` is required unless ``default_env`` names one.
 from __future__ import annotations
 
 import copy
-import math
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from shatag import limits
 from shatag.core import (
     Repository,
     RepositoryType,
@@ -380,22 +380,14 @@ def _str(raw: Mapping[str, Any], key: str) -> str:
 
 
 def _positive(raw: Mapping[str, Any], key: str, *, allow_zero: bool = False) -> float:
-    value = raw[key]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"shatag.{key} must be a number, not {value!r}") from None
-    if number < 0 or (number == 0 and not allow_zero) or not math.isfinite(number):
-        raise ConfigError(f"shatag.{key} must be positive, not {value!r}")
-    return number
+    """A number within its range (:data:`shatag.limits.RANGES`; issue 14, item 8)."""
+    del allow_zero  # the range says whether 0 is allowed
+    return limits.number(raw[key], key, f"shatag.{key}")
 
 
 def _whole(raw: Mapping[str, Any], key: str) -> int:
-    """A count: a whole number >= 1 (``"3"`` from an environment variable is fine)."""
-    number = _positive(raw, key)
-    if number < 1 or number != int(number):
-        raise ConfigError(f"shatag.{key} must be a whole number >= 1, not {raw[key]!r}")
-    return int(number)
+    """A count: a whole number within its range (``"3"`` from an environment variable is fine)."""
+    return limits.whole(raw[key], key, f"shatag.{key}")
 
 
 def _remote(value: str) -> str:
@@ -438,7 +430,12 @@ def _environments(value: Any, base_dir: Path | None) -> dict[str, EnvironmentCon
         raise ConfigError("shatag.environments must be a mapping of environment name → settings")
     envs: dict[str, EnvironmentConfig] = {}
     for name, spec in value.items():
-        validate_env_name(str(name))
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"shatag.environments: the key {limits.clip(name, 40)} is a "
+                f"{type(name).__name__}; environment names are strings (quote it)"
+            )
+        validate_env_name(name)
         if not isinstance(spec, Mapping):
             raise ConfigError(f"shatag.environments.{name} must be a mapping")
         unknown = sorted(set(spec) - _ENV_KEYS)
@@ -457,8 +454,10 @@ def _environments(value: Any, base_dir: Path | None) -> dict[str, EnvironmentCon
             repository_type=RepositoryType(rtype),
             targets=tuple(_target(str(name), i, t, base_dir) for i, t in enumerate(raw_targets)),
             apply=_apply(f"shatag.environments.{name}.apply", spec.get("apply")),
-            apply_timeout_sec=_positive(
-                {"apply_timeout_sec": spec.get("apply_timeout_sec", 600.0)}, "apply_timeout_sec"
+            apply_timeout_sec=limits.number(
+                spec.get("apply_timeout_sec", 600.0),
+                "apply_timeout_sec",
+                f"shatag.environments.{name}.apply_timeout_sec",
             ),
         )
     _check_claims(envs)

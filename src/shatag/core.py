@@ -221,6 +221,9 @@ class ImageRef:
     repository: Repository
     sha: str
     digest: str
+    #: What the digest names (FR-015): one image, or an index of one amd64 image plus
+    #: attestation manifests (:mod:`shatag.manifests`).
+    kind: str = "image"
 
     def __post_init__(self) -> None:
         validate_sha(self.sha)

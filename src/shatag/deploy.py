@@ -44,14 +44,18 @@ from shatag.errors import (
     MissingTag,
     PolicyViolation,
     ShatagError,
+    StateError,
     ToolFailure,
 )
 from shatag.history import Action, HistoryRecord, initiated_by, utc_now
 from shatag.ledger import Ledger, open_ledger
 from shatag.metadata import load_metadata
-from shatag.registry import open_registry
+from shatag.registry import RegistryClient, open_registry
+from shatag.statedir import check_state_dir
+from shatag.statedir import describe as describe_os_error
 from shatag.supplychain import SignatureOutcome, verify_image
 from shatag.targets import Target, TargetContext, TargetSpec, finish, make_target, recover
+from shatag.targets._files import merge_shared_files
 
 log = logging.getLogger("shatag.deploy")
 
@@ -90,6 +94,9 @@ class DeployRecord:
     sbom_attestation_status: str = "unverified"
     sbom_attestation_reason: str = "n/a"
     unchanged: tuple[str, ...] = field(default_factory=tuple)
+    manifest_kind: str = "image"  # FR-015: "index" = one amd64 image plus attestations
+    #: Problems that did not fail the command (metrics); printed as ``warning: …``.
+    warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON log line: the keys of the deploy-/rollback-workflow contracts
@@ -112,6 +119,7 @@ class DeployRecord:
             "started_at": self.started_at,
             "timestamp": self.finished_at,
             "targets": list(self.targets),
+            "manifest_kind": self.manifest_kind,
         }
         if self.recovered:
             data["recovered"] = list(self.recovered)
@@ -200,6 +208,8 @@ def run_switch(
 ) -> DeployRecord:
     """The one path of deploy and rollback: under the environment's lock, recover a killed
     attempt, resolve the SHA in the registry, guard its digest, verify it, switch."""
+    if settings.state_backend == "local":
+        check_state_dir(settings.state_dir, envcfg.name)  # STATE_ERROR before any change
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
         shared = settings.state_backend != "local"
@@ -337,16 +347,18 @@ def resolve_image(
     """
     own_type = envcfg.repository_type
     own = settings.repository(own_type)
-    digest = open_registry(settings.registry, own, env=env).manifest_digest(sha)
+    own_client = open_registry(settings.registry, own, env=env)
+    digest = own_client.manifest_digest(sha)
     if digest is not None:
-        return ImageRef(own, sha, digest)
+        return _single_platform(own_client, sha, digest, settings.platform)
     other_type = (
         RepositoryType.STAGING if own_type is RepositoryType.CANONICAL else RepositoryType.CANONICAL
     )
     other = settings.repository(other_type)
-    other_digest = open_registry(settings.registry, other, env=env).manifest_digest(sha)
+    other_client = open_registry(settings.registry, other, env=env)
+    other_digest = other_client.manifest_digest(sha)
     if other_digest is not None and own_type is RepositoryType.STAGING:
-        return ImageRef(other, sha, other_digest)
+        return _single_platform(other_client, sha, other_digest, settings.platform)
     if other_digest is not None:
         raise staging_only(
             f"{sha} is not in the canonical repository {own}; it exists only in the staging "
@@ -357,6 +369,14 @@ def resolve_image(
         f"{own}:{sha} is not in the registry (checked by HEAD on the manifest); build and push "
         f"it first: inv build --sha={sha}"
     )
+
+
+def _single_platform(client: RegistryClient, sha: str, digest: str, platform: str) -> ImageRef:
+    """FR-015: the tag holds one ``platform`` image (or an index of one plus attestations)."""
+    from shatag.manifests import check_single_platform
+
+    checked = check_single_platform(client, sha, expected_digest=digest, platform=platform)
+    return ImageRef(client.repository, sha, digest, checked.kind)
 
 
 def switch(
@@ -375,6 +395,9 @@ def switch(
 
     The caller holds the environment's lock.
     """
+    from shatag.masking import register_target_secrets
+
+    register_target_secrets(envcfg.targets, env)  # the docker target's ``secrets`` (item 4)
     started = time.monotonic()
     started_at = utc_now()
     attempt = uuid.uuid4().hex
@@ -400,19 +423,26 @@ def switch(
     ctx = TargetContext(
         env=env, env_name=envcfg.name, attempt=attempt, state_dir=settings.state_dir
     )
-    targets = [make_target(t, ctx) for t in envcfg.targets]
+    # Targets that edit one file are merged: every edit applied together (issue 14, item 2).
+    targets = merge_shared_files([make_target(t, ctx) for t in envcfg.targets])
     for target in targets:
         target.prepare(image)  # may fail; nothing visible has changed yet
-    ledger.write_journal(
-        {
-            "attempt": attempt,
-            "action": action,
-            "sha": image.sha,
-            "digest": image.digest,
-            "started_at": started_at,
-            "targets": [t.journal() for t in targets],
-        }
-    )
+    try:
+        ledger.write_journal(
+            {
+                "attempt": attempt,
+                "action": action,
+                "sha": image.sha,
+                "digest": image.digest,
+                "started_at": started_at,
+                "targets": [t.journal() for t in targets],
+            }
+        )
+    except OSError as exc:
+        raise StateError(
+            f"cannot write the deploy journal of {envcfg.name!r}: {describe_os_error(exc)}; "
+            "nothing was changed"
+        ) from None
     applied: list[Target] = []
     try:
         for target in targets:
@@ -429,19 +459,9 @@ def switch(
     except BaseException as exc:
         with signals.hold():  # the undo runs to its end, whatever signal comes next
             problems = _restore_all(applied)
-            error = exc if isinstance(exc, ShatagError) else None
-            try:
-                ledger.append(
-                    _finished(
-                        base,
-                        started,
-                        result="failed",
-                        error_code=error.code if error else type(exc).__name__,
-                        error=(error.message if error else str(exc))[:2000],
-                    )
-                )
-            except ShatagError as unrecorded:  # a shared ledger that refused the record
-                log.warning("the failed attempt could not be recorded: %s", unrecorded)
+            # A ledger that refuses the record or a state fs that fails the append is logged;
+            # the original failure is what the operator needs (issue 14, item 9).
+            _record_failure(ledger, base, started, exc)
             if not problems:
                 ledger.clear_journal()
             # else: keep the journal, so the next deploy/rollback of this environment restores
@@ -453,7 +473,7 @@ def switch(
         raise
     unchanged = tuple(t.label for t in targets if getattr(t, "unchanged", False))
     record = _finished(base, started, result="ok", unchanged=unchanged)
-    _record_or_undo(ledger, record, applied)
+    _record_or_undo(ledger, record, applied, envcfg, image)
     for target in targets:
         try:
             target.commit()
@@ -463,9 +483,9 @@ def switch(
     from shatag.metrics import record_deploy, record_rollback
 
     if action == "rollback":
-        record_rollback(settings.metrics, record.repository_type)
+        warning = record_rollback(settings.metrics, record.repository_type)
     else:
-        record_deploy(settings.metrics, record.repository_type)
+        warning = record_deploy(settings.metrics, record.repository_type)
     return DeployRecord(
         action=action,
         env=envcfg.name,
@@ -487,6 +507,58 @@ def switch(
         sbom_attestation_status=signature.sbom_attestation_status,
         sbom_attestation_reason=signature.sbom_attestation_reason,
         unchanged=record.unchanged,
+        manifest_kind=image.kind,
+        warnings=(warning,) if warning else (),
+    )
+
+
+def _record_failure(
+    ledger: Ledger, base: HistoryRecord, started: float, exc: BaseException
+) -> None:
+    error = exc if isinstance(exc, ShatagError) else None
+    try:
+        ledger.append(
+            _finished(
+                base,
+                started,
+                result="failed",
+                error_code=error.code if error else type(exc).__name__,
+                error=(error.message if error else str(exc))[:2000],
+            )
+        )
+    except (OSError, ShatagError) as append_error:  # the failure is what the operator needs
+        log.warning("the failed attempt was not recorded in history: %s", append_error)
+
+
+def _unrecorded(
+    applied: list[Target],
+    ledger: Ledger,
+    envcfg: EnvironmentConfig,
+    image: ImageRef,
+    exc: OSError,
+) -> ShatagError:
+    """The targets switched but history could not record it: put them back, say what."""
+    problems = _restore_all(applied)
+    if not problems:
+        # Left behind on a read-only state dir: the next deploy's recovery finds the targets
+        # already back and records the attempt as not finished.
+        with contextlib.suppress(OSError, ShatagError):
+            ledger.clear_journal()
+    what = f"history could not record the switch to {image.pinned} ({describe_os_error(exc)})"
+    applied_note = (
+        f"; the apply command had already run with the new image: run it again for the "
+        f"previous release (or deploy again) to bring {envcfg.name!r} back in line"
+        if envcfg.apply
+        else ""
+    )
+    if problems:
+        return StateError(
+            f"{what}, and undoing the switch failed: {'; '.join(problems)}; the next deploy or "
+            f"rollback of {envcfg.name!r} retries the undo{applied_note}"
+        )
+    return StateError(
+        f"{what}, so the switch was undone: every target is back on the previous release"
+        f"{applied_note}. Free space or fix the state directory, then deploy again"
     )
 
 
@@ -537,7 +609,10 @@ def recover_interrupted(
                     started_at=str(data.get("started_at", "")),
                     finished_at=utc_now(),
                     error_code="INTERRUPTED",
-                    error="the deploy process was killed; its targets were restored",
+                    error=(
+                        "the deploy did not finish (its process was killed, or its result "
+                        "could not be recorded); its targets were restored"
+                    ),
                     attempt=attempt,
                 )
             )
@@ -637,14 +712,26 @@ def _run_apply(
         ) from None
 
 
-def _record_or_undo(ledger: Ledger, record: HistoryRecord, applied: list[Target]) -> None:
-    """Append the successful ``record``. If a shared ledger *refuses* it (LEDGER_DENIED), what
+def _record_or_undo(
+    ledger: Ledger,
+    record: HistoryRecord,
+    applied: list[Target],
+    envcfg: EnvironmentConfig,
+    image: ImageRef,
+) -> None:
+    """Append the successful ``record``. If the local state dir cannot take it (full,
+    read-only: an OSError), the switch is undone and STATE_ERROR says so (issue 14, item 1).
+    If a shared ledger *refuses* it (LEDGER_DENIED), what
     history does not show must not run: every applied target goes back as it was. If it could
     not tell (LEDGER_UNAVAILABLE: the push timed out and the refetch failed), the record may
     have landed: targets and journal stay, and the next deploy or rollback of the environment
     completes the attempt (recorded) or undoes it (not recorded)."""
     try:
         ledger.append(record)
+    except OSError as exc:
+        # The local state dir filled up or went away after the switch (issue 14, item 1):
+        # undo it now rather than leave targets that history does not know about.
+        raise _unrecorded(applied, ledger, envcfg, image, exc) from None
     except LedgerDenied as exc:
         problems = _restore_all(applied)
         if not problems:

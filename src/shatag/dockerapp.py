@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from shatag.errors import ConfigError
+from shatag.limits import clip
 
 _VAR_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _NAME_RE: Final = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
@@ -42,7 +43,7 @@ def validate_container_name(value: Any, where: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise ConfigError(
             f"{where}.name must be 1-63 characters of letters, digits, '_', '.', '-' (starting "
-            f"with a letter or digit), not {value!r}"
+            f"with a letter or digit), not {clip(value, 60)}"
         )
     return value
 

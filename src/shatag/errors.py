@@ -131,6 +131,26 @@ class LedgerUnavailable(ShatagError):
     code = "LEDGER_UNAVAILABLE"
 
 
+class StateError(ShatagError):
+    """The state directory (history, lock, journal) cannot be read or written: a path that is a
+    directory, a read-only or full file system. Raised before anything changes (issue 14)."""
+
+    code = "STATE_ERROR"
+
+
+class OutputClosed(ShatagError):
+    """Whoever reads our stdout closed it (``inv history --json | head -1``)."""
+
+    code = "OUTPUT_CLOSED"
+
+
+class InternalError(ShatagError):
+    """A failure shatag did not anticipate: reported with a code instead of a traceback
+    (``SHATAG_DEBUG=1`` logs the traceback)."""
+
+    code = "INTERNAL_ERROR"
+
+
 class ToolFailure(ShatagError):
     """An external program failed; carries the (masked) command and output."""
 

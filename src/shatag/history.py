@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,9 +131,13 @@ class HistoryStore:
 
     def append(self, record: HistoryRecord) -> None:
         """Append one record durably in O(1): one ``write`` of the full line, then ``fsync``."""
-        line = (record.to_json() + "\n").encode("utf-8")
+        from shatag.masking import mask
+
+        # Secrets (an apply command's output in ``error``) are masked before they are stored;
+        # the file is private to its owner (issue 14, item 4).
+        line = (mask(record.to_json()) + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             _cut_torn_tail(fd)
             size_before = os.fstat(fd).st_size
@@ -329,3 +333,48 @@ def _reverse_lines(path: Path) -> Iterator[bytes]:
                     yield line
         if seen_newline and carry.strip():
             yield carry
+
+
+#: How many successful records the rollback walk looks back over (newest first).
+WALK_BACK_WINDOW: Final = 500
+
+
+def walk_back_target(newest_first: Iterable[HistoryRecord]) -> HistoryRecord | None:
+    """Where ``inv rollback`` without ``--sha`` goes: the release deployed before the current
+    one, walking back past releases that were rolled back from (issue 14, item 11).
+
+    The successful records, replayed oldest first, maintain a stack of releases: a deploy pushes
+    its SHA (a redeploy of the top changes nothing); a rollback to a SHA in the stack pops every
+    release above it (they were rolled back from); a rollback to a SHA not in the stack pushes
+    it. The target is the release below the top. So after deploying A, B, C, consecutive
+    rollbacks go to B, then A, then nowhere (NO_ROLLBACK_TARGET) -- never back to C, which an
+    operator rolled back from; a new deploy D then rolls back to A. Only the newest
+    :data:`WALK_BACK_WINDOW` successful records are replayed.
+
+    >>> r = lambda sha, action="deploy": HistoryRecord(action, "e", sha, "d", "ok")
+    >>> [walk_back_target(reversed(h)).sha for h in (
+    ...     [r("A"), r("B"), r("C")],
+    ...     [r("A"), r("B"), r("C"), r("B", "rollback")],
+    ...     [r("A"), r("B"), r("C"), r("B", "rollback"), r("A", "rollback"), r("D")],
+    ... )]
+    ['B', 'A', 'A']
+    >>> walk_back_target(reversed([r("A"), r("B"), r("A", "rollback")])) is None
+    True
+    """
+    window: list[HistoryRecord] = []
+    for record in newest_first:
+        if record.ok:
+            window.append(record)
+            if len(window) >= WALK_BACK_WINDOW:
+                break
+    stack: list[HistoryRecord] = []
+    for record in reversed(window):
+        shas = [r.sha for r in stack]
+        if record.action == "rollback" and record.sha in shas:
+            del stack[len(shas) - 1 - shas[::-1].index(record.sha) + 1 :]
+            stack[-1] = record
+        elif stack and stack[-1].sha == record.sha:
+            stack[-1] = record
+        else:
+            stack.append(record)
+    return stack[-2] if len(stack) >= 2 else None

@@ -102,7 +102,7 @@ def _flock(
 ) -> Iterator[None]:
     """``flock`` ``path`` (its directory exists) for the ``with`` block; ``locked(holder)`` is
     raised once ``timeout`` seconds have passed."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = clock() + max(0.0, timeout)
         while True:

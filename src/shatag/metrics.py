@@ -3,14 +3,24 @@
 ``metrics_textfile`` writes the registry in the node-exporter textfile format (atomically);
 ``metrics_pushgateway`` pushes to a Pushgateway (job ``shatag``). Neither set: nothing happens
 and prometheus_client is never imported.
+
+Metrics never fail a build, deploy or rollback (issue 14, item 3): every ``record_*`` returns
+``None`` or a warning (the task prints ``warning: …``), with the Pushgateway URL's credentials
+masked.
+
+>>> safe_url("http://user:s3cret@gw:9091/x")
+'http://***@gw:9091/x'
 """
 
 from __future__ import annotations
 
+import logging
+import urllib.parse
 from pathlib import Path
 
 from shatag.config import MetricsConfig
-from shatag.errors import ConfigError
+
+log = logging.getLogger("shatag.metrics")
 
 _DOCS: dict[str, str] = {
     "image_build": "Images built and pushed by shatag",
@@ -41,10 +51,43 @@ def _publish(config: MetricsConfig, name: str, labels: dict[str, str]) -> None:
         # write_to_textfile writes a temp file and renames it: readers never see half a file.
         write_to_textfile(config.textfile, registry)
     if config.pushgateway:
-        try:
-            push_to_gateway(config.pushgateway, job="shatag", registry=registry)
-        except OSError as exc:
-            raise ConfigError(f"could not push metrics to {config.pushgateway}: {exc}") from None
+        push_to_gateway(config.pushgateway, job="shatag", registry=registry)
+
+
+def safe_url(url: str) -> str:
+    """``url`` without the credentials of its userinfo part."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _guarded(config: MetricsConfig, name: str, labels: dict[str, str]) -> str | None:
+    """:func:`_publish`, with any failure turned into a warning (never raised)."""
+    try:
+        _publish(config, name, labels)
+    except Exception as exc:
+        places = []
+        if config.textfile:
+            places.append(f"textfile {config.textfile}")
+        if config.pushgateway:
+            places.append(f"Pushgateway {safe_url(config.pushgateway)}")
+        detail = str(exc)
+        if config.pushgateway:
+            detail = detail.replace(config.pushgateway, safe_url(config.pushgateway))
+            userinfo = urllib.parse.urlsplit(config.pushgateway).netloc.rpartition("@")[0]
+            if userinfo:
+                detail = detail.replace(userinfo, "***")
+        log.debug("metrics failure", exc_info=True)
+        return (
+            f"metrics not recorded ({name}_total to {' and '.join(places)}): "
+            f"{type(exc).__name__}: {detail[:300]}; the command itself succeeded"
+        )
+    return None
 
 
 def _previous_totals(textfile: str) -> _Totals:
@@ -71,16 +114,16 @@ def _previous_totals(textfile: str) -> _Totals:
     return totals
 
 
-def record_build(config: MetricsConfig, repository_type: str) -> None:
-    """``image_build_total{repository_type}``."""
-    _publish(config, "image_build", {"repository_type": repository_type})
+def record_build(config: MetricsConfig, repository_type: str) -> str | None:
+    """``image_build_total{repository_type}``; a warning when it could not be recorded."""
+    return _guarded(config, "image_build", {"repository_type": repository_type})
 
 
-def record_rollback(config: MetricsConfig, repository_type: str) -> None:
-    """``rollback_total{repository_type}``."""
-    _publish(config, "rollback", {"repository_type": repository_type})
+def record_rollback(config: MetricsConfig, repository_type: str) -> str | None:
+    """``rollback_total{repository_type}``; a warning when it could not be recorded."""
+    return _guarded(config, "rollback", {"repository_type": repository_type})
 
 
-def record_deploy(config: MetricsConfig, repository_type: str) -> None:
+def record_deploy(config: MetricsConfig, repository_type: str) -> str | None:
     """``deploy_total{repository_type}``: successful deploys (rollbacks count separately)."""
-    _publish(config, "deploy", {"repository_type": repository_type})
+    return _guarded(config, "deploy", {"repository_type": repository_type})

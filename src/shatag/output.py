@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shatag.errors import InvalidInput
+from shatag.masking import mask
 
 #: The command the user runs (``inv`` or ``shatag``): hints in messages name it (issue 13).
 PROGRAM = "inv"
@@ -45,15 +46,20 @@ def as_run(message: str) -> str:
 def emit_json(record: Mapping[str, Any], *, stream: TextIO | None = None) -> None:
     """Write one JSON line (the machine record of a phase) to stdout."""
     out = stream or sys.stdout
-    out.write(json.dumps(record, separators=(", ", ": "), default=str) + "\n")
+    out.write(mask(json.dumps(record, separators=(", ", ": "), default=str)) + "\n")
     out.flush()
 
 
 def say(line: str, *, stream: TextIO | None = None) -> None:
     """Write one human line to stderr."""
     out = stream or sys.stderr
-    out.write(line + "\n")
+    out.write(mask(line) + "\n")
     out.flush()
+
+
+def warn(line: str, *, stream: TextIO | None = None) -> None:
+    """A problem that does not fail the command: ``warning: …`` on stderr."""
+    say(f"warning: {' '.join(line.split())}", stream=stream)
 
 
 def in_github_actions(env: Mapping[str, str]) -> bool:
@@ -63,7 +69,7 @@ def in_github_actions(env: Mapping[str, str]) -> bool:
 def error(code: str, message: str, *, env: Mapping[str, str], stream: TextIO | None = None) -> None:
     """The one error line: ``error: CODE: message`` (plus an annotation under Actions)."""
     out = stream or sys.stderr
-    flat = as_run(" ".join(message.split()))
+    flat = mask(as_run(" ".join(message.split())))
     if in_github_actions(env):
         out.write(f"::error title={code}::{flat}\n")
     out.write(f"error: {code}: {flat}\n")
@@ -96,7 +102,7 @@ def github_outputs(values: Mapping[str, str], *, env: Mapping[str, str]) -> None
     for key, value in values.items():
         if "\n" in value or "\r" in value or "\n" in key:
             raise InvalidInput(f"GitHub output {key!r} must be a single line")
-        lines.append(f"{key}={value}\n")
+        lines.append(mask(f"{key}={value}") + "\n")
     with Path(target).open("a", encoding="utf-8") as fh:
         fh.writelines(lines)
 
@@ -108,7 +114,7 @@ def step_summary(title: str, rows: Mapping[str, Any], *, env: Mapping[str, str])
         return
     body = [f"### {title}", "", "| key | value |", "| --- | --- |"]
     for key, value in rows.items():
-        cell = str(value).replace("|", "\\|").replace("\n", " ")
+        cell = mask(str(value)).replace("|", "\\|").replace("\n", " ")
         body.append(f"| {key} | `{cell}` |")
     with Path(target).open("a", encoding="utf-8") as fh:
         fh.write("\n".join(body) + "\n\n")

@@ -8,6 +8,12 @@ HTTPS, trusting ``/etc/docker/certs.d/<host>/ca.crt`` the way the docker daemon 
 Transient faults (connection refused, timeouts, HTTP 5xx/429) are retried a bounded number of
 times with exponential backoff, then raise :class:`RegistryUnavailable`; 401/403 after
 authenticating raise :class:`RegistryAuthError`.
+
+Deadlines (issue 14, item 5): ``timeout`` bounds each *attempt as a whole* -- connect, headers
+and body -- not just each socket read, so a registry that trickles a manifest a byte at a time
+cannot hold a deploy (and its environment lock) past it. A request's attempts share one total
+budget of ``retries x timeout`` plus the backoff between them; bodies are capped at
+:data:`MAX_BODY_BYTES` (the distribution spec's manifest limit).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -38,6 +45,23 @@ DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_ACCEPT: Final = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_LIST})
 DEFAULT_CERTS_DIR: Final = Path("/etc/docker/certs.d")
+#: The largest body we read (manifests, tag lists): 4 MiB, the distribution spec's manifest cap.
+MAX_BODY_BYTES: Final = 4 * 1024 * 1024
+_BACKOFF_START_SEC: Final = 0.25
+_BACKOFF_MAX_SEC: Final = 2.0
+
+
+class _Deadline(Exception):
+    """One attempt did not complete (headers and body) within its deadline."""
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): 0.25, 0.5, 1, 2, 2, ...
+
+    >>> [backoff(n) for n in (1, 2, 3, 4, 5)]
+    [0.25, 0.5, 1.0, 2.0, 2.0]
+    """
+    return float(min(_BACKOFF_START_SEC * 2 ** (attempt - 1), _BACKOFF_MAX_SEC))
 
 
 def registry_ca(registry: str, certs_dir: Path = DEFAULT_CERTS_DIR) -> Path | None:
@@ -94,6 +118,8 @@ class RegistryClient:
         self.repository = repository
         self.timeout = timeout
         self.retries = max(1, retries)
+        #: The total time one request may take, every attempt and backoff included.
+        self.budget = self.timeout * self.retries + sum(backoff(n) for n in range(1, self.retries))
         self._sleep = sleep
         ca = certs_dir / repository.registry / "ca.crt"
         # Like the docker daemon: a loopback registry with a CA in certs.d speaks TLS.
@@ -159,6 +185,19 @@ class RegistryClient:
         digest = config.get("digest")
         return str(digest) if digest else None
 
+    def blob(self, digest: str) -> bytes | None:
+        """The blob ``digest`` (an image config: small), checked against its digest."""
+        response = self._request("GET", f"{self.base_url}/blobs/{digest}")
+        if response.status_code == 404:
+            return None
+        self._expect_ok(response, f"GET blob {digest}")
+        body = response.content
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise RegistryUnavailable(
+                f"registry {self.repository.registry} served a blob that does not hash to {digest}"
+            )
+        return body
+
     def put_manifest(self, tag: str, manifest: Manifest) -> str:
         """Store ``manifest`` (exact bytes, so the same digest) under ``tag``; return the digest
         the registry answers. The registry-side equivalent of ``docker tag`` + ``docker push``
@@ -217,9 +256,14 @@ class RegistryClient:
         body: bytes | None = None,
     ) -> requests.Response:
         last_error = ""
+        started = time.monotonic()
+        end = started + self.budget
+        attempts = 0
         for attempt in range(self.retries):
             if attempt:
-                delay = min(0.25 * 2 ** (attempt - 1), 2.0)
+                delay = backoff(attempt)
+                if time.monotonic() + delay >= end:
+                    break  # no time left for another attempt: the total budget is spent
                 log.info(
                     "registry retry %d/%d in %.2fs: %s",
                     attempt,
@@ -228,13 +272,20 @@ class RegistryClient:
                     last_error,
                 )
                 self._sleep(delay)
+            limit = min(self.timeout, end - time.monotonic())
+            if limit <= 0:
+                break
+            attempts += 1
             try:
-                response = self._send(method, url, headers, body)
+                response = self._send_within(limit, method, url, headers, body)
             except requests.exceptions.SSLError as exc:
                 raise RegistryUnavailable(
                     f"TLS with registry {self.repository.registry} failed: {_short(exc)}; trust "
                     f"its CA in {DEFAULT_CERTS_DIR}/{self.repository.registry}/ca.crt"
                 ) from None
+            except _Deadline:
+                last_error = f"no complete answer within {limit:.3g}s"
+                continue
             except requests.exceptions.RequestException as exc:
                 last_error = _short(exc)
                 continue
@@ -244,10 +295,44 @@ class RegistryClient:
             if response.status_code in (401, 403):
                 self._expect_ok(response, f"{method} {urllib.parse.urlparse(url).path}")
             return response
+        took = time.monotonic() - started
         raise RegistryUnavailable(
-            f"registry {self.repository.registry} unavailable after {self.retries} attempts "
-            f"({last_error}); check that it is running and reachable"
+            f"registry {self.repository.registry} unavailable after {attempts} "
+            f"attempt{'s' if attempts != 1 else ''} in {took:.1f}s ({last_error}); check that "
+            "it is running and reachable (shatag.registry_timeout_sec bounds each attempt, "
+            "shatag.registry_retries their number)"
         )
+
+    def _send_within(
+        self,
+        limit: float,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        body: bytes | None,
+    ) -> requests.Response:
+        """:meth:`_send` with its body read in full, all within ``limit`` seconds.
+
+        The socket timeout only bounds each read, so the attempt runs in a daemon thread and is
+        abandoned (its socket closed when possible) once ``limit`` has passed.
+        """
+        outcome: list[requests.Response | BaseException] = []
+
+        def attempt() -> None:
+            try:
+                outcome.append(self._send(method, url, headers, body))
+            except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread
+                outcome.append(exc)
+
+        worker = threading.Thread(target=attempt, name="shatag-registry", daemon=True)
+        worker.start()
+        worker.join(limit)
+        if worker.is_alive() or not outcome:
+            raise _Deadline
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def _send(
         self,
@@ -259,12 +344,32 @@ class RegistryClient:
         sent = dict(headers or {})
         if self._authorization:
             sent["Authorization"] = self._authorization
-        response = self._session.request(method, url, headers=sent, data=body, allow_redirects=True)
+        response = self._fetch(method, url, sent, body)
         if response.status_code == 401 and self._authenticate(response):
             sent["Authorization"] = self._authorization or ""
-            response = self._session.request(
-                method, url, headers=sent, data=body, allow_redirects=True
-            )
+            response = self._fetch(method, url, sent, body)
+        return response
+
+    def _fetch(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> requests.Response:
+        """One HTTP exchange, the body read here (at most :data:`MAX_BODY_BYTES`)."""
+        response = self._session.request(
+            method, url, headers=headers, data=body, allow_redirects=True, stream=True
+        )
+        with response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise RegistryUnavailable(
+                        f"registry {self.repository.registry} sent more than "
+                        f"{MAX_BODY_BYTES} bytes for {method} {urllib.parse.urlparse(url).path}; "
+                        "refusing to read it"
+                    )
+                chunks.append(chunk)
+            response._content = b"".join(chunks)  # what .content/.json() read
         return response
 
     def _authenticate(self, challenge: requests.Response) -> bool:

@@ -6,8 +6,9 @@ check, switch). This module only chooses the SHA and names the errors of its con
 imports the build or docker-build code: the only registry calls are HEADs (read access is
 enough), and the only engine call is the docker target's pull by digest.
 
-* ``--sha`` given: that SHA; without it, the previous distinct successful deployment of the
-  environment (:meth:`shatag.ledger.Ledger.previous`), else NO_ROLLBACK_TARGET.
+* ``--sha`` given: that SHA; without it, the release deployed before the current one, walking
+  back past releases that were rolled back from (:func:`shatag.history.walk_back_target`;
+  docs/operations/rollback.md), else NO_ROLLBACK_TARGET.
 * The SHA tag must exist in the environment's repository -- the canonical one for a canonical
   environment (FR-012) -- and its registry digest must equal the digest history recorded for
   that SHA (DIGEST_MISMATCH otherwise: a rebuilt or re-pointed tag is never a rollback).
@@ -27,7 +28,7 @@ from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, ensure_immutable_tag, validate_sha
 from shatag.deploy import DeployRecord, LineSink, Route, run_switch
 from shatag.errors import MissingTag, NoRollbackTarget
-from shatag.history import initiated_by
+from shatag.history import initiated_by, walk_back_target
 from shatag.ledger import Ledger
 
 
@@ -60,13 +61,14 @@ def rollback_route(
     def choose(ledger: Ledger) -> str:
         if sha is not None:
             return sha
-        previous = ledger.previous()
+        previous = walk_back_target(ledger.iter_newest())  # issue 14, item 11
         if previous is None:
             current = ledger.current()
             now = f"it runs {current.sha}" if current else "it has no successful deployment"
             raise NoRollbackTarget(
                 f"environment {envcfg.name!r} has no earlier successful deployment with a "
-                f"different SHA to roll back to ({now}); pass --sha=<40hex> explicitly"
+                f"different SHA to roll back to ({now}; releases it was rolled back from are "
+                "skipped); pass --sha=<40hex> explicitly"
             )
         return previous.sha
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
+from invoke.config import Config
 from invoke.context import Context
 from invoke.exceptions import Exit, ParseError
 from invoke.executor import Executor
@@ -29,7 +30,8 @@ from invoke.tasks import task
 
 from shatag import _exit, _invoke, output, signals
 from shatag.config import DEFAULTS, FILE_ONLY, Settings, invoke_defaults
-from shatag.errors import InvalidInput, ShatagError
+from shatag.errors import InternalError, InvalidInput, OutputClosed, ShatagError
+from shatag.limits import clip_message
 
 if TYPE_CHECKING:
     from shatag.deploy import DeployRecord, PlanRecord
@@ -62,6 +64,35 @@ class FastExitExecutor(Executor):
         return results
 
 
+def _load_yaml_bounded(self: Config, path: Any) -> Any:
+    """Invoke's YAML loader for ``invoke.yaml`` and ``inv -f FILE``, bounded (issue 14, item 8):
+    an alias bomb, a non-string key or a syntax error is ``CONFIG_ERROR``, not a traceback or
+    a MemoryError. (``/etc/invoke.yaml`` and ``~/.invoke.yaml`` are read before shatag is
+    imported and keep invoke's own loader.)"""
+    del self
+    from shatag.limits import load_yaml
+
+    where = str(path)
+    try:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise  # invoke tries the next suffix (invoke.yaml, invoke.yml, …)
+        except (OSError, UnicodeDecodeError) as exc:
+            from shatag.errors import ConfigError
+
+            raise ConfigError(f"cannot read {where}: {exc}") from None
+        return load_yaml(text, where)
+    except ShatagError as exc:
+        _report("config", os.environ, {"config_file": where}, exc)
+    raise AssertionError("unreachable")  # pragma: no cover -- _report always raises
+
+
+# Invoke looks its loaders up by file suffix (``_load_yaml`` / ``_load_yml``).
+Config._load_yaml = _load_yaml_bounded  # type: ignore[method-assign]
+Config._load_yml = _load_yaml_bounded
+
+
 def _plain(value: Any) -> Any:
     """Invoke's DataProxy → plain dicts and lists."""
     if isinstance(value, Mapping) or hasattr(value, "_config"):
@@ -83,24 +114,77 @@ def _environ() -> dict[str, str]:
     tools_bin = tools / "bin"
     if tools_bin.is_dir():
         env["PATH"] = os.pathsep.join([p for p in (env.get("PATH"), str(tools_bin)) if p])
+    from shatag.masking import register, secret_values
+
+    register(secret_values(env))  # masked in everything shatag writes (issue 14, item 4)
     return env
 
 
 def _logging(env: Mapping[str, str]) -> None:
+    from shatag.masking import MaskingFilter
+
     level = logging.DEBUG if env.get("SHATAG_DEBUG") else logging.WARNING
     logging.basicConfig(level=level, stream=sys.stderr, format="shatag: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskingFilter())
+
+
+def _report(phase: str, env: Mapping[str, str], fields: dict[str, Any], exc: ShatagError) -> None:
+    """The one place an error is printed: JSON failure line on stdout (while stdout is open),
+    ``error: CODE: …`` on stderr; long messages are cut (issue 14, item 8)."""
+    message = clip_message(output.as_run(exc.message))
+    if not isinstance(exc, OutputClosed):
+        try:
+            output.emit_json({"phase": phase, **fields, "error_code": exc.code, "message": message})
+        except BrokenPipeError:
+            _drop_stdout()
+    output.error(exc.code, message, env=env)
+    raise Exit(code=exc.exit_status)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so nothing (not even the interpreter's final flush) writes
+    into a pipe whose reader is gone."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 @contextmanager
 def _edge(phase: str, env: Mapping[str, str], fields: dict[str, Any]) -> Iterator[None]:
-    """Catch our errors once: JSON failure line on stdout, ``error: CODE: …`` on stderr."""
+    """Catch errors once: ours with their code; a closed stdout as OUTPUT_CLOSED; anything
+    unanticipated as INTERNAL_ERROR (traceback logged with ``SHATAG_DEBUG=1``), never a raw
+    traceback (issue 14, item 9)."""
     try:
         yield
+    except Exit:
+        raise
     except ShatagError as exc:
-        message = output.as_run(exc.message)
-        output.emit_json({"phase": phase, **fields, "error_code": exc.code, "message": message})
-        output.error(exc.code, exc.message, env=env)
-        raise Exit(code=exc.exit_status) from None
+        _report(phase, env, fields, exc)
+    except BrokenPipeError:
+        _drop_stdout()
+        _report(
+            phase,
+            env,
+            fields,
+            OutputClosed(
+                "the reader of stdout closed it (e.g. `| head`); the rest of the output was "
+                "dropped. Whatever the command had done before is done"
+            ),
+        )
+    except Exception as exc:
+        log.debug("unexpected failure in %s", phase, exc_info=True)
+        _report(
+            phase,
+            env,
+            fields,
+            InternalError(
+                f"unexpected {type(exc).__name__}: {exc}. This is a shatag bug: please report "
+                "it with the output of the same command run with SHATAG_DEBUG=1"
+            ),
+        )
 
 
 def _settings(c: Context, environ: Mapping[str, str]) -> Settings:
@@ -160,12 +244,15 @@ def build(
             record = run_build(settings, request, env=env, on_line=output.say)
         data = record.as_dict()
         output.write_json_atomic(metadata_path(settings, request), data)
+        warning = None
         if not record.reused:
             from shatag.metrics import record_build
 
-            record_build(settings.metrics, record.repository_type)
+            warning = record_build(settings.metrics, record.repository_type)
         output.emit_json(data)
         output.say(f"image: {record.image_ref}")
+        if warning:
+            output.warn(warning)
         output.github_outputs(
             {
                 "image_ref": record.image_ref,
@@ -187,6 +274,8 @@ def _emit_switch(record: DeployRecord, env: Mapping[str, str]) -> None:
     data = record.as_dict()
     output.emit_json(data)
     output.say(record.human_line())
+    for warning in record.warnings:
+        output.warn(warning)
     output.github_outputs(
         {
             "image_ref": record.image_ref,
@@ -302,9 +391,12 @@ def history_(c: Context, env: str | None = None, limit: int = 20, json: bool = F
     with _edge("history", environ, {"env": env or ""}):
         from shatag.history import catalog, format_catalog
         from shatag.ledger import open_ledger
+        from shatag.statedir import check_state_dir
 
         settings = _settings(c, environ)
         name = settings.environment(env).name
+        if settings.state_backend == "local":
+            check_state_dir(settings.state_dir, name, write=False)
         rows = catalog(open_ledger(settings.state, name, environ=environ), limit=limit or None)
         if json:
             for row in rows:

@@ -374,6 +374,35 @@ def _build_sbom_tool_fails_fake_syft(make_world: Callable[..., World], _: Any) -
     return world.build()
 
 
+@scenario("build-workflow", "MISSING_TAG")
+def _build_recorded_tag_gone(make_world: Callable[..., World], _: Any) -> InvResult:
+    """Issue 14, item 6: the metadata file records this SHA's digest, the tag is gone."""
+    world = make_world()
+    sha = new_sha()
+    meta = Path(world.config["metadata_dir"]) / f"{sha}.json"
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    record = {"image_sha": sha, "repository": world.canonical, "image_digest": "sha256:" + "e" * 64}
+    meta.write_text(json.dumps(record), encoding="utf-8")
+    return world.build(sha)
+
+
+def _history_is_a_directory(world: World, task: str) -> InvResult:
+    """Issue 14, item 9: the history file is a directory; refused before anything changes."""
+    sha = _deployed(world)
+    (Path(world.config["state_dir"]) / "production" / "history.jsonl").mkdir(parents=True)
+    return world.inv(task, f"--sha={sha}", "--env=production")
+
+
+@scenario("deploy-workflow", "STATE_ERROR")
+def _deploy_history_is_a_directory(make_world: Callable[..., World], _: Any) -> InvResult:
+    return _history_is_a_directory(make_world(), "deploy")
+
+
+@scenario("rollback-workflow", "STATE_ERROR")
+def _rollback_history_is_a_directory(make_world: Callable[..., World], _: Any) -> InvResult:
+    return _history_is_a_directory(make_world(), "rollback")
+
+
 @scenario("signature-verification", "MISSING_SHA")
 def _verify_bad_sha(make_world: Callable[..., World], _: Any) -> InvResult:
     return make_world().inv("verify", "--sha=abc")

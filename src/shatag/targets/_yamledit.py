@@ -28,6 +28,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from shatag.errors import ConfigError
+from shatag.limits import check_yaml_expansion
 from shatag.targets.sdl import _replace_scalar, _same
 
 Key = str | int
@@ -44,6 +45,9 @@ def yaml_rt() -> YAML:
 
 def load(text: str, where: str) -> Any:
     try:
+        # Aliases may not expand past a bound: the edit check walks the whole document
+        # (issue 14, item 8, as for the SDL target).
+        check_yaml_expansion(yaml_rt().compose(text), f"{where}: the YAML file")
         return yaml_rt().load(text)
     except YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from None

@@ -42,6 +42,7 @@ from shatag.dockerapp import (
     validate_container_name,
 )
 from shatag.errors import ConfigError, DeployFailed
+from shatag.limits import clip, number, whole
 from shatag.proxy import (
     DEFAULT_PROXY_IMAGE,
     Docker,
@@ -152,15 +153,26 @@ class DockerSpec:
 def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     check_keys(where, raw, KEYS, NAME)
     pin = parse_pin(where, raw)
-    validate_container_name(raw.get("name", ""), where)
+    if "port" not in raw or "container_port" not in raw or "name" not in raw:
+        raise ConfigError(f"{where}: a docker target needs name, port and container_port")
+    # A docker container name shatag can derive -proxy/-shatag-net/release names from (issue 12);
+    # ``--help`` or ``../x`` is not one (issue 14, item 8).
+    name = validate_container_name(raw.get("name"), where)
+    # Every number range-checked: NaN, infinities, booleans, 0 and negatives are refused
+    # (issue 14, item 8).
+    port = whole(raw["port"], "port", f"{where}.port")
+    container_port = whole(raw["container_port"], "container_port", f"{where}.container_port")
+    health_timeout = number(
+        raw.get("health_timeout_sec", 30.0), "health_timeout_sec", f"{where}.health_timeout_sec"
+    )
     proxy = raw.get("proxy", True)
     if isinstance(proxy, str) and proxy.lower() in ("true", "false"):
         proxy = proxy.lower() == "true"
     if not isinstance(proxy, bool):
-        raise ConfigError(f"{where}.proxy must be true or false, not {proxy!r}")
+        raise ConfigError(f"{where}.proxy must be true or false, not {clip(proxy, 60)}")
     image = raw.get("proxy_image") or DEFAULT_PROXY_IMAGE
     if not isinstance(image, str) or any(c.isspace() for c in image) or image.startswith("-"):
-        raise ConfigError(f"{where}.proxy_image must be an image reference, not {image!r}")
+        raise ConfigError(f"{where}.proxy_image must be an image reference, not {clip(image, 60)}")
     env = parse_env(raw.get("env"), where)
     secrets = parse_secrets(raw.get("secrets"), where)
     check_names(env, secrets, where)
@@ -168,11 +180,11 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     spec = converted(
         where,
         lambda: DockerSpec(
-            name=str(raw.get("name", "")),
-            port=int(raw.get("port", 0)),
-            container_port=int(raw.get("container_port", 0)),
+            name=name,
+            port=port,
+            container_port=container_port,
             health_path=str(raw.get("health_path", "/healthz")),
-            health_timeout_sec=float(raw.get("health_timeout_sec", 30.0)),
+            health_timeout_sec=health_timeout,
             pin=pin,
             proxy=proxy,
             proxy_image=image,
@@ -181,12 +193,8 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
             volumes=volumes,
         ),
     )
-    if not (spec.name and 0 < spec.port < 65536 and 0 < spec.container_port < 65536):
-        raise ConfigError(f"{where}: a docker target needs name, port and container_port")
     if not spec.health_path.startswith("/") or any(c.isspace() for c in spec.health_path):
         raise ConfigError(f"{where}.health_path must start with / and hold no whitespace")
-    if not (0 < spec.health_timeout_sec < float("inf")):
-        raise ConfigError(f"{where}.health_timeout_sec must be a positive number")
     return spec
 
 
@@ -509,7 +517,27 @@ def _docker_error(exc: Exception) -> str:
 def _restore_previous(
     docker: DockerClient, name: str, *, attempt: str, had_old: bool, old_running: bool
 ) -> str:
-    """Put ``<name>`` back as it was before ``attempt`` touched it."""
+    """Put ``<name>`` back as it was before ``attempt`` touched it.
+
+    Docker failures here (the daemon gone, another environment renaming or removing the same
+    container meanwhile) are :class:`DeployFailed` naming what to check (issue 14, item 9).
+    """
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        return _restore_steps(
+            docker, name, attempt=attempt, had_old=had_old, old_running=old_running
+        )
+    except DockerException as exc:
+        raise DeployFailed(
+            f"could not restore container {name}: {_docker_error(exc)}. Is another environment "
+            f"deploying a container named {name}? Check `docker ps -a --filter name={name}`"
+        ) from None
+
+
+def _restore_steps(
+    docker: DockerClient, name: str, *, attempt: str, had_old: bool, old_running: bool
+) -> str:
     from python_on_whales.exceptions import DockerException
 
     done: list[str] = []

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
+from shatag.limits import check_yaml_expansion, flat
 from shatag.targets import TargetContext, TargetKind
 from shatag.targets._files import FileTarget, nothing_to_finish, restore_file
 from shatag.targets._spec import check_keys, converted, parse_pin
@@ -169,6 +170,9 @@ def _fast_locate(pyyaml: Any, text: str, service: str) -> tuple[int, int, Any] |
     block mappings with unique plain keys only), and the document as PyYAML loads it."""
     try:
         node = pyyaml.compose(text, Loader=pyyaml.SafeLoader)
+        # An alias bomb is not walked here (the equality check below would expand it): the
+        # ruamel.yaml way counts it and refuses it with CONFIG_ERROR (issue 14, item 8).
+        check_yaml_expansion(node, "sdl")
         expected = pyyaml.load(text, Loader=pyyaml.SafeLoader)
     except Exception:  # noqa: BLE001 - any parser complaint: the ruamel.yaml way reports it
         return None
@@ -194,9 +198,12 @@ def _load(text: str, where: str) -> Any:
     from ruamel.yaml.error import YAMLError
 
     try:
+        # Composed first: aliases may not expand past a bound (issue 14, item 8), since the
+        # edit check below walks the whole document.
+        check_yaml_expansion(_yaml().compose(text), f"{where}: the SDL file")
         return _yaml().load(text)
     except YAMLError as exc:
-        raise ConfigError(f"{where}: the SDL file is not valid YAML: {exc}") from None
+        raise ConfigError(f"{where}: the SDL file is not valid YAML: {flat(str(exc))}") from None
 
 
 def _load_quiet(text: str) -> Any:

@@ -1,0 +1,210 @@
+"""Bounds on what an operator (or an attacker with write access to a config file) can hand us.
+
+Issue 14, item 8: every numeric configuration key is range-checked, YAML is parsed with a cap
+on alias expansion, and long values are cut short in messages.
+
+>>> number(30, "health_timeout_sec", "x.health_timeout_sec")
+30.0
+>>> number(float("nan"), "health_timeout_sec", "x.health_timeout_sec")
+Traceback (most recent call last):
+...
+shatag.errors.ConfigError: x.health_timeout_sec must be a positive number up to 3600, not nan
+>>> clip("a" * 500, 10)
+"'aaaaaaaaaa…' (500 characters)"
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+from shatag.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    low: float
+    high: float
+    integer: bool = False
+    low_inclusive: bool = False
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.integer else "a number"
+        if self.low == 0 and not self.low_inclusive:
+            return f"a positive {kind.removeprefix('a ')} up to {self.high:g}"
+        low = f"{self.low:g}" + ("" if self.low_inclusive else " (exclusive)")
+        return f"{kind} from {low} to {self.high:g}"
+
+
+#: The accepted range of every numeric key (top-level, environment and target keys alike).
+RANGES: Final[dict[str, Range]] = {
+    "registry_timeout_sec": Range(0, 600),
+    "registry_retries": Range(1, 10, integer=True, low_inclusive=True),
+    "build_timeout_sec": Range(0, 86_400),
+    "tool_timeout_sec": Range(0, 3_600),
+    "deploy_lock_timeout_sec": Range(0, 86_400, low_inclusive=True),
+    "state_lock_ttl_sec": Range(0, 86_400),
+    "apply_timeout_sec": Range(0, 86_400),
+    "health_timeout_sec": Range(0, 3_600),
+    "rollout_timeout_sec": Range(0, 86_400),
+    "port": Range(1, 65_535, integer=True, low_inclusive=True),
+    "container_port": Range(1, 65_535, integer=True, low_inclusive=True),
+}
+
+#: The most YAML nodes a configuration or SDL document may expand to (aliases counted each
+#: time they are used). A real SDL or invoke.yaml has a few hundred.
+MAX_YAML_NODES: Final = 100_000
+#: Longest value shown in a message, and longest message printed at all.
+MAX_SHOWN: Final = 120
+MAX_MESSAGE: Final = 2_000
+
+
+def clip(value: object, limit: int = MAX_SHOWN) -> str:
+    """``value`` as it may appear in a message: repr-quoted, cut to ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    shown = repr(text[: limit + 1]) if isinstance(value, str) else text
+    if len(text) <= limit and len(shown) <= limit + 2:
+        return shown
+    return shown[: limit + 1] + f"…' ({len(text)} characters)"
+
+
+def flat(text: str, limit: int = 300) -> str:
+    """``text`` (a parser's multi-line message) on one line, cut to ``limit`` characters.
+
+    >>> flat("while parsing   a flow sequence", 20)
+    'while parsing a flow…'
+    """
+    one = " ".join(text.split())
+    return one if len(one) <= limit else one[:limit] + "…"
+
+
+def clip_message(message: str, limit: int = MAX_MESSAGE) -> str:
+    """A whole message cut to ``limit`` characters (the edge applies it to every error)."""
+    if len(message) <= limit:
+        return message
+    return message[:limit] + f" … [{len(message) - limit} more characters cut]"
+
+
+def number(value: Any, key: str, where: str) -> float:
+    """``value`` as a number within ``RANGES[key]``; ``"3"`` (an environment variable) is fine.
+
+    Booleans, NaN, infinities, out-of-range and (for whole-number keys) fractional values are
+    refused with :class:`ConfigError`.
+    """
+    bounds = RANGES[key]
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be {bounds.describe()}, not {clip(value)}")
+    try:
+        parsed = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{where} must be {bounds.describe()}, not {clip(value)}") from None
+    too_low = parsed < bounds.low or (parsed == bounds.low and not bounds.low_inclusive)
+    fractional = bounds.integer and math.isfinite(parsed) and parsed != int(parsed)
+    if not math.isfinite(parsed) or too_low or parsed > bounds.high or fractional:
+        shown = clip(value) if isinstance(value, str) else f"{parsed:g}"
+        raise ConfigError(f"{where} must be {bounds.describe()}, not {shown}")
+    return parsed
+
+
+def whole(value: Any, key: str, where: str) -> int:
+    """:func:`number` for a whole-number key, as an ``int``."""
+    return int(number(value, key, where))
+
+
+def check_yaml_expansion(node: Any, where: str, limit: int = MAX_YAML_NODES) -> None:
+    """Refuse a composed YAML node graph (PyYAML or ruamel) that expands past ``limit`` nodes.
+
+    A "billion laughs" document is a few hundred bytes of anchors and aliases that expand to
+    billions of nodes when anything walks it; composing is linear in the document, so the
+    expanded size is counted here (each node once, memoised) before anything is constructed.
+    """
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(node, False)]
+    while stack:
+        current, done = stack.pop()
+        key = id(current)
+        if key in sizes and not done:
+            continue
+        children = _children(current)
+        if not done:
+            if key in visiting:  # met again below itself: a recursive alias
+                raise ConfigError(f"{where}: the YAML document refers to itself through an alias")
+            visiting.add(key)
+            stack.append((current, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        total = 1 + sum(sizes.get(id(child), 1) for child in children)
+        sizes[key] = total
+        if total > limit:
+            raise ConfigError(
+                f"{where}: the YAML document expands to more than {limit} nodes through its "
+                "anchors and aliases (a 'billion laughs' document?); refusing to load it"
+            )
+
+
+def _children(node: Any) -> list[Any]:
+    value = getattr(node, "value", None)
+    if not isinstance(value, list):
+        return []
+    out: list[Any] = []
+    for item in value:
+        if isinstance(item, tuple):
+            out.extend(item)
+        else:
+            out.append(item)
+    return out
+
+
+MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """Parse a YAML configuration document (PyYAML's safe loader) with bounded expansion and
+    string keys only (invoke turns every key into an ``INVOKE_*`` variable name).
+
+    >>> load_yaml("shatag: {state_dir: s}", "x.yaml")
+    {'shatag': {'state_dir': 's'}}
+    >>> try:
+    ...     load_yaml("shatag: {environments: {1: {}}}", "x.yaml")
+    ... except ConfigError as exc:
+    ...     print(exc.message[:51])
+    x.yaml: key 1 under shatag.environments is a int; k
+    """
+    import yaml
+
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes; refusing to load it")
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise ConfigError(f"{where} is not valid YAML: {flat(str(exc))}") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_yaml_expansion(node, where)
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {flat(str(exc))}") from None
+    finally:
+        loader.dispose()
+    check_string_keys(data, where)
+    return data
+
+
+def check_string_keys(data: Any, where: str, path: str = "") -> None:
+    """Every mapping key in ``data`` is a string (bounded: call after the expansion check)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                under = f" under {path}" if path else ""
+                raise ConfigError(
+                    f"{where}: key {clip(key, 40)}{under} is a {type(key).__name__}; keys must "
+                    f"be strings (quote it: '{clip(key, 40)}')"
+                )
+            check_string_keys(value, where, f"{path}.{key}" if path else key)
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            check_string_keys(item, where, f"{path}[{i}]")
