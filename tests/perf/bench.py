@@ -244,6 +244,9 @@ class World:
     samples: dict[str, Any] = field(default_factory=dict)
     images: set[str] = field(default_factory=set)
     containers: set[str] = field(default_factory=set)
+    # Unique name prefixes of what shatag itself creates for a docker target (the app
+    # containers of each attempt, the proxy, its network): removed by prefix at the end.
+    prefixes: set[str] = field(default_factory=set)
 
     def inv(self, args: Sequence[str]) -> list[str]:
         return [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args]
@@ -259,6 +262,19 @@ class World:
     def cleanup(self) -> None:
         for name in sorted(self.containers):
             run(["docker", "rm", "-f", name], self.env, check=False)
+        for prefix in sorted(self.prefixes):
+            listed = run(
+                ["docker", "ps", "-aq", "--filter", f"name=^{prefix}"], self.env, check=False
+            ).stdout.split()
+            if listed:
+                run(["docker", "rm", "-f", *listed], self.env, check=False)
+            networks = run(
+                ["docker", "network", "ls", "-q", "--filter", f"name=^{prefix}"],
+                self.env,
+                check=False,
+            ).stdout.split()
+            if networks:
+                run(["docker", "network", "rm", *networks], self.env, check=False)
         for ref in sorted(self.images):
             run(["docker", "rmi", "-f", ref], self.env, check=False)
 
@@ -739,6 +755,7 @@ def bench_docker(w: World) -> None:
     name = f"shatag-perf-{uuid.uuid4().hex[:8]}"
     bare = f"{name}-bare"
     w.containers.update({name, f"{name}-shatag-prev", bare})
+    w.prefixes.add(name)
     config = w.tmp / "docker.json"
     config.write_text(
         json.dumps(
@@ -750,6 +767,7 @@ def bench_docker(w: World) -> None:
                     "metadata_dir": str(w.tmp / "dk-metadata"),
                     "state_dir": str(w.tmp / "dk-state"),
                     "sbom_dir": str(w.tmp / "dk-sbom"),
+                    "default_env": "local",
                     "environments": {
                         "local": {
                             "repository_type": "canonical",
@@ -1286,6 +1304,7 @@ def bench_ledger(w: World) -> None:
             {
                 "shatag": {
                     "state_backend": "git",
+                    "default_env": "local",
                     "environments": {
                         "local": {
                             "repository_type": "canonical",
