@@ -15,6 +15,7 @@ shatag.errors.ConfigError: x.health_timeout_sec must be a positive number up to 
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Final
@@ -172,7 +173,9 @@ def load_yaml(text: str, where: str) -> Any:
     ...     print(exc.message[:51])
     x.yaml: key 1 under shatag.environments is a int; k
     """
-    import yaml
+    # The PyYAML that invoke itself loads its files with (vendored in invoke): shatag does not
+    # depend on PyYAML, and a fresh `pip install shatag` has none.
+    yaml: Any = importlib.import_module("invoke.vendor.yaml")
 
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes; refusing to load it")
