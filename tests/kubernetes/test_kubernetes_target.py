@@ -246,17 +246,19 @@ def test_readiness_failure_is_deploy_failed_and_a_is_restored_and_serving(
     assert site.annotations()[ANNOTATION_SHA] == a.sha
 
 
-def _drop_config_blob(registry: LocalRegistry, built: Built) -> None:
-    """Make ``built`` unpullable for real: delete its config blob from the registry's storage.
-    The manifest (what ``inv deploy`` checks by HEAD) stays; the kubelet's pull then fails."""
+def _drop_top_layer_blob(registry: LocalRegistry, built: Built) -> None:
+    """Make ``built`` unpullable for real: delete its top layer's blob (``COPY www``, unique to
+    this build) from the registry's storage. The manifest and the config blob (what ``inv
+    deploy`` checks: the tag by HEAD, the platform in the config, FR-015) stay; the kubelet's
+    pull then fails on the layer."""
     name = built.repository.split("/", 1)[1]
     request = urllib.request.Request(
         f"http://{registry.address}/v2/{name}/manifests/{built.sha}",
         headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 -- loopback http
-        config_digest = json.loads(response.read())["config"]["digest"]
-    hexdigest = config_digest.split(":", 1)[1]
+        layer_digest = json.loads(response.read())["layers"][-1]["digest"]
+    hexdigest = layer_digest.split(":", 1)[1]
     blob = (
         registry.workdir / "storage" / "docker" / "registry" / "v2" / "blobs" / "sha256"
         / hexdigest[:2] / hexdigest / "data"
@@ -267,14 +269,14 @@ def _drop_config_blob(registry: LocalRegistry, built: Built) -> None:
 def test_image_that_cannot_be_pulled_is_deploy_failed_fast_with_the_reason(
     world: World, make_site: Callable[..., Site]
 ) -> None:
-    """The registry lost the image's config blob: the tag and manifest are there (the deploy's
-    checks pass) but the kubelet's pull fails (ErrImagePull / ImagePullBackOff). The deploy
+    """The registry lost a layer blob of the image: the tag, manifest and config are there (the
+    deploy's checks pass) but the kubelet's pull fails (ErrImagePull / ImagePullBackOff). The deploy
     fails on the pull error, long before the 120 s progress deadline."""
     site = make_site(deadline=120, rollout_timeout=120)
     a = world.built["A"]
     assert site.deploy(a).returncode == 0
     unpullable = world.build("unpullable", '{"release": "unpullable"}')
-    _drop_config_blob(world.registry, unpullable)
+    _drop_top_layer_blob(world.registry, unpullable)
     started = time.monotonic()
     result = site.deploy(unpullable)
     took = time.monotonic() - started
