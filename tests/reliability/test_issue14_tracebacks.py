@@ -243,8 +243,29 @@ def test_issue14_state_dir_faults(
 def container_name() -> Iterator[str]:
     name = f"rel14-race-{uuid.uuid4().hex[:6]}"
     yield name
-    for n in (name, name + "-shatag-prev"):
-        subprocess.run(["docker", "rm", "-f", n], capture_output=True, timeout=60, check=False)
+
+    # Everything the switch made under this unique prefix: the app container of each attempt,
+    # the proxy, the parked old one, then the proxy's network.
+    def listed(*argv: str) -> list[str]:
+        out = subprocess.run(
+            ["docker", *argv, "--filter", f"name=^{name}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return out.stdout.split()
+
+    containers = listed("ps", "-aq")
+    if containers:
+        subprocess.run(
+            ["docker", "rm", "-f", *containers], capture_output=True, timeout=60, check=False
+        )
+    networks = listed("network", "ls", "-q")
+    if networks:
+        subprocess.run(
+            ["docker", "network", "rm", *networks], capture_output=True, timeout=60, check=False
+        )
 
 
 def test_issue14_two_environments_race_on_one_container(
