@@ -90,12 +90,14 @@ HEALTH_POLL_SEC: Final = 0.1  # the by-hand gate polls as often as the docker ta
 # What the session asserts (figure: "cpu" and/or "wall"). Only ratios that held with margin in
 # every measured run on the 2-core machine are asserted; the rest are reported against their goal.
 # `inv --list` CPU: ~0.95 on a quiet moment, but 1.12 (0.85-1.40) in the full run on the
-# loaded machine: reported, not asserted.
+# loaded machine: reported, not asserted. The two flat deploy ratios met their goal (1.04-1.05
+# and 1.03-1.08 CPU medians) but with pairs up to 1.21: too close to 1.1 to fail a CI run on;
+# reported until the margin is real.
 LIST_ASSERT: Final[tuple[str, ...]] = ()
 FILES_ASSERT: Final[tuple[str, ...]] = ()
 BUILD_ASSERT: Final[tuple[str, ...]] = ()
-FLAT_HISTORY_ASSERT: Final[tuple[str, ...]] = ("cpu",)
-FLAT_SIZE_ASSERT: Final[tuple[str, ...]] = ("cpu",)
+FLAT_HISTORY_ASSERT: Final[tuple[str, ...]] = ()
+FLAT_SIZE_ASSERT: Final[tuple[str, ...]] = ()
 FLAT_SIGNATURES_ASSERT: Final[tuple[str, ...]] = ()
 VERIFY_ASSERT: Final[tuple[str, ...]] = ()
 ITEMS: Final = (
