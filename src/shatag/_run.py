@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import sh
 
+from shatag import signals
 from shatag.errors import ToolFailure, ToolMissing, ToolTimeout
 
 log = logging.getLogger("shatag.run")
@@ -105,6 +106,7 @@ def run(
             _cwd=cwd,
             _decode_errors="replace",
             _return_cmd=True,
+            _new_group=signals.active(),
         )
     except OSError as exc:  # exec format error, permission denied, ...
         raise ToolFailure(f"{argv[0]} could not be started: {exc}", command=shown) from None

@@ -474,12 +474,21 @@ def switch(
     unchanged = tuple(t.label for t in targets if getattr(t, "unchanged", False))
     record = _finished(base, started, result="ok", unchanged=unchanged)
     _record_or_undo(ledger, record, applied, envcfg, image)
+    cleaned = True
     for target in targets:
         try:
             target.commit()
         except Exception as exc:  # noqa: BLE001 -- the deploy is done and recorded
-            log.warning("%s: cleanup after the switch failed: %s", target.label, exc)
-    ledger.clear_journal()
+            cleaned = False
+            log.warning(
+                "%s: cleanup after the switch failed: %s; the next deploy or rollback of %s "
+                "finishes it",
+                target.label,
+                exc,
+                envcfg.name,
+            )
+    if cleaned:  # else the journal stays: history has the attempt, so the next run finishes it
+        ledger.clear_journal()
     from shatag.metrics import record_deploy, record_rollback
 
     if action == "rollback":

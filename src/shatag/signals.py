@@ -30,15 +30,25 @@ from typing import Final
 from shatag.errors import Interrupted
 
 SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-__all__ = ["Interrupted", "graceful", "held", "hold", "hold_to_end", "pending"]
+__all__ = ["Interrupted", "active", "graceful", "held", "hold", "hold_to_end", "pending"]
 
 
 class _State:
+    active = False
     depth = 0
     pending: list[str] = []  # noqa: RUF012 -- one process-wide list, on purpose
 
 
 _STATE = _State()
+
+
+def active() -> bool:
+    """Whether :func:`graceful` handles the signals now. Tools started meanwhile run in their
+    own process group (:func:`shatag._run.run`): a signal sent to the whole group -- as a CI
+    runner cancelling a job does -- reaches shatag, which decides (undo, or finish while held),
+    instead of killing the ``docker stop`` or ``docker inspect`` that the undo or the commit is
+    waiting on."""
+    return _STATE.active
 
 
 def held() -> bool:
@@ -72,11 +82,13 @@ def graceful() -> Iterator[None]:
     _STATE.depth = 0
     for sig in SIGNALS:
         signal.signal(sig, _handler)
+    _STATE.active = True
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _STATE.active = False
         _STATE.depth = 0
         _STATE.pending.clear()
 

@@ -225,3 +225,29 @@ def test_catalog_marks_current_and_formats(settings: Settings) -> None:
     assert B.sha in lines[2]
     assert "unverified/tool_missing" in lines[2]
     assert format_catalog("prod", []) == "prod: no deployments recorded"
+
+
+def test_fault_injected_commit_failure_keeps_the_journal_for_the_next_run(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake fault (the commit of a real docker target fails when, e.g., the daemon goes away
+    between the record and the retirement of the old release): the deploy is recorded and
+    succeeds, the journal stays, and the next run finishes the cleanup and clears it."""
+    from shatag.targets.sdl import SdlTarget
+
+    do_switch(settings, A)
+
+    def broken_commit(self: SdlTarget) -> None:
+        raise OSError("daemon went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(SdlTarget, "commit", broken_commit)
+        record = do_switch(settings, B)
+    assert record.image_sha == B.sha
+    journal = settings.state_dir / "prod" / JOURNAL_FILE
+    assert json.loads(journal.read_text())["sha"] == B.sha
+    assert recover_interrupted(open_ledger(settings.state_dir, "prod"), env={})
+    assert not journal.exists()
+    current = HistoryStore(settings.state_dir, "prod").current()
+    assert current is not None
+    assert current.sha == B.sha

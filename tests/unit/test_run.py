@@ -55,3 +55,19 @@ def test_secrets_are_masked_in_lines_and_results() -> None:
     assert result.stdout == "token=***\n"
     assert lines == ["token=***"]
     assert "hunter22" not in result.command
+
+
+def test_tools_run_during_a_switch_are_out_of_reach_of_a_signal_to_the_whole_group() -> None:
+    """A CI runner cancels a job with a signal to its process group; inside ``graceful`` the
+    tools shatag runs are in their own group, so only shatag gets it and decides (undo, or
+    finish the commit) -- the ``docker stop`` it waits on is not killed under it."""
+    import os
+
+    from shatag import signals
+
+    code = "import os; print(os.getpgid(0))"
+    outside = _run.run([PY, "-c", code], timeout=30)
+    with signals.graceful():
+        inside = _run.run([PY, "-c", code], timeout=30)
+    assert int(outside.stdout) == os.getpgrp()
+    assert int(inside.stdout) != os.getpgrp()
