@@ -20,8 +20,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import sh
-
 from shatag import signals
 from shatag.errors import ToolFailure, ToolMissing, ToolTimeout
 
@@ -67,6 +65,8 @@ def run(
     ``on_line`` receives each output line (stdout and stderr, masked) as it arrives.
     ``stdin`` is written to the program's standard input (e.g. ``git cat-file --batch``).
     """
+    import sh  # lazy: a run that starts no tool (a deploy to file targets) never loads it
+
     from shatag.masking import registered
 
     secrets = (*secrets, *registered())

@@ -9,6 +9,12 @@ Transient faults (connection refused, timeouts, HTTP 5xx/429) are retried a boun
 times with exponential backoff, then raise :class:`RegistryUnavailable`; 401/403 after
 authenticating raise :class:`RegistryAuthError`.
 
+Transport (issue 17): anonymous plain-HTTP (loopback) exchanges go over the standard library's
+``http.client`` -- one connection per exchange, no proxies, the same per-read timeout -- so a
+deploy does not import ``requests`` (~50 ms of CPU) for one HEAD. ``requests`` still carries every
+HTTPS exchange, every redirect, and the token requests of a ``Bearer`` challenge (oras-py), and
+both transports' faults land in the same retry/deadline logic below.
+
 Deadlines (issue 14, item 5): ``timeout`` bounds each *attempt as a whole* -- connect, headers
 and body -- not just each socket read, so a registry that trickles a manifest a byte at a time
 cannot hold a deploy (and its environment lock) past it. A request's attempts share one total
@@ -19,21 +25,25 @@ budget of ``retries x timeout`` plus the backoff between them; bodies are capped
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
+import re
+import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
-
-import requests
+from typing import TYPE_CHECKING, Any, Final
 
 from shatag.config import RegistryConfig
 from shatag.core import Repository
 from shatag.errors import RegistryAuthError, RegistryUnavailable
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("shatag.registry")
 
@@ -53,6 +63,20 @@ _BACKOFF_MAX_SEC: Final = 2.0
 
 class _Deadline(Exception):
     """One attempt did not complete (headers and body) within its deadline."""
+
+
+class _Transient(Exception):
+    """One attempt failed in transport (refused, reset, timed out, malformed): worth a retry."""
+
+
+class _TLSFailure(Exception):
+    """The TLS handshake or certificate check failed: not worth a retry."""
+
+
+#: Redirect statuses: the plain-HTTP transport hands these exchanges to ``requests``, which
+#: follows them exactly as it always did.
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_CHUNK: Final = 64 * 1024
 
 
 def backoff(attempt: int) -> float:
@@ -83,18 +107,86 @@ class Manifest:
         return data
 
 
-class _TimeoutSession(requests.Session):
+@dataclass(slots=True)
+class _Response:
+    """One HTTP answer, its body read in full, whichever transport carried it."""
+
+    status_code: int
+    #: Header name (lower case) -> values, in the order received.
+    header_values: dict[str, list[str]] = field(default_factory=dict)
+    content: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The header ``name`` (any case); repeated headers joined by ``", "`` as requests
+        does."""
+        values = self.header_values.get(name.lower())
+        return ", ".join(values) if values else None
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def next_link(self) -> str | None:
+        """The ``rel="next"`` target of the ``Link`` header (tag list pagination)."""
+        return next_link(self.header("Link") or "")
+
+
+def next_link(value: str) -> str | None:
+    """The URL of the ``rel="next"`` entry of a ``Link`` header value, parsed the way
+    ``requests.utils.parse_header_links`` parses it (``response.links["next"]["url"]``).
+
+    >>> next_link('</v2/api/tags/list?n=2&last=b>; rel="next"')
+    '/v2/api/tags/list?n=2&last=b'
+    >>> next_link('<a>; rel="prev"') is None
+    True
+    """
+    found: str | None = None
+    replace_chars = " '\""
+    value = value.strip(replace_chars)
+    if not value:
+        return None
+    for val in re.split(", *<", value):
+        try:
+            url, params = val.split(";", 1)
+        except ValueError:
+            url, params = val, ""
+        link = {"url": url.strip("<> '\"")}
+        for param in params.split(";"):
+            try:
+                key, item = param.split("=")
+            except ValueError:
+                break
+            link[key.strip(replace_chars)] = item.strip(replace_chars)
+        key = link.get("rel") or link.get("url")
+        if key == "next":
+            found = link["url"]  # a later entry with the same key wins, as in a dict
+    return found
+
+
+def _timeout_session(timeout: float) -> requests.Session:
     """A session that never waits forever: oras-py's token requests pass no timeout."""
+    import requests  # lazy: only HTTPS, redirects and token requests need it
 
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self._timeout = timeout
+    class _TimeoutSession(requests.Session):
+        def request(
+            self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
+        ) -> requests.Response:
+            kwargs.setdefault("timeout", timeout)
+            return super().request(method, url, *args, **kwargs)
 
-    def request(
-        self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
-    ) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
+    return _TimeoutSession()
+
+
+def _as_fault(exc: BaseException) -> BaseException:
+    """A ``requests`` transport exception as :class:`_TLSFailure` / :class:`_Transient`;
+    anything else unchanged. (``requests`` is looked up, not imported: if it was never
+    imported, nothing raised one of its exceptions.)"""
+    requests = sys.modules.get("requests")
+    if requests is not None:
+        if isinstance(exc, requests.exceptions.SSLError):
+            return _TLSFailure(_short(exc))
+        if isinstance(exc, requests.exceptions.RequestException):
+            return _Transient(_short(exc))
+    return exc
 
 
 class RegistryClient:
@@ -127,12 +219,21 @@ class RegistryClient:
         scheme = "http" if self.plain_http else "https"
         self.origin = f"{scheme}://{repository.registry}"
         self.base_url = f"{self.origin}/v2/{repository.name}"
-        self._session = _TimeoutSession(timeout)
-        self._session.trust_env = False  # no proxies from the environment for loopback/CI
-        self._session.verify = str(ca) if ca.is_file() else True
+        self._verify: str | bool = str(ca) if ca.is_file() else True
+        self._requests_session: requests.Session | None = None
         self._env = dict(env)
         self._authorization: str | None = None
         self._auth_backend: Any = None
+
+    @property
+    def _session(self) -> requests.Session:
+        """The ``requests`` session, made on first use (HTTPS, redirects, token requests)."""
+        if self._requests_session is None:
+            session = _timeout_session(self.timeout)
+            session.trust_env = False  # no proxies from the environment for loopback/CI
+            session.verify = self._verify
+            self._requests_session = session
+        return self._requests_session
 
     # -- public API -------------------------------------------------------------------------
 
@@ -145,7 +246,7 @@ class RegistryClient:
         response = self._request("HEAD", url, headers={"Accept": MANIFEST_ACCEPT})
         if response.status_code == 404:
             return None
-        digest = response.headers.get("Docker-Content-Digest", "")
+        digest = response.header("Docker-Content-Digest") or ""
         if response.status_code == 200 and digest.startswith("sha256:"):
             return digest
         manifest = self.manifest(reference)
@@ -159,10 +260,10 @@ class RegistryClient:
         self._expect_ok(response, f"GET manifest {reference}")
         body = response.content
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        served = response.headers.get("Docker-Content-Digest")
+        served = response.header("Docker-Content-Digest")
         if served and served != digest:
             log.warning("registry served digest %s for a body hashing to %s", served, digest)
-        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        media_type = (response.header("Content-Type") or "").split(";")[0].strip()
         return Manifest(digest=digest, media_type=media_type, body=body)
 
     def config_digest(self, reference: str, platform: str = "linux/amd64") -> str | None:
@@ -208,7 +309,7 @@ class RegistryClient:
         )
         if response.status_code in (401, 403) or response.status_code >= 400:
             self._expect_ok(response, f"PUT manifest {tag}")
-        return response.headers.get("Docker-Content-Digest", "")
+        return response.header("Docker-Content-Digest") or ""
 
     def tags(self, page_size: int = 100) -> list[str]:
         """Every tag of the repository, following ``Link: <…>; rel="next"`` pagination."""
@@ -220,13 +321,13 @@ class RegistryClient:
                 return found
             self._expect_ok(response, "list tags")
             found.extend(response.json().get("tags") or [])
-            link = response.links.get("next", {}).get("url")
+            link = response.next_link()
             url = urllib.parse.urljoin(self.origin, link) if link else None
         return found
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _expect_ok(self, response: requests.Response, what: str) -> None:
+    def _expect_ok(self, response: _Response, what: str) -> None:
         if response.status_code in (401, 403):
             raise RegistryAuthError(
                 f"registry {self.repository.registry} refused our credentials for {what} "
@@ -254,7 +355,7 @@ class RegistryClient:
         url: str,
         headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
-    ) -> requests.Response:
+    ) -> _Response:
         last_error = ""
         started = time.monotonic()
         end = started + self.budget
@@ -278,16 +379,16 @@ class RegistryClient:
             attempts += 1
             try:
                 response = self._send_within(limit, method, url, headers, body)
-            except requests.exceptions.SSLError as exc:
+            except _TLSFailure as exc:
                 raise RegistryUnavailable(
-                    f"TLS with registry {self.repository.registry} failed: {_short(exc)}; trust "
+                    f"TLS with registry {self.repository.registry} failed: {exc}; trust "
                     f"its CA in {DEFAULT_CERTS_DIR}/{self.repository.registry}/ca.crt"
                 ) from None
             except _Deadline:
                 last_error = f"no complete answer within {limit:.3g}s"
                 continue
-            except requests.exceptions.RequestException as exc:
-                last_error = _short(exc)
+            except _Transient as exc:
+                last_error = str(exc)
                 continue
             if response.status_code >= 500 or response.status_code == 429:
                 last_error = f"HTTP {response.status_code}"
@@ -310,19 +411,19 @@ class RegistryClient:
         url: str,
         headers: Mapping[str, str] | None,
         body: bytes | None,
-    ) -> requests.Response:
+    ) -> _Response:
         """:meth:`_send` with its body read in full, all within ``limit`` seconds.
 
         The socket timeout only bounds each read, so the attempt runs in a daemon thread and is
         abandoned (its socket closed when possible) once ``limit`` has passed.
         """
-        outcome: list[requests.Response | BaseException] = []
+        outcome: list[_Response | BaseException] = []
 
         def attempt() -> None:
             try:
                 outcome.append(self._send(method, url, headers, body))
             except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread
-                outcome.append(exc)
+                outcome.append(_as_fault(exc))
 
         worker = threading.Thread(target=attempt, name="shatag-registry", daemon=True)
         worker.start()
@@ -340,7 +441,7 @@ class RegistryClient:
         url: str,
         headers: Mapping[str, str] | None,
         body: bytes | None = None,
-    ) -> requests.Response:
+    ) -> _Response:
         sent = dict(headers or {})
         if self._authorization:
             sent["Authorization"] = self._authorization
@@ -352,29 +453,68 @@ class RegistryClient:
 
     def _fetch(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None
-    ) -> requests.Response:
+    ) -> _Response:
         """One HTTP exchange, the body read here (at most :data:`MAX_BODY_BYTES`)."""
+        if self.plain_http and url.startswith("http://"):
+            response = self._fetch_plain(method, url, headers, body)
+            if response is not None:
+                return response
+        return self._fetch_requests(method, url, headers, body)
+
+    def _fetch_plain(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> _Response | None:
+        """:meth:`_fetch` over ``http.client``; ``None`` for a redirect (``requests`` follows
+        it). Transport faults raise :class:`_Transient`, like ``requests``' do."""
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        sent = {"Accept-Encoding": "identity", "User-Agent": "shatag", **headers}
+        conn = http.client.HTTPConnection(parts.netloc, timeout=self.timeout)
+        try:
+            conn.request(method, target or "/", body=body, headers=sent)
+            answer = conn.getresponse()
+            if answer.status in _REDIRECTS and answer.getheader("Location"):
+                return None
+            values: dict[str, list[str]] = {}
+            for name, value in answer.getheaders():
+                values.setdefault(name.lower(), []).append(value)
+            content = self._read_capped(answer.read, method, url)
+            return _Response(answer.status, values, content)
+        except (OSError, http.client.HTTPException) as exc:
+            reason = _short(exc) or type(exc).__name__
+            raise _Transient(f"{method} {url}: {reason}") from None
+        finally:
+            conn.close()
+
+    def _fetch_requests(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> _Response:
         response = self._session.request(
             method, url, headers=headers, data=body, allow_redirects=True, stream=True
         )
         with response:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_content(64 * 1024):
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise RegistryUnavailable(
-                        f"registry {self.repository.registry} sent more than "
-                        f"{MAX_BODY_BYTES} bytes for {method} {urllib.parse.urlparse(url).path}; "
-                        "refusing to read it"
-                    )
-                chunks.append(chunk)
-            response._content = b"".join(chunks)  # what .content/.json() read
-        return response
+            chunks = response.iter_content(_CHUNK)
+            content = self._read_capped(lambda _size: next(chunks, b""), method, url)
+            values = {name.lower(): [value] for name, value in response.headers.items()}
+        return _Response(response.status_code, values, content)
 
-    def _authenticate(self, challenge: requests.Response) -> bool:
+    def _read_capped(self, read: Callable[[int], bytes], method: str, url: str) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := read(_CHUNK):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise RegistryUnavailable(
+                    f"registry {self.repository.registry} sent more than "
+                    f"{MAX_BODY_BYTES} bytes for {method} {urllib.parse.urlparse(url).path}; "
+                    "refusing to read it"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _authenticate(self, challenge: _Response) -> bool:
         """Answer a 401 challenge; return whether the request is worth retrying."""
-        raw = challenge.headers.get("WWW-Authenticate", "")
+        raw = challenge.header("WWW-Authenticate") or ""
         scheme = raw.split(" ", 1)[0].lower()
         basic = self._basic_credentials()
         if scheme == "basic":
@@ -407,7 +547,7 @@ class RegistryClient:
                 "token",
                 session=self._session,
                 insecure=self.plain_http,
-                tls_verify=self._session.verify,
+                tls_verify=self._verify,
             )
             backend._auth_config = self._docker_config()
             backend._load_auth(self.repository.registry)

@@ -24,14 +24,16 @@ import hashlib
 import os
 import re
 import shutil
-import tarfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from shatag import _run
 from shatag.errors import BuildFailure, ConfigError, SourceMismatch, ToolFailure
+
+if TYPE_CHECKING:
+    import tarfile
 
 BuildSource = Literal["commit", "worktree"]
 BUILD_SOURCES: Final[tuple[BuildSource, ...]] = ("commit", "worktree")
@@ -146,6 +148,8 @@ def _extract(tar: tarfile.TarFile, dest: Path) -> None:
     before 3.11.4 (Debian 12's 3.11.2) lack extraction filters, so there the same refusal is
     made here first (git trees cannot hold such paths, nor a path below a symlink).
     """
+    import tarfile  # lazy: only a build from a commit unpacks an archive (issue 17)
+
     if hasattr(tarfile, "tar_filter"):
         tar.extractall(dest, filter="tar")
         return
@@ -181,6 +185,8 @@ def export_commit(
             "commit (`git fetch`) or pass the SHA of a commit this repository holds"
         ) from None
     dest.mkdir(parents=True)
+    import tarfile
+
     try:
         with tarfile.open(archive) as tar:
             _extract(tar, dest)
