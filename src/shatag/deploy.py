@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -400,7 +400,7 @@ def switch(
     register_target_secrets(envcfg.targets, env)  # the docker target's ``secrets`` (item 4)
     started = time.monotonic()
     started_at = utc_now()
-    attempt = uuid.uuid4().hex
+    attempt = os.urandom(16).hex()  # not uuid4: importing uuid loads platform (issue 17)
     ledger = ledger or open_ledger(settings.state, envcfg.name, environ=env)
     current = ledger.current()
     base = HistoryRecord(

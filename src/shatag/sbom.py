@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +106,7 @@ def _syft_scan(
     builds of one SHA never share that file). Raises like :func:`_run.run`."""
     path = sbom_path(config, sha)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.syft")
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.syft")
     try:
         run(
             [SYFT, "scan", *source, "-o", f"spdx-json={tmp}", "-q"],
