@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -71,15 +72,35 @@ def verify_image(
     The one verification of an image about to be used (``inv deploy``/``rollback``/``verify``):
     ``enforce`` raises SIGNATURE_REQUIRED for an unverified signature; a cosign that gives no
     pass/fail answer raises SOFT_VERIFY_TOOL_ERROR under either policy.
+
+    The two cosign calls are read-only and independent, so they run side by side (issue 17,
+    goal 5: the wall time of one call, not two); the outcome is the sequential one -- a failure
+    of the signature check or of the policy wins, and the attestation's verdict is used only
+    where the sequential order would have asked for it. Both calls have ended when this returns
+    or raises.
     """
-    signature = verify_signature(config, image_by_digest, env=env)
-    enforce_policy(config, signature)
-    attestation = signature
+    attestation: list[SignatureResult | BaseException] = []
+
+    def check_attestation() -> None:
+        try:
+            attestation.append(verify_sbom_attestation(config, image_by_digest, env=env))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread
+            attestation.append(exc)
+
+    worker = threading.Thread(target=check_attestation, name="shatag-attestation", daemon=True)
+    worker.start()
+    try:
+        signature = verify_signature(config, image_by_digest, env=env)
+        enforce_policy(config, signature)
+    finally:
+        worker.join()
+    verdict = signature
     if signature.reason not in _NO_ANSWER_REASONS:
-        attestation = verify_sbom_attestation(config, image_by_digest, env=env)
-    return SignatureOutcome(
-        signature.status, signature.reason, attestation.status, attestation.reason
-    )
+        outcome = attestation[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        verdict = outcome
+    return SignatureOutcome(signature.status, signature.reason, verdict.status, verdict.reason)
 
 
 def after_push(
