@@ -29,9 +29,13 @@ def iso(epoch: int) -> str:
     ),
     deploys=st.lists(st.tuples(st.integers(0, 45), st.integers(0, 5000)), max_size=10),
     window=st.integers(1, 12),
+    strays=st.lists(st.tuples(st.integers(0, 100), st.booleans()), max_size=4),
 )
 def test_property_window_reads_give_the_full_report(
-    builds: list[tuple[int, int, bool]], deploys: list[tuple[int, int]], window: int
+    builds: list[tuple[int, int, bool]],
+    deploys: list[tuple[int, int]],
+    window: int,
+    strays: list[tuple[int, bool]],
 ) -> None:
     root = Path(tempfile.mkdtemp())
     meta = root / "metadata"
@@ -50,6 +54,13 @@ def test_property_window_reads_give_the_full_report(
             )
         )
         os.utime(path, (BASE + created + lag, BASE + created + lag))  # written after created
+    for i, (created, junk) in enumerate(strays):
+        # Files the report must ignore, newest of all: a name of the right length that is not
+        # a SHA (the SHA check waits until a file is read), and other names.
+        name = f"{'g' if i % 2 else 'A'}{i:039x}.json" if junk else f"{i:039x}.json"
+        path = meta / name
+        path.write_text(json.dumps({"image_sha": f"{i:040x}", "created_at": iso(BASE + 9999)}))
+        os.utime(path, (BASE + 9999 + created, BASE + 9999 + created))
     cfg = Settings.from_mapping({"metadata_dir": str(meta), "state_dir": str(root / "state")})
     store = HistoryStore(root / "state", "local")
     for sha_index, when in deploys:
