@@ -15,9 +15,11 @@ import http.client
 import json
 import subprocess
 import sys
+import threading
 import urllib.parse
 import uuid
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -165,3 +167,44 @@ def test_closed_port_is_unavailable_after_bounded_retries(transport: str) -> Non
     assert waits == [0.25, 0.5]
     assert excinfo.value.code == "REGISTRY_UNAVAILABLE"
     assert "after 3 attempts" in excinfo.value.message
+
+
+def test_fake_redirecting_registry_is_followed_through_requests(
+    registry: LocalRegistry, image: tuple[str, Manifest, str, list[str]]
+) -> None:
+    """A registry that redirects blob reads to its storage (S3, GCS backends) cannot be made
+    from the filesystem-backed ``docker-registry``: a loopback stand-in answers 307 to the real
+    registry for every request. The plain-HTTP transport hands each redirect to ``requests``,
+    which follows it as it always did."""
+    repo, manifest, config_digest, _tags = image
+    seen: list[str] = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            del format, args
+
+        def do_GET(self) -> None:
+            seen.append(f"{self.command} {self.path}")
+            self.send_response(307)
+            self.send_header("Location", f"http://{registry.address}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stand_in = f"127.0.0.1:{server.server_address[1]}"
+        client = RegistryClient(parse_repository(f"{stand_in}/{repo}"), env={})
+        assert client.manifest_digest("t1") == manifest.digest
+        assert client.config_digest("t1") == config_digest
+        blob = client.blob(config_digest)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert blob is not None
+    assert "sha256:" + hashlib.sha256(blob).hexdigest() == config_digest
+    # each exchange reached the stand-in twice: once over http.client, once over requests
+    assert len(seen) == 2 * 3, seen  # HEAD manifest, GET manifest, GET blob
