@@ -345,6 +345,9 @@ def _verify_with_trust(
     """Run ``cosign <command> <trust flags> <image>`` or return why it cannot answer."""
     if which(COSIGN, env) is None:
         return _unverified("tool_missing", "cosign is not installed or not on PATH")
+    untrusted = verification_flags(config)
+    if isinstance(untrusted, SignatureResult):
+        return untrusted  # no trust configured: no temporary trusted root either (issue 17)
     with _trusted_root_file() as trusted_root:
         flags = verification_flags(config, trusted_root)
         if isinstance(flags, SignatureResult):
