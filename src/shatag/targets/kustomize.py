@@ -128,7 +128,7 @@ def _append_entry(
     by re-parsing, else written by the round-trip dumper."""
     from ruamel.yaml.comments import CommentedMap
 
-    from shatag.targets._yamledit import intended, load, load_quiet, same, yaml_rt
+    from shatag.targets._yamledit import checked_or_dumped, intended, load
 
     expected = load(text, where)
     expected["images"].append(CommentedMap([("name", name)]))
@@ -151,13 +151,7 @@ def _append_entry(
             candidate = "".join([*before, *entry, *lines[end:]])
         else:
             candidate = None
-    if candidate is not None and same(load_quiet(candidate), expected):
-        return candidate
-    import io
-
-    out = io.StringIO()
-    yaml_rt().dump(expected, out)
-    return out.getvalue()
+    return checked_or_dumped(candidate, expected)
 
 
 def _block_end(lines: list[str], start: int, col: int) -> int:

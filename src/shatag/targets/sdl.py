@@ -24,7 +24,6 @@ services:
 from __future__ import annotations
 
 import importlib
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -97,19 +96,18 @@ def set_service_image(text: str, service: str, value: str, *, where: str = "sdl"
     document = _load(text, where)
     service_map = _service(document, service, where)
     line, col = service_map.lc.value("image")
+    from shatag.targets._yamledit import checked_or_dumped
+
     lines = text.splitlines(keepends=True)
     expected = _load(text, where)
     _service(expected, service, where)["image"] = value
+    candidate = None
     if line < len(lines):
         edited = _replace_scalar(lines[line], col, value, flow=bool(service_map.fa.flow_style()))
         if edited is not None:
             candidate = "".join([*lines[:line], edited, *lines[line + 1 :]])
-            if _same(_load_quiet(candidate), expected):
-                return candidate
-    # Fallback: a scalar we cannot edit in place (block or multi-line). Round-trip dump.
-    out = io.StringIO()
-    _yaml().dump(expected, out)
-    return out.getvalue()
+    # A scalar we cannot edit in place (block or multi-line) falls back to a round-trip dump.
+    return checked_or_dumped(candidate, expected)
 
 
 def _fast_set_service_image(text: str, service: str, value: str) -> str | None:
