@@ -295,7 +295,19 @@ def iptables_rules(cmd: str) -> dict[str, list[str]]:
 def restore_iptables(cmd: str, before: dict[str, list[str]]) -> list[str]:
     """Delete the KUBE-* rules and chains that appeared since `before` (docker's rules, which
     may change meanwhile, are left alone)."""
-    problems = []
+    problems: list[str] = []
+
+    def change(table: str, *args: str) -> None:
+        proc = subprocess.run(
+            [cmd, "-w", "5", "-t", table, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if proc.returncode != 0:
+            problems.append(f"{cmd} -t {table} {' '.join(args)}: {proc.stderr.strip()}")
+
     now = iptables_rules(cmd)
     for table, lines in now.items():
         old = set(before.get(table, []))
@@ -306,29 +318,12 @@ def restore_iptables(cmd: str, before: dict[str, list[str]]) -> list[str]:
                 continue
             # `-A CHAIN spec...` → `-D CHAIN spec...`; the saved form re-parses as arguments.
             args = shlex.split(rule)  # comments are quoted: `--comment "a b"`
-            args[0] = "-D"
-            proc = subprocess.run(
-                [cmd, "-w", "5", "-t", table, *args],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            if proc.returncode != 0:
-                problems.append(f"{cmd} -t {table} {' '.join(args)}: {proc.stderr.strip()}")
+            change(table, "-D", *args[1:])
         for chain in added_chains:
             if not chain.startswith("KUBE-"):
                 continue
             for op in ("-F", "-X"):
-                proc = subprocess.run(
-                    [cmd, "-w", "5", "-t", table, op, chain],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=False,
-                )
-                if proc.returncode != 0:
-                    problems.append(f"{cmd} -t {table} {op} {chain}: {proc.stderr.strip()}")
+                change(table, op, chain)
     return problems
 
 

@@ -71,8 +71,9 @@ class DeployRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class DeployRecord:
-    """What a deploy or rollback did: the deploy/rollback log line and the history entry."""
+class Release:
+    """The release a deploy or rollback put (or would put) in place: the fields that
+    :class:`DeployRecord` and :class:`PlanRecord` share, in the order of their JSON lines."""
 
     action: Action
     env: str
@@ -84,6 +85,25 @@ class DeployRecord:
     previous_sha: str
     signature_status: str
     signature_reason: str
+
+    def _release_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "image_sha": self.image_sha,
+            "image_digest": self.image_digest,
+            "image_ref": self.image_ref,
+            "repository": self.repository,
+            "repository_type": self.repository_type,
+            "previous_sha": self.previous_sha,
+            "signature_status": self.signature_status,
+            "signature_reason": self.signature_reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeployRecord(Release):
+    """What a deploy or rollback did: the deploy/rollback log line and the history entry."""
+
     duration_sec: float
     initiated_by: str
     started_at: str
@@ -103,15 +123,7 @@ class DeployRecord:
         (specs/003-tag-api-container/contracts/), and more."""
         data: dict[str, Any] = {
             "phase": self.action,
-            "env": self.env,
-            "image_sha": self.image_sha,
-            "image_digest": self.image_digest,
-            "image_ref": self.image_ref,
-            "repository": self.repository,
-            "repository_type": self.repository_type,
-            "previous_sha": self.previous_sha,
-            "signature_status": self.signature_status,
-            "signature_reason": self.signature_reason,
+            **self._release_dict(),
             "sbom_attestation_status": self.sbom_attestation_status,
             "sbom_attestation_reason": self.sbom_attestation_reason,
             f"{self.action}_duration_sec": self.duration_sec,
@@ -148,10 +160,35 @@ class Route:
     choose: Callable[[Ledger], str]
     #: ``(digest, where it was recorded)`` the registry digest must equal, if known.
     expected: Callable[[Ledger, ImageRef], tuple[str, str] | None]
-    #: The DIGEST_MISMATCH message: ``mismatch(image, recorded, where)``.
-    mismatch: Callable[[ImageRef, str, str], str]
+    #: The end of the DIGEST_MISMATCH message: what it means and what to do.
+    mismatch_advice: str
     #: The error for a SHA found only in staging by a canonical environment.
     staging_only: type[ShatagError] = PolicyViolation
+
+    def checked_image(
+        self, settings: Settings, envcfg: EnvironmentConfig, ledger: Ledger, env: Mapping[str, str]
+    ) -> tuple[ImageRef, SignatureOutcome]:
+        """The chosen SHA resolved in the registry, its digest guarded, its signature checked:
+        what :func:`run_switch` (under the lock) and :func:`plan_switch` check alike."""
+        sha = self.choose(ledger)
+        image = resolve_image(settings, envcfg, sha, env=env, staging_only=self.staging_only)
+        expected = self.expected(ledger, image)
+        if expected is not None and expected[0] != image.digest:
+            recorded, where = expected
+            raise DigestMismatch(
+                f"{image.repository}:{image.sha} now points at {image.digest}, but {where} "
+                f"recorded {recorded}: {self.mismatch_advice}"
+            )
+        return image, verify_image(settings.signing, image.by_digest, env=env)
+
+
+def recorded_elsewhere(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
+    """``(digest, where)`` another environment's history recorded for the image's SHA in its
+    repository, if any: the digest guard's fallback for deploy and rollback."""
+    found = ledger.known_digest(image.sha, str(image.repository))
+    if found is None:
+        return None
+    return found[1], f"the deployment history of {found[0]!r}"
 
 
 def deploy(
@@ -176,24 +213,15 @@ def deploy_route(
     def expected(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
         if request.metadata is not None:
             return _metadata_digest(envcfg, image, request.metadata)
-        found = ledger.known_digest(image.sha, str(image.repository))
-        if found is None:
-            return None
-        return found[1], f"the deployment history of {found[0]!r}"
-
-    def mismatch(image: ImageRef, recorded: str, where: str) -> str:
-        return (
-            f"{image.repository}:{image.sha} now points at {image.digest}, but {where} "
-            f"recorded {recorded}: the tag was re-pointed after it was built. Nothing was "
-            "deployed; investigate the registry before deploying this SHA"
-        )
+        return recorded_elsewhere(ledger, image)
 
     route = Route(
         action="deploy",
         holder=f"deploy {sha[:12]} by {initiated_by(env)}",
         choose=lambda _ledger: sha,
         expected=expected,
-        mismatch=mismatch,
+        mismatch_advice="the tag was re-pointed after it was built. Nothing was deployed; "
+        "investigate the registry before deploying this SHA",
     )
     return envcfg, route
 
@@ -214,12 +242,7 @@ def run_switch(
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
         shared = settings.state_backend != "local"
         recovered = recover_interrupted(ledger, env=env, trusted=envcfg.targets if shared else None)
-        sha = route.choose(ledger)
-        image = resolve_image(settings, envcfg, sha, env=env, staging_only=route.staging_only)
-        expected = route.expected(ledger, image)
-        if expected is not None and expected[0] != image.digest:
-            raise DigestMismatch(route.mismatch(image, *expected))
-        signature = verify_image(settings.signing, image.by_digest, env=env)
+        image, signature = route.checked_image(settings, envcfg, ledger, env)
         return switch(
             settings,
             envcfg,
@@ -242,19 +265,9 @@ class TargetPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class PlanRecord:
+class PlanRecord(Release):
     """What a deploy or rollback would do (``--plan``); nothing was changed."""
 
-    action: Action
-    env: str
-    image_sha: str
-    image_digest: str
-    image_ref: str
-    repository: str
-    repository_type: str
-    previous_sha: str
-    signature_status: str
-    signature_reason: str
     changes: tuple[TargetPlan, ...]
     apply: tuple[str, ...] = ()
 
@@ -263,15 +276,7 @@ class PlanRecord:
         return {
             "phase": "plan",
             "action": self.action,
-            "env": self.env,
-            "image_sha": self.image_sha,
-            "image_digest": self.image_digest,
-            "image_ref": self.image_ref,
-            "repository": self.repository,
-            "repository_type": self.repository_type,
-            "previous_sha": self.previous_sha,
-            "signature_status": self.signature_status,
-            "signature_reason": self.signature_reason,
+            **self._release_dict(),
             "changes": [{"target": c.target, "change": c.change} for c in self.changes],
             "apply": list(self.apply),
         }
@@ -303,12 +308,7 @@ def plan_switch(
     signature), then each target's :meth:`~shatag.targets.Target.plan`. Changes nothing: no
     lock, no recovery, no file, no container, no history (issue 13, item 5)."""
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
-    sha = route.choose(ledger)
-    image = resolve_image(settings, envcfg, sha, env=env, staging_only=route.staging_only)
-    expected = route.expected(ledger, image)
-    if expected is not None and expected[0] != image.digest:
-        raise DigestMismatch(route.mismatch(image, *expected))
-    signature = verify_image(settings.signing, image.by_digest, env=env)
+    image, signature = route.checked_image(settings, envcfg, ledger, env)
     ctx = TargetContext(env=env, env_name=envcfg.name, attempt="plan")
     changes = tuple(
         TargetPlan(spec.label, make_target(spec, ctx).plan(image)) for spec in envcfg.targets

@@ -18,6 +18,7 @@ or ten thousand records.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import os
@@ -119,7 +120,64 @@ class HistoryRecord:
             return None
 
 
-class HistoryStore:
+def _ran(record: HistoryRecord, sha: str, repository: str | None) -> bool:
+    """Whether ``record`` says which digest ``sha`` ran as (from ``repository``, when given)."""
+    return (
+        record.sha == sha
+        and bool(record.digest)
+        and (repository is None or record.repository == repository)
+    )
+
+
+class RecordQueries(abc.ABC):
+    """The questions asked of one environment's history, answered by walking its records
+    newest first: the one implementation behind :class:`HistoryStore` (a file) and
+    :class:`shatag.ledger_git.GitHistoryStore` (a git ref), which supply :meth:`iter_newest`."""
+
+    @abc.abstractmethod
+    def iter_newest(self) -> Iterator[HistoryRecord]:
+        """Every parseable record, newest first."""
+
+    def newest(self, limit: int | None = None) -> list[HistoryRecord]:
+        out: list[HistoryRecord] = []
+        for record in self.iter_newest():
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(record)
+        return out
+
+    def current(self) -> HistoryRecord | None:
+        """The newest successful deploy or rollback: what the environment runs."""
+        return next((r for r in self.iter_newest() if r.ok), None)
+
+    def previous(self) -> HistoryRecord | None:
+        """The rollback target: the last successful deployment before the current one whose
+        SHA differs from it (failed attempts are never rollback targets)."""
+        current: HistoryRecord | None = None
+        for record in self.iter_newest():
+            if not record.ok:
+                continue
+            if current is None:
+                current = record
+            elif record.sha != current.sha:
+                return record
+        return None
+
+    def digest_for(self, sha: str, repository: str | None = None) -> str | None:
+        """The digest this environment last ran (or validated) for ``sha`` -- from
+        ``repository`` only, when given (the same commit may be built into staging and
+        canonical with different digests)."""
+        return next((r.digest for r in self.iter_newest() if _ran(r, sha, repository)), None)
+
+    def find_attempt(self, attempt: str, *, within: int = 50) -> HistoryRecord | None:
+        """The record of one deploy attempt, if it is among the newest ``within``."""
+        for record in self.newest(limit=within):
+            if record.attempt == attempt:
+                return record
+        return None
+
+
+class HistoryStore(RecordQueries):
     """The history of one environment. Appends are not locked here: callers hold the
     environment's deploy lock (:mod:`shatag.lock`) around an append."""
 
@@ -165,35 +223,9 @@ class HistoryStore:
             if record is not None:
                 yield record
 
-    def newest(self, limit: int | None = None) -> list[HistoryRecord]:
-        out: list[HistoryRecord] = []
-        for record in self.iter_newest():
-            if limit is not None and len(out) >= limit:
-                break
-            out.append(record)
-        return out
-
-    def current(self) -> HistoryRecord | None:
-        """The newest successful deploy or rollback: what the environment runs."""
-        return next((r for r in self.iter_newest() if r.ok), None)
-
-    def previous(self) -> HistoryRecord | None:
-        """The rollback target: the last successful deployment before the current one whose
-        SHA differs from it (failed attempts are never rollback targets)."""
-        current: HistoryRecord | None = None
-        for record in self.iter_newest():
-            if not record.ok:
-                continue
-            if current is None:
-                current = record
-            elif record.sha != current.sha:
-                return record
-        return None
-
     def digest_for(self, sha: str, repository: str | None = None) -> str | None:
-        """The digest this environment last ran (or validated) for ``sha`` -- from
-        ``repository`` only, when given (the same commit may be built into staging and
-        canonical with different digests)."""
+        """:meth:`RecordQueries.digest_for` from the per-SHA index, else by a backwards scan
+        that parses only the lines holding the SHA."""
         if shaindex.covered(self.path):  # the per-SHA index describes the whole history
             for indexed_repository, digest in shaindex.lookup(self.path, sha):
                 if repository is None or indexed_repository == repository:
@@ -204,20 +236,8 @@ class HistoryStore:
             if needle not in raw:  # skip parsing lines that cannot match: a miss stays fast
                 continue
             record = HistoryRecord.from_json(raw)
-            if (
-                record is not None
-                and record.sha == sha
-                and record.digest
-                and (repository is None or record.repository == repository)
-            ):
+            if record is not None and _ran(record, sha, repository):
                 return record.digest
-        return None
-
-    def find_attempt(self, attempt: str, *, within: int = 50) -> HistoryRecord | None:
-        """The record of one deploy attempt, if it is among the newest ``within``."""
-        for record in self.newest(limit=within):
-            if record.attempt == attempt:
-                return record
         return None
 
 

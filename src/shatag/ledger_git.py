@@ -42,7 +42,7 @@ from typing import Any, Final
 from shatag.core import validate_env_name
 from shatag.errors import LedgerUnavailable, ShatagError
 from shatag.gitrefs import GitRefs
-from shatag.history import HistoryRecord
+from shatag.history import HistoryRecord, RecordQueries
 from shatag.ledger_lock import LOCK_FILE, LOCK_NS, LockInfo, RemoteLock
 
 log = logging.getLogger("shatag.ledger")
@@ -256,9 +256,10 @@ class GitLedger:
         )
 
 
-class GitHistoryStore:
+class GitHistoryStore(RecordQueries):
     """One environment's history on ``refs/shatag/<env>``: the interface of
-    :class:`shatag.history.HistoryStore`, read from the fetched ref."""
+    :class:`shatag.history.HistoryStore`, read from the fetched ref (the queries are
+    :class:`shatag.history.RecordQueries`, over :meth:`iter_newest`)."""
 
     def __init__(self, ledger: GitLedger, env: str) -> None:
         self.ledger = ledger
@@ -303,44 +304,6 @@ class GitHistoryStore:
             index += 1
             if record is not None:
                 yield record
-
-    def newest(self, limit: int | None = None) -> list[HistoryRecord]:
-        out: list[HistoryRecord] = []
-        for record in self.iter_newest():
-            if limit is not None and len(out) >= limit:
-                break
-            out.append(record)
-        return out
-
-    def current(self) -> HistoryRecord | None:
-        return next((r for r in self.iter_newest() if r.ok), None)
-
-    def previous(self) -> HistoryRecord | None:
-        current: HistoryRecord | None = None
-        for record in self.iter_newest():
-            if not record.ok:
-                continue
-            if current is None:
-                current = record
-            elif record.sha != current.sha:
-                return record
-        return None
-
-    def digest_for(self, sha: str, repository: str | None = None) -> str | None:
-        for record in self.iter_newest():
-            if (
-                record.sha == sha
-                and record.digest
-                and (repository is None or record.repository == repository)
-            ):
-                return record.digest
-        return None
-
-    def find_attempt(self, attempt: str, *, within: int = 50) -> HistoryRecord | None:
-        for record in self.newest(limit=within):
-            if record.attempt == attempt:
-                return record
-        return None
 
 
 # -- the seam: one environment's Ledger (shatag.ledger) on a shared GitLedger ----------------

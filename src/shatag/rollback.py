@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, ensure_immutable_tag, validate_sha
-from shatag.deploy import DeployRecord, LineSink, Route, run_switch
+from shatag.deploy import DeployRecord, LineSink, Route, recorded_elsewhere, run_switch
 from shatag.errors import MissingTag, NoRollbackTarget
 from shatag.history import initiated_by, walk_back_target
 from shatag.ledger import Ledger
@@ -76,24 +76,15 @@ def rollback_route(
         recorded = ledger.digest_for(image.sha, str(image.repository))
         if recorded is not None:
             return recorded, f"the deployment history of {envcfg.name!r}"
-        found = ledger.known_digest(image.sha, str(image.repository))
-        if found is None:
-            return None
-        return found[1], f"the deployment history of {found[0]!r}"
-
-    def mismatch(image: ImageRef, recorded: str, where: str) -> str:
-        return (
-            f"{image.repository}:{image.sha} now points at {image.digest}, but {where} recorded "
-            f"{recorded}: the tag was rebuilt or re-pointed, so this is not the release "
-            "that ran. Nothing was changed; roll back by digest only after investigating"
-        )
+        return recorded_elsewhere(ledger, image)
 
     route = Route(
         action="rollback",
         holder=f"rollback {(sha or 'previous')[:12]} by {initiated_by(env)}",
         choose=choose,
         expected=expected,
-        mismatch=mismatch,
+        mismatch_advice="the tag was rebuilt or re-pointed, so this is not the release that "
+        "ran. Nothing was changed; roll back by digest only after investigating",
         staging_only=MissingTag,
     )
     return envcfg, route

@@ -11,7 +11,6 @@ import json
 import multiprocessing
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -27,28 +26,9 @@ from shatag.ledger import open_ledger
 from shatag.ledger_git import GitEnvLedger, GitLedger
 from shatag.ledger_lock import LockInfo
 from shatag.supplychain import SignatureOutcome
+from tests._gitremote import GitRemote, git
 
 ENV = "production"
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "tests",
-    "GIT_AUTHOR_EMAIL": "tests@shatag.invalid",
-    "GIT_COMMITTER_NAME": "tests",
-    "GIT_COMMITTER_EMAIL": "tests@shatag.invalid",
-}
-
-
-def git(cwd: Path, *args: str, stdin: str | None = None) -> str:
-    out = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV},
-        input=stdin,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return out.stdout.strip()
 
 
 def record(n: int, *, attempt: str = "", result: str = "ok", env: str = ENV) -> HistoryRecord:
@@ -64,41 +44,11 @@ def record(n: int, *, attempt: str = "", result: str = "ok", env: str = ENV) -> 
     )
 
 
-class Remote:
-    """A bare repository with one commit on main, and clones of it ("runners")."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.bare = root / "remote.git"
-        git(root, "init", "-q", "--bare", "-b", "main", str(self.bare))
-        seed = root / "seed"
-        git(root, "init", "-q", "-b", "main", str(seed))
-        (seed / "README").write_text("app\n")
-        git(seed, "add", "README")
-        git(seed, "commit", "-q", "-m", "app")
-        git(seed, "push", "-q", str(self.bare), "main")
-        self.count = 0
-
-    def clone(self) -> Path:
-        self.count += 1
-        path = self.root / f"runner{self.count}"
-        # A shallow single-branch clone, as actions/checkout makes one.
-        git(self.root, "clone", "-q", "--depth=1", f"file://{self.bare}", str(path))
-        return path
+class Remote(GitRemote):
+    """The application's remote; each runner's ledger on its own clone."""
 
     def ledger(self, clone: Path | None = None, **kw: Any) -> GitLedger:
         return GitLedger(clone or self.clone(), "origin", env=dict(os.environ), **kw)
-
-    def refs(self) -> dict[str, str]:
-        """Every ledger ref on the remote (refs/shatag/, refs/shatag-lock/, -journal/)."""
-        out = git(self.bare, "for-each-ref", "--format=%(refname) %(objectname)", "refs/")
-        pairs = (line.split() for line in out.splitlines())
-        return {ref: oid for ref, oid in pairs if ref.startswith("refs/shatag")}
-
-    def hook(self, script: str) -> None:
-        hook = self.bare / "hooks" / "pre-receive"
-        hook.write_text("#!/bin/sh\n" + script)
-        hook.chmod(0o755)
 
 
 @pytest.fixture

@@ -183,3 +183,72 @@ def test_a_wrong_container_port_fails_the_gate_and_moves_no_traffic(
         assert len(good.apps()) == 1
     finally:
         good.cleanup()
+
+
+def _set_target(site: Px, **changes: object) -> None:
+    spec = json.loads(site.config.read_text())
+    target = spec["shatag"]["environments"]["prod"]["targets"][0]
+    for key, value in changes.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    site.config.write_text(json.dumps(spec))
+
+
+def test_turning_the_proxy_on_migrates_the_stop_then_start_container(
+    built: tuple[dict[str, str], dict[str, str]], tmp_path: Path
+) -> None:
+    """An environment deployed with ``proxy: false`` (the app container ``<name>`` publishes
+    the port) and then configured with the default proxy: the next deploy gates the new release
+    first (a release that fails it leaves the old container serving), then puts the proxy on
+    the port in the old container's place; the old container is retired, and rollback goes
+    through the proxy."""
+    env, shas = built
+    site = Px(tmp_path, env, proxy=False)
+    try:
+        assert site.deploy(shas["A"]).returncode == 0
+        assert json.loads(site.serves()) == {"release": "A"}
+        assert site.apps() == [site.name]
+
+        _set_target(site, proxy=None, container_port=9999)  # proxy on, and a gate that fails
+        refused = site.deploy(shas["B"])
+        assert refused.returncode == 1
+        assert "traffic was not moved" in refused.stderr
+        assert json.loads(site.serves()) == {"release": "A"}
+        assert site.apps() == [site.name]
+        assert _docker("ps", "-aq", "--filter", f"name=^{site.name}-proxy$") == ""
+
+        _set_target(site, container_port=8080)
+        moved = site.deploy(shas["B"])
+        assert moved.returncode == 0, moved.stderr
+        assert json.loads(site.serves()) == {"release": "B"}
+        (serving,) = site.apps()  # <name> and <name>-shatag-prev are gone
+        assert serving.startswith(f"{site.name}-{shas['B'][:12]}-")
+        proxy = json.loads(_docker("inspect", f"{site.name}-proxy"))[0]
+        assert proxy["State"]["Running"]
+
+        back = site.rollback()
+        assert back.returncode == 0, back.stderr
+        assert json.loads(site.serves()) == {"release": "A"}
+        assert len(site.apps()) == 1
+    finally:
+        site.cleanup()
+
+
+def test_turning_the_proxy_off_is_refused_with_what_to_do(
+    px: Px, built: tuple[dict[str, str], dict[str, str]]
+) -> None:
+    """The reverse migration would take the port from the proxy (a gap in service): the deploy
+    refuses it, changes nothing, and says how to do it on purpose."""
+    shas = built[1]
+    assert px.deploy(shas["A"]).returncode == 0
+    (serving,) = px.apps()
+    _set_target(px, proxy=False)
+    refused = px.deploy(shas["B"])
+    assert refused.returncode == 1
+    assert "error: CONFIG_ERROR:" in refused.stderr
+    assert f"docker rm -f {px.name}-proxy" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert px.apps() == [serving]
+    assert json.loads(px.serves()) == {"release": "A"}

@@ -141,18 +141,26 @@ def push_image(registry: LocalRegistry) -> Callable[..., str]:
     return factory
 
 
-def httpd_deployment(name: str, image: str, port: int, **extra: Any) -> dict[str, Any]:
+def httpd_deployment(
+    name: str,
+    image: str,
+    port: int,
+    *,
+    container_name: str = "web",
+    progress_deadline: int = 60,
+    failure_threshold: int = 2,
+) -> dict[str, Any]:
     """A Deployment of busybox httpd on 127.0.0.1:``port`` (host network: no pod IPs here),
     ``Recreate`` (on one node the new pod cannot bind the port the old pod holds), readiness
-    probe on the same loopback port."""
+    probe on the same loopback port (not ready after ``failure_threshold`` failed probes)."""
     container: dict[str, Any] = {
-        "name": "web",
+        "name": container_name,
         "image": image,
         "command": ["/bin/busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", "/www"],
         "readinessProbe": {
             "httpGet": {"host": "127.0.0.1", "port": port, "path": "/healthz"},
             "periodSeconds": 1,
-            "failureThreshold": 2,
+            "failureThreshold": failure_threshold,
         },
     }
     return {
@@ -162,7 +170,7 @@ def httpd_deployment(name: str, image: str, port: int, **extra: Any) -> dict[str
         "spec": {
             "replicas": 1,
             "strategy": {"type": "Recreate"},
-            "progressDeadlineSeconds": extra.get("progress_deadline", 60),
+            "progressDeadlineSeconds": progress_deadline,
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},

@@ -24,7 +24,7 @@ import pytest
 
 from shatag.localregistry import LocalRegistry
 from tests.conftest import EXAMPLE, App, InvResult, cli_env, inv_argv, new_app, run_inv
-from tests.kubernetes.conftest import Kube, free_port, http_get
+from tests.kubernetes.conftest import Kube, free_port, http_get, httpd_deployment
 
 ANNOTATION_SHA = "shatag.dev/image-sha"
 ANNOTATION_DIGEST = "shatag.dev/image-digest"
@@ -139,41 +139,6 @@ class Site:
         assert self.running_digests() == {built.digest}
 
 
-def deployment_manifest(name: str, image: str, port: int, deadline: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "shatag-tests"}},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "progressDeadlineSeconds": deadline,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "hostNetwork": True,
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "api",
-                            "image": image,
-                            "command": ["/bin/busybox", "httpd", "-f", "-p",
-                                        f"127.0.0.1:{port}", "-h", "/www"],
-                            "readinessProbe": {
-                                "httpGet": {"host": "127.0.0.1", "port": port,
-                                            "path": "/healthz"},
-                                "periodSeconds": 1,
-                                "failureThreshold": 1,
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }  # fmt: skip
-
-
 @pytest.fixture
 def make_site(kube: Kube, world: World, tmp_path: Path) -> Iterator[Callable[..., Site]]:
     created: list[str] = []
@@ -182,7 +147,15 @@ def make_site(kube: Kube, world: World, tmp_path: Path) -> Iterator[Callable[...
         name = f"shatag-{uuid.uuid4().hex[:8]}"
         created.append(name)
         port = free_port()
-        kube.apply(deployment_manifest(name, world.built[start].pinned, port, deadline))
+        manifest = httpd_deployment(
+            name,
+            world.built[start].pinned,
+            port,
+            container_name="api",
+            progress_deadline=deadline,
+            failure_threshold=1,
+        )
+        kube.apply(manifest)
         kube.kubectl("rollout", "status", f"deployment/{name}", "--timeout=120s", timeout=130)
         config = tmp_path / f"{name}.yaml"
         target = {

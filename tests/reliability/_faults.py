@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import requests
 
@@ -34,10 +34,13 @@ class FaultPlan:
     seen: list[float] = field(default_factory=list)
 
 
-class FaultProxy:
+class LoopbackProxy:
+    """A threaded HTTP server on 127.0.0.1 in front of the real registry at ``upstream``: the
+    skeleton :class:`FaultProxy` and ``tests.reliability._issue14.TamperProxy`` share. Each
+    request (any method) goes to :meth:`handle`; a client that hangs up is not an error."""
+
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream  # host:port of the real registry
-        self.plan = FaultPlan()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,48 +49,15 @@ class FaultProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 del format, args
 
-            def _handle(self) -> None:
-                plan = proxy.plan
-                plan.seen.append(time.monotonic())
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                failing = plan.status is not None and (
-                    plan.fail_first is None or len(plan.seen) <= plan.fail_first
-                )
-                if failing:
-                    payload = b'{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}'
-                    self.send_response(int(plan.status or 500))
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(payload)
-                    return
-                if plan.delay:
-                    time.sleep(plan.delay)
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = proxy.upstream
-                conn.request(self.command, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
             def do_GET(self) -> None:
                 with contextlib.suppress(OSError):
-                    self._handle()
+                    proxy.handle(self)
 
             do_HEAD = do_GET
             do_PUT = do_GET
             do_POST = do_GET
+            do_PATCH = do_GET
+            do_DELETE = do_GET
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -97,13 +67,90 @@ class FaultProxy:
     def address(self) -> str:
         return f"127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> FaultProxy:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def read_body(self, request: BaseHTTPRequestHandler) -> bytes | None:
+        """The request's body (by Content-Length, or chunked); ``None`` when it has none."""
+        length = int(request.headers.get("Content-Length") or 0)
+        if length:
+            return request.rfile.read(length)
+        if "chunked" in (request.headers.get("Transfer-Encoding") or "").lower():
+            return _read_chunked(request.rfile)
+        return None
+
+    def forward(
+        self, request: BaseHTTPRequestHandler, body: bytes | None, *, timeout: float
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send the request on to the registry: its status, headers and whole body."""
+        conn = http.client.HTTPConnection(self.upstream, timeout=timeout)
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "transfer-encoding", "content-length")
+        }
+        headers["Host"] = self.upstream
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        try:
+            conn.request(request.command, request.path, body=body, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.getheaders(), response.read()
+        finally:
+            conn.close()
+
+
+def _read_chunked(stream: Any) -> bytes:
+    out = b""
+    while True:
+        size = int(stream.readline().strip().split(b";")[0] or b"0", 16)
+        if size == 0:
+            stream.readline()
+            return out
+        out += stream.read(size)
+        stream.readline()
+
+
+class FaultProxy(LoopbackProxy):
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.plan = FaultPlan()
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        plan = self.plan
+        plan.seen.append(time.monotonic())
+        body = self.read_body(request)
+        failing = plan.status is not None and (
+            plan.fail_first is None or len(plan.seen) <= plan.fail_first
+        )
+        if failing:
+            payload = b'{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}'
+            request.send_response(int(plan.status or 500))
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(payload)))
+            request.end_headers()
+            if request.command != "HEAD":
+                request.wfile.write(payload)
+            return
+        if plan.delay:
+            time.sleep(plan.delay)
+        status, headers, data = self.forward(request, body, timeout=30)
+        request.send_response(status)
+        for key, value in headers:
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                request.send_header(key, value)
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        if request.command != "HEAD":
+            request.wfile.write(data)
 
     def inject(self, **plan: Any) -> FaultPlan:
         self.plan = FaultPlan(**plan)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import json
 import os
 import re
@@ -23,15 +22,15 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from tests.conftest import ROOT, InvResult
+from tests.reliability._faults import LoopbackProxy
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -56,129 +55,73 @@ class Rule:
         return re.search(self.pattern, f"{method} {path}") is not None
 
 
-class TamperProxy:
+class TamperProxy(LoopbackProxy):
     def __init__(self, upstream: str, *, hold_limit: float = 120.0) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
+        self.hold_limit = hold_limit
         self.rules: list[Rule] = []
         self.requests: list[tuple[float, str, str]] = []
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                del format, args
-
-            def _handle(self) -> None:  # noqa: PLR0912 -- one request's whole life, kept together
-                proxy.requests.append((time.monotonic(), self.command, self.path))
-                rules = [r for r in proxy.rules if r.matches(self.command, self.path)]
-                for rule in rules:
-                    rule.count += 1
-                    rule.seen.set()
-                length = int(self.headers.get("Content-Length") or 0)
-                chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-                body = (
-                    self.rfile.read(length)
-                    if length
-                    else (_read_chunked(self.rfile) if chunked else None)
-                )
-                for rule in rules:
-                    if rule.hold is not None:
-                        rule.hold.wait(hold_limit)
-                refuse = next((r.status for r in rules if r.status is not None), None)
-                if refuse is not None:
-                    self.send_response(refuse)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
-                headers = {
-                    k: v
-                    for k, v in self.headers.items()
-                    if k.lower() not in ("host", "transfer-encoding", "content-length")
-                }
-                headers["Host"] = proxy.upstream
-                if body is not None:
-                    headers["Content-Length"] = str(len(body))
-                conn.request(self.command, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                conn.close()
-                strip = any(r.strip_digest for r in rules)
-                trickle = max([r.trickle_sec for r in rules] or [0.0])
-                self.send_response(response.status)
-                for key, raw_value in response.getheaders():
-                    low = key.lower()
-                    if low in ("transfer-encoding", "connection", "content-length"):
-                        continue
-                    if strip and low == "docker-content-digest":
-                        continue
-                    value = raw_value
-                    if low == "location":
-                        value = raw_value.replace(proxy.upstream, proxy.address)
-                    self.send_header(key, value)
-                # A HEAD answer keeps the registry's Content-Length: docker takes blob sizes
-                # for the manifest from it.
-                upstream_length = response.getheader("Content-Length") or "0"
-                self.send_header(
-                    "Content-Length",
-                    upstream_length if self.command == "HEAD" else str(len(data)),
-                )
-                self.end_headers()
-                if self.command == "HEAD":
-                    return
-                if trickle:
-                    for i in range(len(data)):
-                        self.wfile.write(data[i : i + 1])
-                        self.wfile.flush()
-                        time.sleep(trickle)
-                else:
-                    self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                with contextlib.suppress(OSError):
-                    self._handle()
-
-            do_HEAD = do_GET
-            do_PUT = do_GET
-            do_POST = do_GET
-            do_PATCH = do_GET
-            do_DELETE = do_GET
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> TamperProxy:
-        self._thread.start()
-        return self
+    def handle(self, request: BaseHTTPRequestHandler) -> None:  # noqa: PLR0912 -- kept together
+        """One request's whole life: matched, held, refused or forwarded, then tampered."""
+        self.requests.append((time.monotonic(), request.command, request.path))
+        rules = [r for r in self.rules if r.matches(request.command, request.path)]
+        for rule in rules:
+            rule.count += 1
+            rule.seen.set()
+        body = self.read_body(request)
+        for rule in rules:
+            if rule.hold is not None:
+                rule.hold.wait(self.hold_limit)
+        refuse = next((r.status for r in rules if r.status is not None), None)
+        if refuse is not None:
+            request.send_response(refuse)
+            request.send_header("Content-Length", "0")
+            request.end_headers()
+            return
+        status, headers, data = self.forward(request, body, timeout=60)
+        strip = any(r.strip_digest for r in rules)
+        trickle = max([r.trickle_sec for r in rules] or [0.0])
+        request.send_response(status)
+        upstream_length = "0"
+        for key, raw_value in headers:
+            low = key.lower()
+            if low == "content-length":
+                upstream_length = raw_value
+            if low in ("transfer-encoding", "connection", "content-length"):
+                continue
+            if strip and low == "docker-content-digest":
+                continue
+            value = raw_value
+            if low == "location":
+                value = raw_value.replace(self.upstream, self.address)
+            request.send_header(key, value)
+        # A HEAD answer keeps the registry's Content-Length: docker takes blob sizes
+        # for the manifest from it.
+        request.send_header(
+            "Content-Length", upstream_length if request.command == "HEAD" else str(len(data))
+        )
+        request.end_headers()
+        if request.command == "HEAD":
+            return
+        if trickle:
+            for i in range(len(data)):
+                request.wfile.write(data[i : i + 1])
+                request.wfile.flush()
+                time.sleep(trickle)
+        else:
+            request.wfile.write(data)
 
     def stop(self) -> None:
         for rule in self.rules:
             if rule.hold is not None:
                 rule.hold.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
 
     def add(self, pattern: str, **kw: Any) -> Rule:
         rule = Rule(pattern, **kw)
         self.rules.append(rule)
         return rule
-
-
-def _read_chunked(stream: Any) -> bytes:
-    out = b""
-    while True:
-        size = int(stream.readline().strip().split(b";")[0] or b"0", 16)
-        if size == 0:
-            stream.readline()
-            return out
-        out += stream.read(size)
-        stream.readline()
 
 
 # -- publishing real OCI artefacts ------------------------------------------------------------
@@ -217,6 +160,30 @@ def push_manifest(registry: str, repo: str, ref: str, body: bytes, media_type: s
     return str(put.headers["Docker-Content-Digest"])
 
 
+def _one_layer_manifest(
+    registry: str, repo: str, config: bytes, layer: dict[str, Any], payload: bytes
+) -> bytes:
+    """Upload ``config`` and ``payload``; the OCI manifest of the two (``layer``: the layer
+    descriptor's media type and any annotations)."""
+    config_digest = push_blob(registry, repo, config)
+    layer_digest = push_blob(registry, repo, payload)
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [
+                {
+                    "mediaType": layer["mediaType"],
+                    "digest": layer_digest,
+                    "size": len(payload),
+                    **{k: v for k, v in layer.items() if k != "mediaType"},
+                }
+            ],
+        }
+    ).encode()
+
+
 def image_manifest(registry: str, repo: str, *, arch: str, payload: bytes) -> tuple[bytes, str]:
     """Upload a one-layer image whose config says ``linux/<arch>``; return (manifest, digest)."""
     config = json.dumps(
@@ -227,40 +194,18 @@ def image_manifest(registry: str, repo: str, *, arch: str, payload: bytes) -> tu
             "rootfs": {"type": "layers", "diff_ids": [sha256(payload)]},
         }
     ).encode()
-    config_digest = push_blob(registry, repo, config)
-    layer_digest = push_blob(registry, repo, payload)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest, "size": len(payload)}],
-        }
-    ).encode()
+    manifest = _one_layer_manifest(registry, repo, config, {"mediaType": OCI_LAYER}, payload)
     return manifest, sha256(manifest)
 
 
 def attestation_manifest(registry: str, repo: str, subject: str) -> tuple[bytes, str]:
     """A BuildKit-style attestation manifest (in-toto layer) for ``subject``."""
     statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "subject": []}).encode()
-    config = b"{}"
-    config_digest = push_blob(registry, repo, config)
-    layer_digest = push_blob(registry, repo, statement)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [
-                {
-                    "mediaType": IN_TOTO,
-                    "digest": layer_digest,
-                    "size": len(statement),
-                    "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"},
-                }
-            ],
-        }
-    ).encode()
+    layer = {
+        "mediaType": IN_TOTO,
+        "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"},
+    }
+    manifest = _one_layer_manifest(registry, repo, b"{}", layer, statement)
     digest = push_manifest(registry, repo, sha256(manifest), manifest, OCI_MANIFEST)
     del subject
     return manifest, digest
@@ -297,15 +242,6 @@ def delete_tag_in_storage(storage: Path, repo: str, tag: str) -> bool:
         return False
     shutil.rmtree(path)
     return True
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def bounded_inv(

@@ -25,11 +25,14 @@ from pathlib import Path
 import pytest
 
 from shatag.localregistry import free_port
+from shatag.proxy import NETWORK_SUFFIX as NET
+from shatag.proxy import owner_labels
 from tests.conftest import InvResult
 from tests.reliability.conftest import Ledger, Site, World, describe, error_code, wait_for
 
 BRIDGE = "shatagrel0"
 BRIDGE_CIDR = "10.213.7.1/24"
+PX_BRIDGE = "shatagrelpx0"
 
 
 class PrivateDaemon:
@@ -300,3 +303,77 @@ def test_daemon_stopped_during_deploy(
     )
     listing = daemon.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}", check=False)
     assert ok, (journal_left, state, old_id[:12], listing, result.stderr[-1500:])
+
+
+def test_daemon_restart_brings_the_proxied_release_back(
+    ledger: Ledger, world: World, daemon: PrivateDaemon, make_site: Callable[..., Site]
+) -> None:
+    """The proxy-gated switch (the default) on the private daemon, which is then restarted as
+    ``systemctl restart docker`` does (every container stops with it): the proxy and the
+    serving release come back by themselves (``--restart unless-stopped``), the proxy forwards
+    to the release history names, and the next deploy works."""
+    name, port = f"shatag-rel-{uuid.uuid4().hex[:8]}", free_port()
+    site = make_site()
+    spec = json.loads(site.config.read_text())
+    spec["shatag"]["environments"]["rel"]["targets"].append(
+        {"kind": "docker", "name": name, "port": port, "container_port": 8080}
+    )
+    site.config.write_text(json.dumps(spec))
+    site.extra_env = {"DOCKER_HOST": daemon.host}
+    # The private daemon runs with --iptables=false, and this machine bridges through iptables
+    # (br_netfilter; the shared daemon's FORWARD policy is DROP): the proxy could not reach the
+    # release on its network. So the test makes the network shatag would make (same name and
+    # labels; shatag reuses it) on a bridge of a known name, and lets that bridge forward to
+    # itself with one FORWARD rule, deleted at the end.
+    labels = [f"--label={k}={v}" for k, v in owner_labels("rel", name, "network").items()]
+    bridge = f"com.docker.network.bridge.name={PX_BRIDGE}"
+    daemon.docker("network", "create", "--driver", "bridge", "-o", bridge, *labels, name + NET)
+    rule = ["FORWARD", "-i", PX_BRIDGE, "-o", PX_BRIDGE, "-j", "ACCEPT"]
+    subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True, timeout=30)
+    try:
+        _restart_under_proxy(ledger, world, daemon, site, port=port)
+    finally:
+        subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True, timeout=30)
+        ids = daemon.docker("ps", "-aq", "--filter", f"label=shatag.target={name}", check=False)
+        if ids:
+            daemon.docker("rm", "-f", *ids.split(), check=False)
+        daemon.docker("network", "rm", name + NET, check=False)
+
+
+def _restart_under_proxy(
+    ledger: Ledger, world: World, daemon: PrivateDaemon, site: Site, *, port: int
+) -> None:
+    import urllib.request
+
+    a, b = world.images[0], world.images[1]
+
+    def serves() -> str:
+        try:
+            url = f"http://127.0.0.1:{port}/api.json"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return str(json.loads(response.read()).get("release", "?"))
+        except (OSError, ValueError):
+            return ""
+
+    first = site.deploy(ledger, a)
+    assert first.returncode == 0, first.stderr[-800:]
+    before = serves()
+    ledger.count("faults_injected")
+    daemon.stop()
+    daemon.start()
+    back = wait_for(lambda: serves() == before, 60, 0.5)
+    after = serves()
+    again = site.deploy(ledger, b)
+    moved = serves()
+    # world.images are releases A, B, C; history's current release is A until the deploy of B
+    ok = before == "A" and back and again.returncode == 0 and moved == "B"
+    ledger.record(
+        "docker daemon restarted under the proxy-gated switch (private dockerd)",
+        "proxy and serving release come back by themselves and serve what history names; "
+        "the next deploy works",
+        f"before restart: {before!r}; after: {after!r} (back={back}); next deploy "
+        f"{describe(again)}, then serving {moved!r}",
+        ok,
+    )
+    listing = daemon.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}", check=False)
+    assert ok, (listing, again.stderr[-1500:])

@@ -17,13 +17,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shatag.localregistry import LocalRegistry
+from tests._gitremote import GitRemote, git
 from tests.conftest import InvResult, inv_argv
 from tests.reliability._faults import copy_image
 from tests.reliability.conftest import (
@@ -37,42 +37,16 @@ from tests.reliability.conftest import (
     wait_for,
 )
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "app",
-    "GIT_AUTHOR_EMAIL": "app@example.invalid",
-    "GIT_COMMITTER_NAME": "app",
-    "GIT_COMMITTER_EMAIL": "app@example.invalid",
-}
 
-
-def git(cwd: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV},
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return out.stdout.strip()
-
-
-@dataclass
-class Fleet:
+class Fleet(GitRemote):
     """The application's remote, the runners cloned from it, and one site deployed to."""
 
-    site: Site
-    bare: Path
-    root: Path
-    count: int = 0
+    def __init__(self, site: Site, root: Path) -> None:
+        super().__init__(root, "app.git")
+        self.site = site
 
     def runner(self) -> Path:
-        """A brand-new runner: a shallow clone of the remote's main branch."""
-        self.count += 1
-        path = self.root / f"runner{self.count}"
-        git(self.root, "clone", "-q", "--depth=1", f"file://{self.bare}", str(path))
-        return path
+        return self.clone()
 
     def inv(
         self, ledger: Ledger, runner: Path, *args: str, env: dict[str, str] | None = None
@@ -96,16 +70,6 @@ class Fleet:
         assert result.returncode == 0, result.stderr
         return result.records
 
-    def refs(self) -> dict[str, str]:
-        out = git(self.bare, "for-each-ref", "--format=%(refname) %(objectname)", "refs/")
-        pairs = (line.split() for line in out.splitlines())
-        return {ref: oid for ref, oid in pairs if ref.startswith("refs/shatag")}
-
-    def hook(self, script: str) -> None:
-        hook = self.bare / "hooks" / "pre-receive"
-        hook.write_text("#!/bin/sh\n" + script)
-        hook.chmod(0o755)
-
     def targets_are(self, built: Built | None) -> bool:
         snap = self.site.snapshot()
         return self.site.sdl_is(snap, built) and self.site.tfvars_is(snap, built)
@@ -116,16 +80,8 @@ def make_fleet(make_site: Callable[..., Site], tmp_path: Path) -> Callable[..., 
     def factory(**site_kw: Any) -> Fleet:
         root = tmp_path / f"fleet-{uuid.uuid4().hex[:6]}"
         root.mkdir()
-        bare = root / "app.git"
-        git(root, "init", "-q", "--bare", "-b", "main", str(bare))
-        seed = root / "seed"
-        git(root, "init", "-q", "-b", "main", str(seed))
-        (seed / "README.md").write_text("the application\n")
-        git(seed, "add", "README.md")
-        git(seed, "commit", "-q", "-m", "app")
-        git(seed, "push", "-q", str(bare), "main")
         site = make_site(state_backend="git", state_remote="origin", **site_kw)
-        return Fleet(site, bare, root)
+        return Fleet(site, root)
 
     return factory
 

@@ -1,4 +1,10 @@
-"""Shared plumbing of the file targets (SDL, tfvars): snapshot, atomic write, restore, diff."""
+"""Shared plumbing of the file targets (SDL, tfvars, kustomize, Helm values): the spec's common
+properties and parse prelude, snapshot, atomic write, restore, diff.
+
+A file kind's module holds only what is its own: its spec fields, the checks of its own keys
+(``build`` and ``needs`` of :func:`parse_file_spec`) and ``render``; :func:`file_kind` makes its
+:class:`~shatag.targets.TargetKind`.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,21 @@ import abc
 import contextlib
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 from shatag._fs import atomic_write_text, real_path
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
+from shatag.targets._spec import KindSpec, converted, parse_prelude
+
+if TYPE_CHECKING:
+    from shatag.targets import TargetContext, TargetKind
 
 
 class FileSpec(Protocol):
-    """What every file kind's spec has: the file and the reference form."""
+    """What every file kind's spec has: a target spec with the file and the reference form."""
 
     @property
     def kind(self) -> str: ...
@@ -25,49 +35,90 @@ class FileSpec(Protocol):
     def label(self) -> str: ...
 
     @property
+    def edits(self) -> Path | None: ...
+
+    @property
     def path(self) -> str: ...
 
     @property
     def pin(self) -> PinFormat: ...
 
 
+class FileKindSpec(KindSpec):
+    """The properties every file kind's spec shares (a base of its frozen dataclass, which
+    declares ``path``): ``<kind>:<path>`` as its label, ``path`` as the file it edits."""
+
+    __slots__ = ()
+    path: str  # a field of each subclass's dataclass (only declared here: no slot, no default)
+
+    @property
+    def label(self) -> str:
+        return f"{self.KIND_NAME}:{self.path}"
+
+    @property
+    def edits(self) -> Path | None:
+        return Path(self.path).absolute()
+
+
 F = TypeVar("F", bound=FileSpec)
 
 
-class FileTarget(abc.ABC, Generic[F]):
-    """A text file whose content is re-rendered for the new image and written atomically."""
+def parse_file_spec(
+    where: str,
+    raw: Mapping[str, Any],
+    keys: frozenset[str],
+    name: str,
+    build: Callable[[PinFormat], F],
+    *,
+    needs: str = "a path",
+) -> F:
+    """The parse every file kind starts with: no unknown key, a valid ``pin``, the spec built
+    by ``build(pin)`` (a wrongly typed value is a ConfigError), and a non-empty ``path``
+    (``needs`` says what the path must name)."""
+    pin = parse_prelude(where, raw, keys, name)
+    spec = converted(where, lambda: build(pin))
+    if not spec.path:
+        raise ConfigError(f"{where}: a {name} target needs {needs}")
+    return spec
 
-    def __init__(self, spec: F) -> None:
-        self.spec = spec
-        self.path = Path(spec.path).absolute()
+
+class _FileEdit(abc.ABC):
+    """One file re-rendered for the new image and written atomically, undone as a whole: the
+    life cycle that :class:`FileTarget` (one target) and :class:`SharedFile` (several targets
+    on one file) share."""
+
+    path: Path
+
+    def __init__(self) -> None:
         self._previous: str | None = None
         self._new: str | None = None
         self._applied = False
 
     @property
-    def label(self) -> str:
-        return self.spec.label
+    @abc.abstractmethod
+    def label(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def _kind(self) -> str:
+        """The kind that the journal entry names (its ``recover`` restores the file)."""
 
     @abc.abstractmethod
-    def render(self, current: str | None, image: ImageRef) -> str:
-        """The new file content for ``image`` given the current content (``None``: absent)."""
-
     def _read(self) -> str | None:
-        try:
-            return self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{self.label}: cannot read {self.path}: {exc}") from None
+        """The file's current content (``None``: absent)."""
+
+    @abc.abstractmethod
+    def _render(self, current: str | None, image: ImageRef) -> str:
+        """The new file content for ``image``."""
 
     def plan(self, image: ImageRef) -> str:
         """The change as a unified diff of the file (empty when nothing would change)."""
         current = self._read()
-        return _diff(self.path, current, self.render(current, image))
+        return _diff(self.path, current, self._render(current, image))
 
     def prepare(self, image: ImageRef) -> None:
         self._previous = self._read()
-        self._new = self.render(self._previous, image)
+        self._new = self._render(self._previous, image)
 
     def apply(self) -> None:
         if self._new is None:
@@ -84,7 +135,45 @@ class FileTarget(abc.ABC, Generic[F]):
         self._applied = False
 
     def journal(self) -> dict[str, Any]:
-        return {"kind": self.spec.kind, "path": str(self.path), "previous": self._previous}
+        return {"kind": self._kind, "path": str(self.path), "previous": self._previous}
+
+
+class FileTarget(_FileEdit, Generic[F]):
+    """A text file whose content is re-rendered for the new image and written atomically."""
+
+    def __init__(self, spec: F) -> None:
+        super().__init__()
+        self.spec = spec
+        self.path = Path(spec.path).absolute()
+
+    @classmethod
+    def make(cls, spec: F, ctx: TargetContext) -> Self:
+        """The kind's ``make``: a file target needs nothing of the deploy's context."""
+        del ctx
+        return cls(spec)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def _kind(self) -> str:
+        return self.spec.kind
+
+    @abc.abstractmethod
+    def render(self, current: str | None, image: ImageRef) -> str:
+        """The new file content for ``image`` given the current content (``None``: absent)."""
+
+    def _render(self, current: str | None, image: ImageRef) -> str:
+        return self.render(current, image)
+
+    def _read(self) -> str | None:
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{self.label}: cannot read {self.path}: {exc}") from None
 
 
 def _diff(path: Path, current: str | None, new: str) -> str:
@@ -126,20 +215,25 @@ def nothing_to_finish(entry: Mapping[str, Any], ctx: object) -> str:
     return "nothing to do"
 
 
-class SharedFile:
+class SharedFile(_FileEdit):
     """Several file targets on one file (two SDL services, say): read once, every edit applied
     in configuration order, written once, undone as one (issue 14, item 2)."""
 
     def __init__(self, parts: list[FileTarget[Any]]) -> None:
+        super().__init__()
         self.parts = parts
         self.path = parts[0].path
-        self._previous: str | None = None
-        self._new: str | None = None
-        self._applied = False
 
     @property
     def label(self) -> str:
         return " + ".join(part.label for part in self.parts)
+
+    @property
+    def _kind(self) -> str:
+        return str(self.parts[0].spec.kind)
+
+    def _read(self) -> str | None:
+        return self.parts[0]._read()
 
     def _render(self, current: str | None, image: ImageRef) -> str:
         content = current
@@ -147,32 +241,6 @@ class SharedFile:
             content = part.render(content, image)
         assert content is not None  # at least one part rendered  # noqa: S101
         return content
-
-    def plan(self, image: ImageRef) -> str:
-        current = self.parts[0]._read()
-        return _diff(self.path, current, self._render(current, image))
-
-    def prepare(self, image: ImageRef) -> None:
-        self._previous = self.parts[0]._read()
-        self._new = self._render(self._previous, image)
-
-    def apply(self) -> None:
-        if self._new is None:
-            raise RuntimeError("apply() before prepare()")
-        _write(self.label, self.path, self._new)
-        self._applied = True
-
-    def restore(self) -> None:
-        if self._applied:
-            restore_file(self.journal(), None)
-            self._applied = False
-
-    def commit(self) -> None:
-        self._applied = False
-
-    def journal(self) -> dict[str, Any]:
-        kind = self.parts[0].spec.kind
-        return {"kind": kind, "path": str(self.path), "previous": self._previous}
 
 
 def merge_shared_files(targets: list[Any]) -> list[Any]:
@@ -193,3 +261,18 @@ def merge_shared_files(targets: list[Any]) -> list[Any]:
         elif group[0] is target:
             out.append(SharedFile(group))
     return out
+
+
+def file_kind(
+    name: str,
+    keys: frozenset[str],
+    parse: Callable[[str, Mapping[str, Any]], F],
+    target: type[FileTarget[F]],
+    *,
+    paths: frozenset[str] = frozenset(),
+) -> TargetKind[F]:
+    """The :class:`~shatag.targets.TargetKind` of a file kind: ``target`` edits the file,
+    a journal entry is undone by putting the file back, a commit leaves nothing behind."""
+    from shatag.targets import TargetKind
+
+    return TargetKind(name, keys, parse, target.make, restore_file, nothing_to_finish, paths)

@@ -23,24 +23,22 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from shatag.errors import ConfigError
 from shatag.limits import check_yaml_expansion
-from shatag.targets.sdl import _replace_scalar, _same
+from shatag.targets.sdl import _load_quiet, _replace_scalar, _same, _yaml
 
 Key = str | int
 Path = tuple[Key, ...]
 Edit = tuple[Path, str | None]  # (where, new value); None removes the key
 
 
-def yaml_rt() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap a long image reference
-    return yaml
+#: The round-trip YAML of the SDL target (quotes kept, long references never re-wrapped).
+yaml_rt = _yaml
+#: The loaded document, or ``None`` when the text is not valid YAML (the SDL target's).
+load_quiet = _load_quiet
 
 
 def load(text: str, where: str) -> Any:
@@ -56,13 +54,6 @@ def load(text: str, where: str) -> Any:
 def same(a: Any, b: Any) -> bool:
     """Structural equality of two loaded documents (the SDL target's rule)."""
     return _same(a, b)
-
-
-def load_quiet(text: str) -> Any:
-    try:
-        return yaml_rt().load(text)
-    except YAMLError:
-        return None
 
 
 def _walk(document: Any, path: Sequence[Key]) -> Any:
@@ -91,6 +82,12 @@ def apply_edits(text: str, edits: Sequence[Edit], *, where: str = "yaml") -> str
     candidate: str | None = text
     for path, value in edits:
         candidate = _edit_text(candidate, path, value) if candidate is not None else None
+    return checked_or_dumped(candidate, expected)
+
+
+def checked_or_dumped(candidate: str | None, expected: Any) -> str:
+    """``candidate`` (the text edited in place) if it parses to ``expected``; else ``expected``
+    written by the round-trip dumper (it keeps comments and order, but may re-indent)."""
     if candidate is not None and same(load_quiet(candidate), expected):
         return candidate
     out = io.StringIO()

@@ -45,6 +45,8 @@ from shatag.errors import ConfigError, DeployFailed
 from shatag.limits import clip, number, whole
 from shatag.proxy import (
     DEFAULT_PROXY_IMAGE,
+    NETWORK_SUFFIX,
+    PROXY_SUFFIX,
     Docker,
     ProxySpec,
     check_owned,
@@ -254,6 +256,7 @@ class DockerTarget:
                     env_name=self._env_name,
                     target=self.name,
                 )
+        self._refuse_behind_proxy()
         old = _inspect(self._docker, self.name)
         self._old = old
         self._had_old = old is not None
@@ -456,6 +459,23 @@ class DockerTarget:
             return "(logs unavailable)"
         lines = [line for line in text.splitlines() if line.strip()]
         return " | ".join(lines[-_LOG_TAIL:])[-1500:] or "(no output)"
+
+    def _refuse_behind_proxy(self) -> None:
+        """``proxy: false`` on a target the proxy serves: its proxy holds the port, and taking
+        it means a gap in service that an operator must choose, not a side effect of a deploy
+        (``proxy: false`` → proxy is migrated automatically; the reverse is not)."""
+        proxy = self.name + PROXY_SUFFIX
+        found = _inspect(self._docker, proxy)
+        labels = dict(found.config.labels or {}) if found is not None else {}
+        if not owner_labels(self._env_name, self.name, "proxy").items() <= labels.items():
+            return  # none, or not ours: not this target's proxy
+        raise ConfigError(
+            f"{self.label} has `proxy: false`, but its release is served through {proxy!r}, "
+            "which holds the port; nothing was changed. Keep the proxy (remove `proxy: false`), "
+            f"or take the service down on purpose first: `docker rm -f {proxy}` and this "
+            f"target's application containers (label shatag.target={self.name}), "
+            f"`docker network rm {self.name}{NETWORK_SUFFIX}`, then deploy again"
+        )
 
     def _undo(self) -> None:
         """Remove the new container (if any) and bring the parked old one back."""

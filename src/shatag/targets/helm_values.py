@@ -23,55 +23,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
-from shatag.targets import TargetContext, TargetKind
-from shatag.targets._files import FileTarget, nothing_to_finish, restore_file
-from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 
 NAME: Final = "helm_values"
 KEYS: Final = frozenset({"kind", "path", "repository_key", "tag_key", "digest_key", "pin"})
 
 
 @dataclass(frozen=True, slots=True)
-class HelmValuesSpec:
+class HelmValuesSpec(FileKindSpec):
+    KIND_NAME: ClassVar[str] = NAME
     path: str
     repository_key: str = "image.repository"
     tag_key: str = "image.tag"
     digest_key: str = "image.digest"
     pin: PinFormat = "tag+digest"
 
-    @property
-    def kind(self) -> str:
-        return NAME
-
-    @property
-    def label(self) -> str:
-        return f"{NAME}:{self.path}"
-
-    @property
-    def edits(self) -> Path | None:
-        return Path(self.path).absolute()
-
 
 def parse(where: str, raw: Mapping[str, Any]) -> HelmValuesSpec:
-    check_keys(where, raw, KEYS, NAME)
-    pin = parse_pin(where, raw)
-    spec = converted(
+    spec = parse_file_spec(
         where,
-        lambda: HelmValuesSpec(
+        raw,
+        KEYS,
+        NAME,
+        lambda pin: HelmValuesSpec(
             path=str(raw.get("path", "")),
             repository_key=str(raw.get("repository_key", "image.repository")),
             tag_key=str(raw.get("tag_key", "image.tag")),
             digest_key=str(raw.get("digest_key", "image.digest") or ""),
             pin=pin,
         ),
+        needs="the path of a values file",
     )
-    if not spec.path:
-        raise ConfigError(f"{where}: a {NAME} target needs the path of a values file")
     keys = [spec.repository_key, spec.tag_key] + ([spec.digest_key] if spec.digest_key else [])
     for what, key in zip(("repository_key", "tag_key", "digest_key"), keys, strict=False):
         parse_key_path(key, what=f"{where}.{what}")
@@ -90,15 +76,6 @@ class HelmValuesTarget(FileTarget[HelmValuesSpec]):
             digest_key=self.spec.digest_key,
         )  # fmt: skip
         return set_values(current, values, where=self.label)
-
-
-def make(spec: HelmValuesSpec, ctx: TargetContext) -> HelmValuesTarget:
-    del ctx
-    return HelmValuesTarget(spec)
-
-
-recover = restore_file
-finish = nothing_to_finish
 
 
 def parse_key_path(key: str, *, what: str) -> tuple[str, ...]:
@@ -158,4 +135,4 @@ def set_values(text: str, values: Mapping[str, str], *, where: str = "helm_value
     return apply_edits(text, edits, where=where)
 
 
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
+KIND: Final = file_kind(NAME, KEYS, parse, HelmValuesTarget)

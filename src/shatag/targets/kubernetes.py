@@ -26,13 +26,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed, ToolFailure
 from shatag.limits import number
 from shatag.targets import TargetContext, TargetKind
-from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.targets._spec import KindSpec, converted, parse_prelude
 
 if TYPE_CHECKING:
     from shatag.kubectl import Kubectl, PodProblem
@@ -56,9 +56,10 @@ DNS_SUBDOMAIN: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
-class KubernetesSpec:
+class KubernetesSpec(KindSpec):
     """The keys of one ``kind: kubernetes`` target."""
 
+    KIND_NAME: ClassVar[str] = NAME
     deployment: str
     container: str
     namespace: str = "default"
@@ -66,10 +67,6 @@ class KubernetesSpec:
     context: str = ""
     rollout_timeout_sec: float = 300.0
     pin: PinFormat = "tag+digest"
-
-    @property
-    def kind(self) -> str:
-        return NAME
 
     @property
     def label(self) -> str:
@@ -122,8 +119,7 @@ class KubernetesSpec:
 
 
 def parse(where: str, raw: Mapping[str, Any]) -> KubernetesSpec:
-    check_keys(where, raw, KEYS, NAME)
-    pin = parse_pin(where, raw)
+    pin = parse_prelude(where, raw, KEYS, NAME)
     # NaN, infinities, booleans, 0 and negatives refused like every other number (issue 14).
     timeout = number(
         raw.get("rollout_timeout_sec", 300.0),

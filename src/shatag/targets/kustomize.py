@@ -22,14 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
-from shatag.targets import TargetContext, TargetKind
-from shatag.targets._files import FileTarget, nothing_to_finish, restore_file
-from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 
 if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedSeq
@@ -41,37 +38,23 @@ FIELDS: Final = ("newName", "newTag", "digest")
 
 
 @dataclass(frozen=True, slots=True)
-class KustomizeSpec:
+class KustomizeSpec(FileKindSpec):
     """``path``: the kustomization.yaml; ``name``: the image name its resources use (the
     ``images:`` entry's ``name``)."""
 
+    KIND_NAME: ClassVar[str] = NAME
     path: str
     name: str
     pin: PinFormat = "tag+digest"
 
-    @property
-    def kind(self) -> str:
-        return NAME
-
-    @property
-    def label(self) -> str:
-        return f"{NAME}:{self.path}"
-
-    @property
-    def edits(self) -> Path | None:
-        return Path(self.path).absolute()
-
 
 def parse(where: str, raw: Mapping[str, Any]) -> KustomizeSpec:
-    check_keys(where, raw, KEYS, NAME)
-    pin = parse_pin(where, raw)
-    spec = converted(
-        where,
-        lambda: KustomizeSpec(path=str(raw.get("path", "")), name=str(raw.get("name", "")),
-                              pin=pin),
+    spec = parse_file_spec(
+        where, raw, KEYS, NAME,
+        lambda pin: KustomizeSpec(path=str(raw.get("path", "")), name=str(raw.get("name", "")),
+                                  pin=pin),
+        needs="the path of a kustomization.yaml",
     )  # fmt: skip
-    if not spec.path:
-        raise ConfigError(f"{where}: a {NAME} target needs the path of a kustomization.yaml")
     if not spec.name or any(c.isspace() for c in spec.name):
         raise ConfigError(f"{where}: a {NAME} target needs name: <the image name to replace>")
     return spec
@@ -83,15 +66,6 @@ class KustomizeTarget(FileTarget[KustomizeSpec]):
             raise ConfigError(f"{self.label}: {self.path} does not exist")
         fields = image_fields(str(image.repository), image.sha, image.digest, self.spec.pin)
         return set_kustomize_image(current, self.spec.name, fields, where=self.label)
-
-
-def make(spec: KustomizeSpec, ctx: TargetContext) -> KustomizeTarget:
-    del ctx
-    return KustomizeTarget(spec)
-
-
-recover = restore_file
-finish = nothing_to_finish
 
 
 def image_fields(repository: str, sha: str, digest: str, pin: str) -> dict[str, str | None]:
@@ -154,7 +128,7 @@ def _append_entry(
     by re-parsing, else written by the round-trip dumper."""
     from ruamel.yaml.comments import CommentedMap
 
-    from shatag.targets._yamledit import intended, load, load_quiet, same, yaml_rt
+    from shatag.targets._yamledit import checked_or_dumped, intended, load
 
     expected = load(text, where)
     expected["images"].append(CommentedMap([("name", name)]))
@@ -177,13 +151,7 @@ def _append_entry(
             candidate = "".join([*before, *entry, *lines[end:]])
         else:
             candidate = None
-    if candidate is not None and same(load_quiet(candidate), expected):
-        return candidate
-    import io
-
-    out = io.StringIO()
-    yaml_rt().dump(expected, out)
-    return out.getvalue()
+    return checked_or_dumped(candidate, expected)
 
 
 def _block_end(lines: list[str], start: int, col: int) -> int:
@@ -201,4 +169,4 @@ def _block_end(lines: list[str], start: int, col: int) -> int:
     return max(end, start)
 
 
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
+KIND: Final = file_kind(NAME, KEYS, parse, KustomizeTarget)

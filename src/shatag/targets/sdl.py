@@ -24,18 +24,14 @@ services:
 from __future__ import annotations
 
 import importlib
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
 from shatag.limits import check_yaml_expansion, flat
-from shatag.targets import TargetContext, TargetKind
-from shatag.targets._files import FileTarget, nothing_to_finish, restore_file
-from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 
 if TYPE_CHECKING:
     from ruamel.yaml import YAML
@@ -46,35 +42,23 @@ KEYS: Final = frozenset({"kind", "path", "service", "pin"})
 
 
 @dataclass(frozen=True, slots=True)
-class SdlSpec:
+class SdlSpec(FileKindSpec):
+    KIND_NAME: ClassVar[str] = NAME
     path: str
     service: str
     pin: PinFormat = "tag+digest"
 
-    @property
-    def kind(self) -> str:
-        return NAME
-
-    @property
-    def label(self) -> str:
-        return f"{NAME}:{self.path}"
-
-    @property
-    def edits(self) -> Path | None:
-        return Path(self.path).absolute()
-
 
 def parse(where: str, raw: Mapping[str, Any]) -> SdlSpec:
-    check_keys(where, raw, KEYS, NAME)
-    pin = parse_pin(where, raw)
-    spec = converted(
+    spec = parse_file_spec(
         where,
-        lambda: SdlSpec(
+        raw,
+        KEYS,
+        NAME,
+        lambda pin: SdlSpec(
             path=str(raw.get("path", "")), service=str(raw.get("service", "")), pin=pin
         ),
     )
-    if not spec.path:
-        raise ConfigError(f"{where}: a {NAME} target needs a path")
     if not spec.service:
         raise ConfigError(f"{where}: an sdl target needs the service name")
     return spec
@@ -101,15 +85,7 @@ class SdlTarget(FileTarget[SdlSpec]):
         )
 
 
-def make(spec: SdlSpec, ctx: TargetContext) -> SdlTarget:
-    del ctx
-    return SdlTarget(spec)
-
-
-recover = restore_file
-finish = nothing_to_finish
-
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish, paths=frozenset({"path"}))
+KIND: Final = file_kind(NAME, KEYS, parse, SdlTarget, paths=frozenset({"path"}))
 
 
 def set_service_image(text: str, service: str, value: str, *, where: str = "sdl") -> str:
@@ -120,19 +96,18 @@ def set_service_image(text: str, service: str, value: str, *, where: str = "sdl"
     document = _load(text, where)
     service_map = _service(document, service, where)
     line, col = service_map.lc.value("image")
+    from shatag.targets._yamledit import checked_or_dumped
+
     lines = text.splitlines(keepends=True)
     expected = _load(text, where)
     _service(expected, service, where)["image"] = value
+    candidate = None
     if line < len(lines):
         edited = _replace_scalar(lines[line], col, value, flow=bool(service_map.fa.flow_style()))
         if edited is not None:
             candidate = "".join([*lines[:line], edited, *lines[line + 1 :]])
-            if _same(_load_quiet(candidate), expected):
-                return candidate
-    # Fallback: a scalar we cannot edit in place (block or multi-line). Round-trip dump.
-    out = io.StringIO()
-    _yaml().dump(expected, out)
-    return out.getvalue()
+    # A scalar we cannot edit in place (block or multi-line) falls back to a round-trip dump.
+    return checked_or_dumped(candidate, expected)
 
 
 def _fast_set_service_image(text: str, service: str, value: str) -> str | None:

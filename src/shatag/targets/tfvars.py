@@ -33,14 +33,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
-from shatag.targets import TargetContext, TargetKind
-from shatag.targets._files import FileTarget, nothing_to_finish, restore_file
-from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 from shatag.templates import Template, parse_template
 
 NAME: Final = "tfvars"
@@ -50,35 +47,26 @@ _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
-class TfvarsSpec:
+class TfvarsSpec(FileKindSpec):
+    KIND_NAME: ClassVar[str] = NAME
     path: str
     pin: PinFormat = "tag+digest"
     #: variable name → template; empty: the three default keys.
     variables: tuple[tuple[str, Template], ...] = ()
 
-    @property
-    def kind(self) -> str:
-        return NAME
-
-    @property
-    def label(self) -> str:
-        return f"{NAME}:{self.path}"
-
-    @property
-    def edits(self) -> Path | None:
-        return Path(self.path).absolute()
-
 
 def parse(where: str, raw: Mapping[str, Any]) -> TfvarsSpec:
-    check_keys(where, raw, KEYS, NAME)
-    pin = parse_pin(where, raw)
-    variables = _variables(f"{where}.variables", raw.get("variables"))
-    spec = converted(
-        where, lambda: TfvarsSpec(path=str(raw.get("path", "")), pin=pin, variables=variables)
+    return parse_file_spec(
+        where,
+        raw,
+        KEYS,
+        NAME,
+        lambda pin: TfvarsSpec(
+            path=str(raw.get("path", "")),
+            pin=pin,
+            variables=_variables(f"{where}.variables", raw.get("variables")),
+        ),
     )
-    if not spec.path:
-        raise ConfigError(f"{where}: a {NAME} target needs a path")
-    return spec
 
 
 def _variables(where: str, raw: object) -> tuple[tuple[str, Template], ...]:
@@ -121,12 +109,4 @@ class TfvarsTarget(FileTarget[TfvarsSpec]):
         return json.dumps(data, indent=2) + "\n"
 
 
-def make(spec: TfvarsSpec, ctx: TargetContext) -> TfvarsTarget:
-    del ctx
-    return TfvarsTarget(spec)
-
-
-recover = restore_file
-finish = nothing_to_finish
-
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish, paths=frozenset({"path"}))
+KIND: Final = file_kind(NAME, KEYS, parse, TfvarsTarget, paths=frozenset({"path"}))
