@@ -66,3 +66,10 @@ def test_property_fast_path_agrees_or_steps_aside(value: str, quote: str, commen
     assert len(lines_after) == len(lines_before)
     loaded = sdl._load(fast, "t")  # the ruamel.yaml reading of the fast edit
     assert str(loaded["services"]["api"]["image"]) == value
+
+
+@pytest.mark.parametrize("value", ["0E0", "1e3", "-2.5E+3", "0o17", "0x1F", ".inf", "~", "NULL"])
+def test_yaml_12_non_strings_step_aside(value: str) -> None:
+    """PyYAML (YAML 1.1) reads these as strings, ruamel.yaml (1.2) does not (Hypothesis found
+    ``0E0``): the fast path cannot vouch for them."""
+    assert sdl._fast_set_service_image("services:\n  api:\n    image: old\n", "api", value) is None

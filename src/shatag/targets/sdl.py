@@ -24,6 +24,7 @@ services:
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -110,8 +111,20 @@ def set_service_image(text: str, service: str, value: str, *, where: str = "sdl"
     return checked_or_dumped(candidate, expected)
 
 
+# Scalars YAML 1.2 (ruamel.yaml) may read as a number, bool or null where YAML 1.1 (PyYAML) reads
+# a string (``0E0``, ``1e3``, ``0o17``): the PyYAML check cannot vouch for them. A superset, on
+# purpose: stepping aside is always safe.
+_YAML12_NOT_STR: Final = re.compile(
+    r"[-+]?[0-9._]*(?:[eE][-+]?[0-9]+)?|[-+]?0[box][0-9a-fA-F_]+|[-+]?\.(?:inf|nan)"
+    r"|~|null|true|false",
+    re.IGNORECASE,
+)
+
+
 def _fast_set_service_image(text: str, service: str, value: str) -> str | None:
     """The in-place edit, checked with invoke's vendored PyYAML; ``None``: use ruamel.yaml."""
+    if _YAML12_NOT_STR.fullmatch(value):
+        return None
     pyyaml = _pyyaml()
     found = _fast_locate(pyyaml, text, service) if pyyaml is not None else None
     if found is None:
