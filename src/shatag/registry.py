@@ -9,11 +9,12 @@ Transient faults (connection refused, timeouts, HTTP 5xx/429) are retried a boun
 times with exponential backoff, then raise :class:`RegistryUnavailable`; 401/403 after
 authenticating raise :class:`RegistryAuthError`.
 
-Transport (issue 17): anonymous plain-HTTP (loopback) exchanges go over the standard library's
+Transport (issue 17): plain-HTTP (loopback) exchanges go over the standard library's
 ``http.client`` -- one connection per exchange, no proxies, the same per-read timeout -- so a
 deploy does not import ``requests`` (~50 ms of CPU) for one HEAD. ``requests`` still carries every
-HTTPS exchange, every redirect, and the token requests of a ``Bearer`` challenge (oras-py), and
-both transports' faults land in the same retry/deadline logic below.
+HTTPS exchange, every redirect, and the token requests of a ``Bearer`` challenge (oras-py; the
+answered request itself goes back over ``http.client``), and both transports' faults land in
+the same retry/deadline logic below.
 
 Deadlines (issue 14, item 5): ``timeout`` bounds each *attempt as a whole* -- connect, headers
 and body -- not just each socket read, so a registry that trickles a manifest a byte at a time
