@@ -131,36 +131,35 @@ class _Response:
         return next_link(self.header("Link") or "")
 
 
+#: One link of a ``Link`` header (RFC 8288): ``<target>`` and its ``;``-separated parameters,
+#: up to the next link (a ``,`` that precedes ``<``).
+_LINK: Final = re.compile(r"<(?P<target>[^<>]*)>(?P<params>[^<]*)")
+_REL: Final = re.compile(
+    r"""(?:^|;)\s*rel\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<token>[^\s;,"]+))""", re.I
+)
+
+
 def next_link(value: str) -> str | None:
-    """The URL of the ``rel="next"`` entry of a ``Link`` header value, parsed the way
-    ``requests.utils.parse_header_links`` parses it (``response.links["next"]["url"]``).
+    """The target of the first link whose ``rel`` names ``next`` in a ``Link`` header value
+    (RFC 8288: ``rel`` may hold several space-separated relation types), as the distribution
+    registry paginates its tag list; ``None`` when there is none. Hostile values give ``None``,
+    never an error.
 
     >>> next_link('</v2/api/tags/list?n=2&last=b>; rel="next"')
     '/v2/api/tags/list?n=2&last=b'
+    >>> next_link('<a>; rel="prev", <b>; title="x"; REL=next')
+    'b'
     >>> next_link('<a>; rel="prev"') is None
     True
     """
-    found: str | None = None
-    replace_chars = " '\""
-    value = value.strip(replace_chars)
-    if not value:
-        return None
-    for val in re.split(", *<", value):
-        try:
-            url, params = val.split(";", 1)
-        except ValueError:
-            url, params = val, ""
-        link = {"url": url.strip("<> '\"")}
-        for param in params.split(";"):
-            try:
-                key, item = param.split("=")
-            except ValueError:
-                break
-            link[key.strip(replace_chars)] = item.strip(replace_chars)
-        key = link.get("rel") or link.get("url")
-        if key == "next":
-            found = link["url"]  # a later entry with the same key wins, as in a dict
-    return found
+    for link in _LINK.finditer(value):
+        rel = _REL.search(link["params"])
+        if rel is None:
+            continue
+        relations = (rel["quoted"] if rel["quoted"] is not None else rel["token"]).split()
+        if "next" in (r.lower() for r in relations):
+            return link["target"].strip()
+    return None
 
 
 def _timeout_session(timeout: float) -> requests.Session:
