@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.dockerapp import (
@@ -59,10 +57,13 @@ from shatag.targets.docker_gated import (
     LABEL_APP_CONFIG,
     AppSpec,
     GatedDockerTarget,
+    Verdict,
     app_run_args,
     finish_gated,
+    http_probe,
     recover_gated,
     secret_values,
+    wait_healthy,
 )
 
 if TYPE_CHECKING:
@@ -102,7 +103,6 @@ LABEL_DIGEST: Final = "shatag.digest"
 LABEL_ENV: Final = "shatag.env"
 LABEL_ATTEMPT: Final = "shatag.attempt"
 STOP_TIMEOUT_SEC: Final = 10
-_POLL_SEC: Final = 0.1  # health polls are cheap; a late poll is pure deploy latency
 _LOG_TAIL: Final = 20
 _DEFAULT_CHECK_TIMEOUT_SEC: Final = 30.0  # docker's default HEALTHCHECK --timeout
 
@@ -398,26 +398,20 @@ class DockerTarget:
         """
         from python_on_whales.exceptions import DockerException
 
-        deadline = time.monotonic() + self.config.health_timeout_sec
         check = _health_command(container)
-        while True:
+
+        def look(deadline: float) -> tuple[Verdict, str]:
             try:
-                container = self._docker.container.inspect(container.id)
+                current = self._docker.container.inspect(container.id)
             except DockerException as exc:
-                return f"disappeared while starting ({_docker_error(exc)})"
-            verdict, status = self._health_step(container, check, deadline)
-            if verdict != "wait":
-                return None if verdict == "ok" else status
-            if time.monotonic() >= deadline:
-                return (
-                    f"was not healthy within {self.config.health_timeout_sec:g}s "
-                    f"(last status: {status})"
-                )
-            time.sleep(_POLL_SEC)
+                return "fail", f"disappeared while starting ({_docker_error(exc)})"
+            return self._health_step(current, check, deadline)
+
+        return wait_healthy(look, self.config.health_timeout_sec)
 
     def _health_step(
         self, container: Container, check: tuple[list[str], float] | None, deadline: float
-    ) -> tuple[Literal["ok", "fail", "wait"], str]:
+    ) -> tuple[Verdict, str]:
         """One look at a starting container: its verdict and status text."""
         state = container.state
         if not state.running or state.restarting:
@@ -441,14 +435,7 @@ class DockerTarget:
         return "wait", status
 
     def _probe(self) -> str:
-        url = f"http://127.0.0.1:{self.config.port}{self.config.health_path}"
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:
-                return "ok" if 200 <= response.status < 300 else f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            return f"no answer ({type(exc).__name__})"
+        return http_probe(f"127.0.0.1:{self.config.port}", self.config.health_path, timeout=1.0)
 
     def _logs(self, container: Container) -> str:
         from python_on_whales.exceptions import DockerException

@@ -40,7 +40,7 @@ import dataclasses
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -71,6 +71,35 @@ STOP_TIMEOUT_SEC: Final = 10
 DRAIN_TIMEOUT_SEC: Final = 30.0  # the longest a request in flight at the switch may take
 _POLL_SEC: Final = 0.1
 _DEFAULT_CHECK_TIMEOUT_SEC: Final = 30.0
+
+#: One look at a starting container: open the gate, fail it, or look again.
+Verdict = Literal["ok", "fail", "wait"]
+
+
+def wait_healthy(look: Callable[[float], tuple[Verdict, str]], timeout_sec: float) -> str | None:
+    """Poll ``look(deadline)`` until it opens (``None``) or fails the gate (its status), or
+    ``timeout_sec`` passes (the last status said). Both docker switches gate through here.
+    """
+    deadline = time.monotonic() + timeout_sec
+    while True:
+        verdict, status = look(deadline)
+        if verdict != "wait":
+            return None if verdict == "ok" else status
+        if time.monotonic() >= deadline:
+            return f"was not healthy within {timeout_sec:g}s (last status: {status})"
+        time.sleep(_POLL_SEC)
+
+
+def http_probe(hostport: str, path: str, *, timeout: float) -> str:
+    """``ok`` for a 2xx answer of ``http://<hostport><path>``, else ``HTTP <code>`` or
+    ``no answer (<error>)``."""
+    try:
+        with urllib.request.urlopen(f"http://{hostport}{path}", timeout=timeout) as response:
+            return "ok" if 200 <= response.status < 300 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"no answer ({type(exc).__name__})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,30 +349,21 @@ class GatedDockerTarget:
 
     def _gate(self) -> str | None:
         """``None`` once the new container passes its gate; else what went wrong."""
-        deadline = time.monotonic() + self.spec.health_timeout_sec
-        check: tuple[list[str], float] | None = None
-        first = True
-        status = "starting"
-        while True:
+        check: list[tuple[list[str], float] | None] = []  # the HEALTHCHECK, read at first look
+
+        def look(deadline: float) -> tuple[Verdict, str]:
             data = self._docker.inspect("container", self._new)
             if data is None:
-                return "disappeared while starting"
-            if first:
-                check = _health_command(data)
-                first = False
-            verdict, status = self._gate_step(data, check, deadline)
-            if verdict != "wait":
-                return None if verdict == "ok" else status
-            if time.monotonic() >= deadline:
-                return (
-                    f"was not healthy within {self.spec.health_timeout_sec:g}s (last status: "
-                    f"{status})"
-                )
-            time.sleep(_POLL_SEC)
+                return "fail", "disappeared while starting"
+            if not check:
+                check.append(_health_command(data))
+            return self._gate_step(data, check[0], deadline)
+
+        return wait_healthy(look, self.spec.health_timeout_sec)
 
     def _gate_step(
         self, data: Mapping[str, Any], check: tuple[list[str], float] | None, deadline: float
-    ) -> tuple[Literal["ok", "fail", "wait"], str]:
+    ) -> tuple[Verdict, str]:
         state = data.get("State") or {}
         if not state.get("Running") or state.get("Restarting"):
             return "fail", f"exited with status {state.get('ExitCode')} before becoming healthy"
@@ -375,14 +395,7 @@ class GatedDockerTarget:
             time.sleep(_POLL_SEC)
 
     def _probe(self, hostport: str) -> str:
-        url = f"http://{hostport}{self.spec.health_path}"
-        try:
-            with urllib.request.urlopen(url, timeout=2.0) as response:
-                return "ok" if 200 <= response.status < 300 else f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}"
-        except (OSError, ValueError) as exc:
-            return f"no answer ({type(exc).__name__})"
+        return http_probe(hostport, self.spec.health_path, timeout=2.0)
 
     def _logs(self, name: str) -> str:
         result = self._docker.run("logs", "--tail", "20", name, check=False)
