@@ -54,11 +54,10 @@ from shatag.proxy import (
 from shatag.targets import Target, TargetContext, TargetKind
 from shatag.targets._spec import check_keys, converted, parse_pin
 from shatag.targets.docker_gated import (
-    LABEL_APP_CONFIG,
     AppSpec,
     GatedDockerTarget,
     Verdict,
-    app_run_args,
+    app_run_argv,
     finish_gated,
     http_probe,
     recover_gated,
@@ -346,40 +345,14 @@ class DockerTarget:
         self._docker.container.rename(old, self.prev_name)
 
     def _start(self, image: ImageRef) -> Container:
-        labels = {
-            **owner_labels(self._env_name, self.name, "app"),
-            LABEL_SHA: image.sha,
-            LABEL_DIGEST: image.digest,
-            LABEL_ENV: self._env_name,
-            LABEL_ATTEMPT: self._attempt,
-            LABEL_APP_CONFIG: self.config.app.fingerprint,
-        }
-        argv = [
-            "run",
-            "--detach",
-            "--name",
-            self.name,
-            "--publish",
-            f"127.0.0.1:{self.config.port}:{self.config.container_port}",
-            # The image's HEALTHCHECK keeps its command; probing every second instead of the
-            # default 30 s lets the gate open as soon as the service answers.
-            "--health-interval",
-            "1s",
-            # A tiny init as PID 1 forwards SIGTERM: a server that installs no handler (busybox
-            # httpd, many scripts) otherwise ignores it as PID 1 and every switch waits the full
-            # stop timeout before SIGKILL.
-            "--init",
-            "--pull",
-            "never",
-            # Set at start: a container that crashes while starting shows as restarting, which
-            # the health gate treats as a failure (see _wait_healthy).
-            "--restart",
-            "unless-stopped",
-        ]
-        for key, value in labels.items():
-            argv += ["--label", f"{key}={value}"]
-        argv += app_run_args(self.config.app)  # secrets by name: no value on the command line
-        argv.append(image.pinned)
+        argv = app_run_argv(
+            self.config.app,
+            image,
+            container=self.name,
+            placement=["--publish", f"127.0.0.1:{self.config.port}:{self.config.container_port}"],
+            env_name=self._env_name,
+            attempt=self._attempt,
+        )
         cmd = [str(part) for part in self._docker.client_config.docker_cmd]
         result = Docker(cmd, self._env).run(*argv, check=False, secrets=self._secrets)
         if result.returncode != 0:

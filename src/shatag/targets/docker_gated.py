@@ -145,6 +145,53 @@ def app_run_args(spec: AppSpec) -> list[str]:
     return argv
 
 
+def app_run_argv(
+    spec: AppSpec,
+    image: ImageRef,
+    *,
+    container: str,
+    placement: list[str],
+    env_name: str,
+    attempt: str,
+) -> list[str]:
+    """The ``docker run`` of one release of ``spec`` as ``container``, for both switches;
+    ``placement`` is where it listens (``--network`` behind the proxy, ``--publish`` without).
+    """
+    labels = {
+        **owner_labels(env_name, spec.name, "app"),
+        LABEL_SHA: image.sha,
+        LABEL_DIGEST: image.digest,
+        LABEL_ATTEMPT: attempt,
+        LABEL_APP_CONFIG: spec.fingerprint,
+    }
+    argv = [
+        "run",
+        "--detach",
+        "--name",
+        container,
+        *placement,
+        # The image's HEALTHCHECK keeps its command; probing every second instead of the
+        # default 30 s lets the gate open as soon as the service answers.
+        "--health-interval",
+        "1s",
+        # A tiny init as PID 1 forwards SIGTERM: a server that installs no handler (busybox
+        # httpd, many scripts) otherwise ignores it as PID 1 and every switch waits the full
+        # stop timeout before SIGKILL.
+        "--init",
+        "--pull",
+        "never",
+        # Set at start: a container that crashes while starting shows as restarting, which
+        # the health gate treats as a failure; after a daemon restart it comes back.
+        "--restart",
+        "unless-stopped",
+    ]
+    for key, value in labels.items():
+        argv += ["--label", f"{key}={value}"]
+    argv += app_run_args(spec)  # secrets by name: no value on the command line
+    argv.append(image.pinned)
+    return argv
+
+
 class GatedDockerTarget:
     def __init__(
         self,
@@ -313,32 +360,14 @@ class GatedDockerTarget:
         return routed
 
     def _start(self, image: ImageRef) -> None:
-        labels = {
-            **owner_labels(self._env_name, self.spec.name, "app"),
-            LABEL_SHA: image.sha,
-            LABEL_DIGEST: image.digest,
-            LABEL_ATTEMPT: self._attempt,
-            LABEL_APP_CONFIG: self.spec.fingerprint,
-        }
-        argv = [
-            "run",
-            "--detach",
-            "--name",
-            self._new,
-            "--network",
-            self._proxy.spec.network,
-            "--init",
-            "--restart",
-            "unless-stopped",
-            "--health-interval",
-            "1s",
-            "--pull",
-            "never",
-        ]
-        for key, value in labels.items():
-            argv += ["--label", f"{key}={value}"]
-        argv += app_run_args(self.spec)
-        argv.append(image.pinned)
+        argv = app_run_argv(
+            self.spec,
+            image,
+            container=self._new,
+            placement=["--network", self._proxy.spec.network],
+            env_name=self._env_name,
+            attempt=self._attempt,
+        )
         result = self._docker.run(*argv, check=False, secrets=self._secrets)
         if result.returncode != 0:
             self._docker.remove(self._new)
