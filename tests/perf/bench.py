@@ -51,7 +51,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from shatag.config import Settings
 from shatag.core import ensure_immutable_tag, parse_repository, validate_sha
@@ -181,12 +181,14 @@ def git_in(cwd: Path, args: Sequence[str], stdin: str) -> str:
     return proc.stdout.strip()
 
 
-def interleave(
-    runs: int, a: Callable[[int], float], b: Callable[[int], float]
-) -> tuple[list[float], list[float]]:
-    """``runs`` samples of each, alternating which goes first (A B, B A, ...)."""
-    xs: list[float] = []
-    ys: list[float] = []
+T = TypeVar("T")
+
+
+def interleave(runs: int, a: Callable[[int], T], b: Callable[[int], T]) -> tuple[list[T], list[T]]:
+    """``runs`` samples of each (seconds, or a :class:`Cost`), alternating which goes first
+    (A B, B A, ...)."""
+    xs: list[T] = []
+    ys: list[T] = []
     for i in range(runs):
         if i % 2 == 0:
             xs.append(a(i))
@@ -455,21 +457,6 @@ def measured(argv: Sequence[str], env: Mapping[str, str], **kwargs: Any) -> Cost
     return m.cost
 
 
-def interleave_costs(
-    runs: int, a: Callable[[int], Cost], b: Callable[[int], Cost]
-) -> tuple[list[Cost], list[Cost]]:
-    xs: list[Cost] = []
-    ys: list[Cost] = []
-    for i in range(runs):
-        if i % 2 == 0:
-            xs.append(a(i))
-            ys.append(b(i))
-        else:
-            ys.append(b(i))
-            xs.append(a(i))
-    return xs, ys
-
-
 @dataclass(frozen=True)
 class Pairing:
     """Paired ratios x_i / y_i of one comparison, by wall and by CPU time."""
@@ -673,7 +660,7 @@ def build_pairs(w: World, payload_mb: int) -> None:
 
     ours(-1)  # warm-up: the busybox and www layers reach the registry once, for both
     by_hand(-1)
-    xs, ys = interleave_costs(max(w.runs, BUILD_MIN_RUNS), ours, by_hand)
+    xs, ys = interleave(max(w.runs, BUILD_MIN_RUNS), ours, by_hand)
     pairing = Pairing(xs, ys)
     w.samples[f"build_{payload_mb}mb"] = {**pairing.as_json(), "builder": builder[0]}
     floor = "`docker build --no-cache`, then `docker push` with `syft scan` in parallel"
@@ -889,8 +876,8 @@ def bench_docker_mode(
         return floor(*target(i))
 
     runs = max(w.runs, DOCKER_MIN_RUNS)
-    deploys = Pairing(*interleave_costs(runs, ours("deploy"), by_hand))
-    rollbacks = Pairing(*interleave_costs(runs, ours("rollback"), by_hand))
+    deploys = Pairing(*interleave(runs, ours("deploy"), by_hand))
+    rollbacks = Pairing(*interleave(runs, ours("rollback"), by_hand))
     switch = "proxy-gated, the default" if mode == "proxy" else "`proxy: false`"
     for action, pairing in (("deploy", deploys), ("rollback", rollbacks)):
         ratio_rows(
@@ -967,12 +954,12 @@ def bench_startup(w: World) -> None:
     floor = python_floor(w)
     runs = max(w.runs, STARTUP_MIN_RUNS)
     listing = Pairing(
-        *interleave_costs(
+        *interleave(
             runs, lambda _i: measured(w.inv(["--list"]), w.env), lambda _i: measured(floor, w.env)
         )
     )
     helping = Pairing(
-        *interleave_costs(
+        *interleave(
             runs,
             lambda _i: measured(w.inv(["build", "--help"]), w.env),
             lambda _i: measured(floor, w.env),
@@ -1013,7 +1000,7 @@ def bench_files(w: World) -> None:
         deploy_cost(w, config, "files", sha, w.env)
     floor = python_floor(w)
     pairing = Pairing(
-        *interleave_costs(
+        *interleave(
             max(w.runs, STARTUP_MIN_RUNS),
             lambda i: deploy_cost(w, config, "files", shas[i % 2], w.env),
             lambda _i: measured(floor, w.env),
@@ -1045,7 +1032,7 @@ def bench_flat(w: World) -> None:
     for key in ("big", "small"):  # one deploy each first: what a first deploy sets up
         deploy_cost(w, configs[key], "files", next(fresh), w.env)
     history = Pairing(
-        *interleave_costs(
+        *interleave(
             runs,
             lambda _i: deploy_cost(w, configs["big"], "files", next(fresh), w.env),
             lambda _i: deploy_cost(w, configs["small"], "files", next(fresh), w.env),
@@ -1073,7 +1060,7 @@ def bench_flat(w: World) -> None:
         for sha in shas_of:
             deploy_cost(w, sized[key], "files", sha, w.env)
     sizes = Pairing(
-        *interleave_costs(
+        *interleave(
             runs,
             lambda i: deploy_cost(w, sized["big"], "files", big[i % 2], w.env),
             lambda i: deploy_cost(w, sized["small"], "files", small[i % 2], w.env),
@@ -1102,7 +1089,7 @@ def bench_flat(w: World) -> None:
         for k, v in meta.items()
     }
     signatures = Pairing(
-        *interleave_costs(
+        *interleave(
             runs,
             lambda _i: measured(w.inv(["signatures"]), sig_env["big"]),
             lambda _i: measured(w.inv(["signatures"]), sig_env["small"]),
@@ -1207,7 +1194,7 @@ def bench_verify(w: World) -> None:
             run([cosign, "verify-attestation", "--type", "spdxjson", *trust, image], cosign_env)
         return m.cost
 
-    pairing = Pairing(*interleave_costs(max(w.runs, STARTUP_MIN_RUNS), ours, by_hand))
+    pairing = Pairing(*interleave(max(w.runs, STARTUP_MIN_RUNS), ours, by_hand))
     w.samples["verify"] = pairing.as_json()
     ratio_rows(
         w,
