@@ -52,14 +52,16 @@ def _import_client() -> None:
 class DockerEngine:
     """One docker engine, as the environment mapping describes it (DOCKER_HOST, …)."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], *, prefetch: bool = True) -> None:
         self._env = dict(env)
         self._client: DockerClient | None = None
         self._builder: Builder | None = None
         # Importing python-on-whales (and pydantic) costs 0.2-0.3 s of CPU; the engine needs it
         # only for inspections and tags, after a build or a pull. Start that import now, in the
-        # background, so it overlaps the docker commands that need no client (issue 17).
-        threading.Thread(target=_import_client, name="shatag-import-pow").start()
+        # background, so it overlaps the docker commands that need no client (issue 17) --
+        # unless the caller says it will not use the client at all (``prefetch=False``).
+        if prefetch:
+            threading.Thread(target=_import_client, name="shatag-import-pow").start()
 
     @property
     def client(self) -> DockerClient:
@@ -74,7 +76,7 @@ class DockerEngine:
             )
         return self._client
 
-    def _cmd(self) -> list[str]:
+    def cmd(self) -> list[str]:
         """The docker command line python-on-whales builds for this engine
         (``client_config.docker_cmd``: the binary, ``--config``, ``--host``), made here so that
         running a docker command does not wait for python-on-whales to be imported."""
@@ -96,14 +98,14 @@ class DockerEngine:
                 self._builder = "buildx" if forced == "buildx" else "classic"
             else:
                 probe = _run.run(
-                    [*self._cmd(), "buildx", "version"], timeout=30, env=self._env, check=False
+                    [*self.cmd(), "buildx", "version"], timeout=30, env=self._env, check=False
                 )
                 self._builder = "buildx" if probe.returncode == 0 else "classic"
         return self._builder
 
     def ping(self) -> None:
         result = _run.run(
-            [*self._cmd(), "version", "--format", "{{.Server.Version}}"],
+            [*self.cmd(), "version", "--format", "{{.Server.Version}}"],
             timeout=30,
             env=self._env,
             check=False,
@@ -129,7 +131,7 @@ class DockerEngine:
         builder = self.builder()
         with tempfile.TemporaryDirectory(prefix="shatag-build-") as tmp:
             iidfile = Path(tmp) / "iid"
-            argv = [*self._cmd()]
+            argv = [*self.cmd()]
             env = dict(self._env)
             if builder == "buildx":
                 argv += ["buildx", "build", "--load", "--provenance=false", "--sbom=false"]
@@ -171,7 +173,7 @@ class DockerEngine:
                 on_line(line)
 
         try:
-            _run.run([*self._cmd(), "push", tag], timeout=timeout, env=self._env, on_line=watch)
+            _run.run([*self.cmd(), "push", tag], timeout=timeout, env=self._env, on_line=watch)
         except ToolFailure as exc:
             raise PushFailure(
                 f"docker push {tag} failed: {exc.message}; check that the registry "
@@ -186,7 +188,7 @@ class DockerEngine:
         when it could not run or did not finish within ``timeout``."""
         try:
             result = _run.run(
-                [*self._cmd(), "exec", container, *command],
+                [*self.cmd(), "exec", container, *command],
                 timeout=timeout,
                 env=self._env,
                 check=False,

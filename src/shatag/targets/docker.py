@@ -221,6 +221,7 @@ class DockerTarget:
         self._old_running = False
         self._applied = False
         self._old: Container | None = None
+        self._stale: Container | None = None
         self._env = ctx.env
         self._secrets: tuple[str, ...] = ()
 
@@ -245,8 +246,8 @@ class DockerTarget:
 
         self._image = image
         self._secrets = secret_values(self.config.app, self._env, self.label)
-        for name in (self.name, self.prev_name):
-            found = _inspect(self._docker, name)
+        seen = {name: _inspect(self._docker, name) for name in (self.name, self.prev_name)}
+        for name, found in seen.items():
             if found is not None:
                 check_owned(
                     "container",
@@ -256,8 +257,9 @@ class DockerTarget:
                     target=self.name,
                 )
         self._refuse_behind_proxy()
-        old = _inspect(self._docker, self.name)
+        old = seen[self.name]
         self._old = old
+        self._stale = seen[self.prev_name]
         self._had_old = old is not None
         self._old_running = bool(old is not None and old.state.running)
         try:
@@ -329,7 +331,7 @@ class DockerTarget:
 
     def _park_old(self) -> None:
         """Stop the old container and keep it aside as ``<name>-shatag-prev``."""
-        stale = _inspect(self._docker, self.prev_name)
+        stale = self._stale  # inspected by prepare(), under the same environment lock
         if stale is not None:
             # Left by a crash that recovery did not see (no journal): <name> is the live one.
             if _inspect(self._docker, self.name) is None:
@@ -372,10 +374,11 @@ class DockerTarget:
         from python_on_whales.exceptions import DockerException
 
         check = _health_command(container)
+        first = [container]  # the first look is the inspection _start() just made
 
         def look(deadline: float) -> tuple[Verdict, str]:
             try:
-                current = self._docker.container.inspect(container.id)
+                current = first.pop() if first else self._docker.container.inspect(container.id)
             except DockerException as exc:
                 return "fail", f"disappeared while starting ({_docker_error(exc)})"
             return self._health_step(current, check, deadline)
