@@ -40,7 +40,7 @@ import dataclasses
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -415,7 +415,7 @@ class GatedDockerTarget:
             if data is None:
                 return "fail", "disappeared while starting"
             if not check:
-                check.append(_health_command(data))
+                check.append(health_command_of(data))
             return self._gate_step(data, check[0], deadline)
 
         return wait_healthy(look, self.spec.health_timeout_sec)
@@ -563,14 +563,28 @@ def _address(data: Mapping[str, Any], network: str) -> str:
     return str(entry.get("IPAddress") or "")
 
 
-def _health_command(data: Mapping[str, Any]) -> tuple[list[str], float] | None:
+def health_command_of(data: Mapping[str, Any]) -> tuple[list[str], float] | None:
+    """:func:`health_command` of a container's or image's ``docker inspect`` JSON."""
     healthcheck = (data.get("Config") or {}).get("Healthcheck") or {}
-    test = list(healthcheck.get("Test") or [])
+    return health_command(healthcheck.get("Test"), healthcheck.get("Timeout"))
+
+
+def health_command(
+    test: Sequence[str] | None, timeout_ns: int | None
+) -> tuple[list[str], float] | None:
+    """A ``HEALTHCHECK`` (docker's ``Test`` list, ``Timeout`` in ns) as an exec argument list and
+    its timeout in seconds; ``None`` when there is nothing to run.
+
+    >>> health_command(["CMD-SHELL", "curl -f localhost"], 2_000_000_000)
+    (['/bin/sh', '-c', 'curl -f localhost'], 2.0)
+    >>> health_command(["NONE"], None) is None
+    True
+    """
+    test = list(test or [])
     if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
-        return None
+        return None  # NONE, inherited-only or empty: nothing of our own to run
     command = test[1:] if test[0] == "CMD" else ["/bin/sh", "-c", test[1]]
-    timeout_ns = healthcheck.get("Timeout") or 0
-    seconds = timeout_ns / 1e9 if timeout_ns > 0 else _DEFAULT_CHECK_TIMEOUT_SEC
+    seconds = timeout_ns / 1e9 if timeout_ns and timeout_ns > 0 else _DEFAULT_CHECK_TIMEOUT_SEC
     return command, seconds
 
 
