@@ -201,25 +201,30 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     return spec
 
 
-def _engine(env: Mapping[str, str]) -> DockerEngine:
+def _engine(env: Mapping[str, str], *, prefetch: bool = True) -> DockerEngine:
     from shatag.docker import DockerEngine
 
-    return DockerEngine(env)
+    return DockerEngine(env, prefetch=prefetch)
 
 
 class DockerTarget:
     """``proxy: false``: stop the old container, then start the new one on the same port (a
     short gap, measured in docs/reliability.md).
 
-    It reads the engine through the docker CLI's JSON (:class:`shatag.proxy.Docker`: what
-    ``prepare`` needs in one look) and acts through python-on-whales (stop, rename, remove,
-    pull, logs); the client is imported in the background meanwhile (issue 17)."""
+    The switch drives the docker CLI through :class:`shatag.proxy.Docker` (what ``prepare``
+    needs in one look; stop, rename, run, remove), as the gated switch does: python-on-whales
+    re-inspected a container on nearly every attribute read, and its import (0.2-0.3 s of CPU)
+    was on the path of every switch (issue 17). It is still the client for a pull, the logs of
+    a failed start and the undo."""
 
     def __init__(self, config: DockerSpec, ctx: TargetContext) -> None:
         self.config = config
         self.name = config.name
         self.prev_name = config.name + PREV_SUFFIX
-        self._engine = _engine(ctx.env)
+        # The switch itself runs the docker CLI through shatag._run (its own process group while
+        # a switch holds the signals); python-on-whales is imported only for a pull, the logs
+        # of a failed start, or an undo.
+        self._engine = _engine(ctx.env, prefetch=False)
         self._reader: Docker | None = None
         self._env_name = ctx.env_name
         self._attempt = ctx.attempt
@@ -292,8 +297,6 @@ class DockerTarget:
             ) from None
 
     def apply(self) -> None:
-        from python_on_whales.exceptions import DockerException
-
         image = self._image
         if image is None:
             raise RuntimeError("apply() before prepare()")
@@ -303,13 +306,12 @@ class DockerTarget:
         try:
             self._park_old()
             new = self._start(image)
-        except (DockerException, DeployFailed) as exc:
+        except DeployFailed as exc:
             self._undo()
             self._applied = False
-            why = exc.message if isinstance(exc, DeployFailed) else _docker_error(exc)
             raise DeployFailed(
-                f"{self.label}: could not start {image.pinned}: {why}; the previous container "
-                "was restored"
+                f"{self.label}: could not start {image.pinned}: {exc.message}; the previous "
+                "container was restored"
             ) from None
         self._applied = True
         problem = self._wait_healthy(new)
@@ -328,11 +330,8 @@ class DockerTarget:
             self._applied = False
 
     def commit(self) -> None:
-        from python_on_whales.exceptions import DockerException
-
         self._applied = False
-        with contextlib.suppress(DockerException):
-            self._docker.container.remove(self.prev_name, force=True)
+        self._cli.remove(self.prev_name)  # ``rm -f``: absent already is fine
 
     def journal(self) -> dict[str, Any]:
         return {
@@ -352,14 +351,14 @@ class DockerTarget:
         if stale is not None:
             # Left by a crash that recovery did not see (no journal): <name> is the live one.
             if old is None:
-                self._docker.container.rename(str(stale["Id"]), self.name)
+                self._cli.run("rename", str(stale["Id"]), self.name)
             else:
-                self._docker.container.remove(str(stale["Id"]), force=True)
+                self._cli.run("rm", "--force", str(stale["Id"]))
             old = self._cli.inspect("container", self.name)
         if old is None:
             return
-        self._docker.container.stop(str(old["Id"]), time=STOP_TIMEOUT_SEC)
-        self._docker.container.rename(str(old["Id"]), self.prev_name)
+        self._cli.run("stop", "--time", str(STOP_TIMEOUT_SEC), str(old["Id"]))
+        self._cli.run("rename", str(old["Id"]), self.prev_name)
 
     def _start(self, image: ImageRef) -> dict[str, Any]:
         argv = app_run_argv(
