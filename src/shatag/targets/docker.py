@@ -88,14 +88,6 @@ KEYS: Final = frozenset(
         "volumes",
     }
 )
-#: The target of the built-in ``local`` environment (``shatag.config.DEFAULTS``).
-DEFAULT_TARGET: Final[dict[str, Any]] = {
-    "kind": NAME,
-    "name": "shatag-local",
-    "port": 8080,
-    "container_port": 8080,
-    "health_path": "/healthz",
-}
 PREV_SUFFIX: Final = "-shatag-prev"
 LABEL_SHA: Final = "shatag.sha"
 LABEL_DIGEST: Final = "shatag.digest"
