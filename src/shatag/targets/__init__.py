@@ -125,17 +125,6 @@ KIND_MODULES: Final[Mapping[str, str]] = {
     "kustomize": "shatag.targets.kustomize",
     "helm_values": "shatag.targets.helm_values",
 }
-#: The target of the built-in ``local`` environment (``shatag.config.DEFAULTS``): plain data,
-#: so the defaults need no kind module.
-DEFAULT_TARGETS: Final[tuple[dict[str, Any], ...]] = (
-    {
-        "kind": "docker",
-        "name": "shatag-local",
-        "port": 8080,
-        "container_port": 8080,
-        "health_path": "/healthz",
-    },
-)
 
 
 class _Kinds(Mapping[str, TargetKind[Any]]):
@@ -213,7 +202,6 @@ def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
 
 
 __all__ = [
-    "DEFAULT_TARGETS",
     "KINDS",
     "KIND_MODULES",
     "Target",
