@@ -56,6 +56,8 @@ _ENV_KEYS: Final = frozenset({"repository_type", "targets", "apply", "apply_time
 
 @dataclass(frozen=True, slots=True)
 class EnvironmentConfig:
+    """One configured environment: its repository policy, its targets and its apply step."""
+
     name: str
     repository_type: RepositoryType
     #: Each target's spec, parsed by its kind (:mod:`shatag.targets`).
@@ -120,6 +122,8 @@ class StateConfig:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """The validated ``shatag`` configuration of one run (:meth:`from_mapping`)."""
+
     canonical: Repository
     staging: Repository
     main_branches: tuple[str, ...] = ("main", "master")

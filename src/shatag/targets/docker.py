@@ -100,6 +100,8 @@ _DEFAULT_CHECK_TIMEOUT_SEC: Final = 30.0  # docker's default HEALTHCHECK --timeo
 
 @dataclass(frozen=True, slots=True)
 class DockerSpec:
+    """The validated configuration of one ``docker`` target."""
+
     name: str
     port: int
     container_port: int
