@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from shatag import limits
-from shatag._defaults import DEFAULTS
+from shatag import _defaults, limits
 from shatag.core import (
     Repository,
     RepositoryType,
@@ -41,6 +40,9 @@ from shatag.core import (
 from shatag.errors import ConfigError
 from shatag.source import BUILD_SOURCES, BuildSource, check_input_paths
 from shatag.targets import TargetSpec, parse_target
+
+#: The keys and their built-in defaults (plain data in :mod:`shatag._defaults`).
+DEFAULTS: Final = _defaults.DEFAULTS
 
 SignaturePolicy = Literal["soft", "enforce"]
 StateBackend = Literal["local", "git"]
