@@ -78,6 +78,8 @@ class BuildEngine(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BuildRequest:
+    """What ``inv build`` asks for: the commit, its branch and the flags."""
+
     sha: str
     branch: str
     rebuild: bool = False

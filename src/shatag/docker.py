@@ -40,6 +40,8 @@ _PUSH_NOISE: Final = ("Preparing", "Waiting", "Pushing")
 
 @dataclass(frozen=True, slots=True)
 class BuiltImage:
+    """The image a build produced (its local id) and the builder that made it."""
+
     image_id: str
     builder: Builder
 

@@ -91,14 +91,6 @@ KEYS: Final = frozenset(
         "volumes",
     }
 )
-#: The target of the built-in ``local`` environment (``shatag.config.DEFAULTS``).
-DEFAULT_TARGET: Final[dict[str, Any]] = {
-    "kind": NAME,
-    "name": "shatag-local",
-    "port": 8080,
-    "container_port": 8080,
-    "health_path": "/healthz",
-}
 PREV_SUFFIX: Final = "-shatag-prev"
 LABEL_SHA: Final = "shatag.sha"
 LABEL_DIGEST: Final = "shatag.digest"
@@ -110,6 +102,8 @@ _LOG_TAIL: Final = 20
 
 @dataclass(frozen=True, slots=True)
 class DockerSpec:
+    """The validated configuration of one ``docker`` target."""
+
     name: str
     port: int
     container_port: int
