@@ -71,3 +71,26 @@ def test_tools_run_during_a_switch_are_out_of_reach_of_a_signal_to_the_whole_gro
         inside = _run.run([PY, "-c", code], timeout=30)
     assert int(outside.stdout) == os.getpgrp()
     assert int(inside.stdout) != os.getpgrp()
+
+
+def test_a_large_input_and_output_flow_at_once_without_deadlock() -> None:
+    """stdin is fed by its own thread while both outputs are read (``git cat-file --batch``)."""
+    text = "".join(f"line {i} " + "x" * 100 + "\n" for i in range(20_000))  # ~2.2 MB
+    code = (
+        "import sys; data = sys.stdin.read(); sys.stdout.write(data); "
+        "print(len(data), file=sys.stderr)"
+    )
+    result = _run.run([PY, "-c", code], timeout=60, stdin=text)
+    assert result.stdout == text
+    assert result.stderr == f"{len(text)}\n"
+
+
+def test_lines_stream_to_on_line_as_they_arrive_undecodable_bytes_replaced() -> None:
+    lines: list[str] = []
+    code = (
+        "import sys; sys.stdout.buffer.write(b'a\\xff\\n'); sys.stdout.flush(); "
+        "print('b', file=sys.stderr)"
+    )
+    result = _run.run([PY, "-c", code], timeout=30, on_line=lines.append)
+    assert sorted(lines) == ["a\ufffd", "b"]
+    assert result.stdout == "a\ufffd\n"
