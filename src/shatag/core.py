@@ -15,10 +15,11 @@ No I/O happens here; everything is unit- and property-tested.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from shatag.errors import ConfigError, InvalidInput, MissingSha, PolicyViolation
 
@@ -246,3 +247,16 @@ class ImageRef:
         if pin == "tag":
             return self.repository.tag(self.sha)
         return self.pinned
+
+
+def json_object(text: str | bytes) -> dict[str, Any] | None:
+    """``text`` as one JSON object; ``None`` for anything else (not JSON, a list, a number).
+
+    >>> json_object('{"a": 1}'), json_object("[1]"), json_object("{torn")
+    ({'a': 1}, None, None)
+    """
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

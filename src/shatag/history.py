@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
 from shatag import shaindex
-from shatag.core import validate_env_name
+from shatag.core import json_object, validate_env_name
 
 Action = Literal["deploy", "rollback"]
 Outcome = Literal["ok", "failed"]
@@ -94,11 +94,8 @@ class HistoryRecord:
     @classmethod
     def from_json(cls, line: str | bytes) -> HistoryRecord | None:
         """Parse one line; ``None`` for a torn, foreign or otherwise unusable line."""
-        try:
-            data = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
+        data = json_object(line)
+        if data is None:
             return None
         known = {f.name for f in fields(cls)}
         kept: dict[str, Any] = {k: v for k, v in data.items() if k in known}

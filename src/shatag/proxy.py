@@ -68,6 +68,7 @@ from typing import Any, Final
 
 from shatag import _run
 from shatag._fs import atomic_write_text
+from shatag.core import json_object
 from shatag.errors import DeployFailed, NotOwned, ToolFailure, ToolTimeout
 
 CADDY_VERSION: Final = "2.11.9"  # what ci/install-tools.sh builds for the tests
@@ -471,11 +472,8 @@ def line_up(
 
 def _inspected(kind: str, name: str, line: str) -> dict[str, Any] | None:
     """One line of :func:`line_up`'s answer, if it is the JSON object of ``name``."""
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+    data = json_object(line)
+    if data is None:
         return None
     if kind != "image" and str(data.get("Name", "")).lstrip("/") != name:
         return None  # containers and networks name themselves: they must match
