@@ -143,8 +143,11 @@ def test_deploy_switch_and_rollback_go_through_the_proxy(
     net = json.loads(_docker("network", "inspect", f"{px.name}-shatag-net"))[0]
     assert net["Labels"]["shatag.target"] == px.name
 
-    second = px.deploy(shas["B"])
+    argv = ["-f", str(px.config), "deploy", f"--sha={shas['B']}", "--env=prod"]
+    second = run_inv(argv, {**px.env, "PYTHONPROFILEIMPORTTIME": "1"})
     assert second.returncode == 0, second.stderr
+    assert "python_on_whales" not in second.stderr  # the CLI alone switches (issue 17)
+    assert "import time:" in second.stderr  # so the line above is not vacuous
     assert json.loads(px.serves()) == {"release": "B"}
     (app_b,) = px.apps()  # the old one retired
     assert app_b != app_a

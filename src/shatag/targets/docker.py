@@ -254,8 +254,6 @@ class DockerTarget:
         return f"{self.label}: {was} → {image.pinned}"
 
     def prepare(self, image: ImageRef) -> None:
-        from python_on_whales.exceptions import DockerException
-
         self._image = image
         self._secrets = secret_values(self.config.app, self._env, self.label)
         proxy = self.name + PROXY_SUFFIX
@@ -282,6 +280,8 @@ class DockerTarget:
         # so a rollback to a recent release starts without a registry round trip.
         if self._cli.inspect("image", image.pinned) is not None:
             return
+        from python_on_whales.exceptions import DockerException
+
         try:
             self._docker.image.pull(image.pinned, quiet=True)
         except DockerException as exc:
