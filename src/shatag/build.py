@@ -8,12 +8,13 @@ config digest equals the local image ID, and the short tag resolves to the same 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +66,11 @@ class BuildEngine(Protocol):
         on_line: Callable[[str], None],
     ) -> BuiltImage:
         """Clean build; the local image ID (config digest) and the builder used."""
+        ...
+
+    def builder(self) -> str:
+        """Which builder :meth:`build` will use (probed once; safe to ask from another thread
+        while nothing else uses the engine)."""
         ...
 
     def tag(self, source: str, target: str) -> None: ...
@@ -235,7 +241,13 @@ def build(
                 return scanning.result
 
             with tempfile.TemporaryDirectory(prefix="shatag-context-") as scratch:
-                prepared = _prepare_context(settings, sha, Path(scratch), env=env)
+                # Which builder to use (a docker call) is asked while git exports the context;
+                # a context that fails its checks drops the answer (issue 17).
+                probing = pool.submit(engine.builder)
+                prepared = _prepare_context(
+                    settings, sha, Path(scratch), env=env, submit=pool.submit
+                )
+                probing.result()
                 record, local_sbom = _build_and_push(
                     job,
                     engine,
@@ -286,7 +298,12 @@ class _Context:
 
 
 def _prepare_context(
-    settings: Settings, sha: str, scratch: Path, *, env: Mapping[str, str]
+    settings: Settings,
+    sha: str,
+    scratch: Path,
+    *,
+    env: Mapping[str, str],
+    submit: Callable[..., Future[str]] | None = None,
 ) -> _Context:
     """The build context of ``sha`` (issue 13, item 3), every check done before the build.
 
@@ -294,9 +311,16 @@ def _prepare_context(
     inputs, unpacked under ``scratch``. ``worktree``: the context directory itself, when HEAD is
     ``sha`` and no tracked file is modified. Outside git: the directory as given (the operator
     vouches for it with ``--sha``).
+
+    ``submit`` (an executor's): the source URL (a ``git config`` call) is looked up alongside
+    the export instead of after it.
     """
     context = settings.context
     git = source_mod.probe(context, env)
+    url_of = functools.partial(
+        source_mod.source_url, settings.source_url, env=env, context=context, git=git
+    )
+    looking_up = submit(url_of) if submit is not None else None
     inputs = source_mod.hash_inputs(context, settings.build_inputs)
     if git is not None and settings.build_source == "commit":
         path = scratch / "context"
@@ -313,7 +337,7 @@ def _prepare_context(
     if not dockerfile.is_file():
         raise BuildFailure(f"Dockerfile {settings.dockerfile} does not exist in {where}")
     labels = {"org.opencontainers.image.revision": sha}
-    url = source_mod.source_url(settings.source_url, env=env, context=context, git=git)
+    url = looking_up.result() if looking_up is not None else url_of()
     if url:
         labels["org.opencontainers.image.source"] = url
     return _Context(path, dockerfile, kind, inputs, labels)
