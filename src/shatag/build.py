@@ -12,7 +12,6 @@ import functools
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -454,7 +453,7 @@ def _build_and_push(
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
     # Built under a tag of its own: another build of this SHA on this engine cannot move it.
     # The SHA tags are set only under the build lock, right before the push.
-    private_tag = f"{repo}:shatag-build-{short_sha(sha)}-{uuid.uuid4().hex[:8]}"
+    private_tag = f"{repo}:shatag-build-{short_sha(sha)}-{os.urandom(4).hex()}"
     built = engine.build(
         context=context,
         dockerfile=dockerfile,
