@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from shatag.errors import ConfigError
-from shatag.source import git_toplevel
 
 CONFIG_FILE: Final = "shatag.yaml"
 ENV_PREFIX: Final = "INVOKE_SHATAG_"
@@ -38,6 +37,8 @@ def find_config_file(cwd: Path) -> Path | None:
     here = cwd / CONFIG_FILE
     if here.is_file():
         return here
+    from shatag.source import git_toplevel  # lazy: only the `shatag` script looks for it
+
     top = git_toplevel(cwd)
     if top is not None and (top / CONFIG_FILE).is_file():
         return top / CONFIG_FILE

@@ -30,6 +30,8 @@ MASK = "***"
 
 @dataclass(frozen=True, slots=True)
 class Result:
+    """What a finished command left: its quoted command line, exit code and output."""
+
     command: str
     returncode: int
     stdout: str

@@ -83,6 +83,8 @@ class BuildEngine(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BuildRequest:
+    """What ``inv build`` asks for: the commit, its branch and the flags."""
+
     sha: str
     branch: str
     rebuild: bool = False
@@ -231,7 +233,7 @@ def build(
         else:
             if not context.is_dir():
                 raise BuildFailure(f"build context {context} does not exist or is not a directory")
-            engine: BuildEngine = docker or DockerEngine(env, preload_client=False)
+            engine: BuildEngine = docker or DockerEngine(env, prefetch=False)
 
             def start_scan(image_id: str) -> Callable[[], bytes]:
                 scanning = pool.submit(

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from shatag import limits
+from shatag import _defaults, limits
 from shatag.core import (
     Repository,
     RepositoryType,
@@ -39,78 +39,14 @@ from shatag.core import (
 )
 from shatag.errors import ConfigError
 from shatag.source import BUILD_SOURCES, BuildSource, check_input_paths
-from shatag.targets import DEFAULT_TARGETS, TargetSpec, parse_target
+from shatag.targets import TargetSpec, parse_target
+
+#: The keys and their built-in defaults (plain data in :mod:`shatag._defaults`).
+DEFAULTS: Final = _defaults.DEFAULTS
 
 SignaturePolicy = Literal["soft", "enforce"]
 StateBackend = Literal["local", "git"]
 
-DEFAULTS: Final[dict[str, Any]] = {
-    "canonical_repository": "localhost:5000/api",
-    "staging_repository": "localhost:5000/api-staging",
-    "main_branches": ["main", "master"],
-    "context": ".",
-    "dockerfile": "Dockerfile",
-    "platform": "linux/amd64",
-    "metadata_dir": "build/metadata",
-    "state_dir": ".shatag",
-    "state_backend": "local",
-    "state_remote": "origin",
-    "state_lock_ttl_sec": 60.0,
-    "signature_policy": "soft",
-    "cosign_key": "",
-    "cosign_public_key": "",
-    "keyless_identity": "",
-    "keyless_issuer": "",
-    "sbom_dir": "build/sbom",
-    "registry_timeout_sec": 10.0,
-    "registry_retries": 3,
-    "build_timeout_sec": 1800.0,
-    "tool_timeout_sec": 120.0,
-    "deploy_lock_timeout_sec": 30.0,
-    "metrics_textfile": "",
-    "metrics_pushgateway": "",
-    # issue 13: what goes into the image, the label GHCR links by, the default environment.
-    "build_source": "commit",
-    "build_inputs": [],
-    "source_url": "",
-    "default_env": "",
-    "environments": {
-        "local": {
-            "repository_type": "canonical",
-            "targets": [dict(t) for t in DEFAULT_TARGETS],
-            "apply": "",
-        }
-    },
-}
-
-
-def invoke_defaults() -> dict[str, Any]:
-    """:data:`DEFAULTS` as registered with Invoke: lists and numbers as strings.
-
-    Invoke casts an ``INVOKE_SHATAG_*`` value to the type of the default it overrides, outside
-    any task: ``int("abc")`` or a list default fails with a traceback before shatag can say
-    ``CONFIG_ERROR``. With string defaults the value arrives as given and
-    :meth:`Settings.from_mapping` validates it (lists accept ``a,b``; numbers are parsed there).
-
-    >>> invoke_defaults()["main_branches"], invoke_defaults()["registry_retries"]
-    ('main,master', '3')
-    """
-    out: dict[str, Any] = {}
-    for key, value in DEFAULTS.items():
-        if key in FILE_ONLY:
-            continue  # merged by Invoke, the built-in would survive a configured mapping
-        if isinstance(value, list):
-            out[key] = ",".join(value)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[key] = repr(value) if isinstance(value, float) else str(value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-#: Keys only a file sets: mappings Invoke would deep-merge with a built-in default (the built-in
-#: ``local`` environment would stay next to the configured ones), and no variable can express.
-FILE_ONLY: Final = frozenset({"environments"})
 #: Keys holding a file-system path: relative values resolve against their file's directory.
 PATH_KEYS: Final = frozenset(
     {"context", "metadata_dir", "state_dir", "sbom_dir", "metrics_textfile"}
@@ -122,6 +58,8 @@ _ENV_KEYS: Final = frozenset({"repository_type", "targets", "apply", "apply_time
 
 @dataclass(frozen=True, slots=True)
 class EnvironmentConfig:
+    """One configured environment: its repository policy, its targets and its apply step."""
+
     name: str
     repository_type: RepositoryType
     #: Each target's spec, parsed by its kind (:mod:`shatag.targets`).
@@ -186,6 +124,8 @@ class StateConfig:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """The validated ``shatag`` configuration of one run (:meth:`from_mapping`)."""
+
     canonical: Repository
     staging: Repository
     main_branches: tuple[str, ...] = ("main", "master")

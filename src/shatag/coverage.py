@@ -49,6 +49,8 @@ Source = Literal["build", "deploy", "rollback"]
 
 @dataclass(frozen=True, slots=True)
 class Observation:
+    """The latest signature verdict known for one SHA, and where it was read."""
+
     sha: str
     source: Source
     when: str
@@ -64,6 +66,8 @@ class Observation:
 
 @dataclass(frozen=True, slots=True)
 class CoverageReport:
+    """Signature coverage over the window of recent SHAs (``inv signatures``)."""
+
     window: int
     total: int
     verified: int

@@ -64,6 +64,8 @@ LineSink = Callable[[str], None]
 
 @dataclass(frozen=True, slots=True)
 class DeployRequest:
+    """What ``inv deploy`` asks for: the SHA, the environment and the metadata to check."""
+
     sha: str
     #: ``None``: ``default_env``, or the built-in ``local`` when no environment is configured.
     env: str | None = None

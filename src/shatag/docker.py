@@ -45,6 +45,8 @@ QUICK_TIMEOUT_SEC: Final = 120.0
 
 @dataclass(frozen=True, slots=True)
 class BuiltImage:
+    """The image a build produced (its local id) and the builder that made it."""
+
     image_id: str
     builder: Builder
 
@@ -57,15 +59,15 @@ def _import_client() -> None:
 class DockerEngine:
     """One docker engine, as the environment mapping describes it (DOCKER_HOST, …)."""
 
-    def __init__(self, env: Mapping[str, str], *, preload_client: bool = True) -> None:
+    def __init__(self, env: Mapping[str, str], *, prefetch: bool = True) -> None:
         self._env = dict(env)
         self._client: DockerClient | None = None
         self._builder: Builder | None = None
-        if preload_client:
-            # Importing python-on-whales (and pydantic) costs 0.2-0.3 s of CPU; a deploy needs
-            # it only for inspections, after a pull. Start that import now, in the background,
-            # so it overlaps the docker commands that need no client (issue 17). A build never
-            # needs it (``preload_client=False``).
+        # Importing python-on-whales (and pydantic) costs 0.2-0.3 s of CPU; the engine needs it
+        # only for inspections, after a pull. Start that import now, in the background, so it
+        # overlaps the docker commands that need no client (issue 17) -- unless the caller says
+        # it will not use the client at all (``prefetch=False``: a build never does).
+        if prefetch:
             threading.Thread(target=_import_client, name="shatag-import-pow").start()
 
     @property
@@ -81,7 +83,7 @@ class DockerEngine:
             )
         return self._client
 
-    def _cmd(self) -> list[str]:
+    def cmd(self) -> list[str]:
         """The docker command line python-on-whales builds for this engine
         (``client_config.docker_cmd``: the binary, ``--config``, ``--host``), made here so that
         running a docker command does not wait for python-on-whales to be imported."""
@@ -103,14 +105,14 @@ class DockerEngine:
                 self._builder = "buildx" if forced == "buildx" else "classic"
             else:
                 probe = _run.run(
-                    [*self._cmd(), "buildx", "version"], timeout=30, env=self._env, check=False
+                    [*self.cmd(), "buildx", "version"], timeout=30, env=self._env, check=False
                 )
                 self._builder = "buildx" if probe.returncode == 0 else "classic"
         return self._builder
 
     def ping(self) -> None:
         result = _run.run(
-            [*self._cmd(), "version", "--format", "{{.Server.Version}}"],
+            [*self.cmd(), "version", "--format", "{{.Server.Version}}"],
             timeout=30,
             env=self._env,
             check=False,
@@ -136,7 +138,7 @@ class DockerEngine:
         builder = self.builder()
         with tempfile.TemporaryDirectory(prefix="shatag-build-") as tmp:
             iidfile = Path(tmp) / "iid"
-            argv = [*self._cmd()]
+            argv = [*self.cmd()]
             env = dict(self._env)
             if builder == "buildx":
                 argv += ["buildx", "build", "--load", "--provenance=false", "--sbom=false"]
@@ -178,7 +180,7 @@ class DockerEngine:
                 on_line(line)
 
         try:
-            _run.run([*self._cmd(), "push", tag], timeout=timeout, env=self._env, on_line=watch)
+            _run.run([*self.cmd(), "push", tag], timeout=timeout, env=self._env, on_line=watch)
         except ToolFailure as exc:
             raise PushFailure(
                 f"docker push {tag} failed: {exc.message}; check that the registry "
@@ -193,7 +195,7 @@ class DockerEngine:
         when it could not run or did not finish within ``timeout``."""
         try:
             result = _run.run(
-                [*self._cmd(), "exec", container, *command],
+                [*self.cmd(), "exec", container, *command],
                 timeout=timeout,
                 env=self._env,
                 check=False,
@@ -205,7 +207,7 @@ class DockerEngine:
     def tag(self, source: str, target: str) -> None:
         try:
             _run.run(
-                [*self._cmd(), "image", "tag", source, target],
+                [*self.cmd(), "image", "tag", source, target],
                 timeout=QUICK_TIMEOUT_SEC,
                 env=self._env,
             )
@@ -224,7 +226,7 @@ class DockerEngine:
             return
         with contextlib.suppress(ToolFailure):
             _run.run(
-                [*self._cmd(), "image", "rm", "--no-prune", *tags],
+                [*self.cmd(), "image", "rm", "--no-prune", *tags],
                 timeout=QUICK_TIMEOUT_SEC,
                 env=self._env,
                 check=False,

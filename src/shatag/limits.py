@@ -25,6 +25,8 @@ from shatag.errors import ConfigError
 
 @dataclass(frozen=True, slots=True)
 class Range:
+    """The accepted range of one numeric setting."""
+
     low: float
     high: float
     integer: bool = False

@@ -54,12 +54,14 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -88,6 +90,8 @@ LABEL_ENV: Final = "shatag.env"
 LABEL_TARGET: Final = "shatag.target"
 LABEL_ROLE: Final = "shatag.role"  # app | proxy | network
 LABEL_PROXY_SPEC: Final = "shatag.proxy-spec"
+# What `docker <kind> inspect` says on stderr of each object it did not find.
+_MISSING_RE: Final = re.compile(r"no such \w+: (?P<a>\S+)$|network (?P<b>\S+) not found$", re.I)
 
 
 def owner_labels(env_name: str, target: str, role: str) -> dict[str, str]:
@@ -335,14 +339,30 @@ def proxy_home(state_dir: Path, env_name: str, target: str) -> str:
 
 
 class Docker:
-    """The few docker CLI calls the proxy and the gated switch need, through :mod:`_run`."""
+    """The few docker CLI calls the proxy and the gated switch need, through :mod:`_run`.
+
+    :meth:`remember` inspects several objects in one call (each docker CLI call costs ~30 ms);
+    :meth:`inspect` answers from that look until the next :meth:`run`, which may change any of
+    them (issue 17).
+    """
 
     def __init__(self, cmd: list[str], env: Mapping[str, str], timeout: float = 120.0) -> None:
         self.cmd = cmd
         self.env = dict(env)
         self.timeout = timeout
+        self._known: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def run(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> _run.Result:
+        self.forget()  # what was remembered may change now
+        return self._call(*args, check=check, timeout=timeout, secrets=secrets)
+
+    def _call(
         self,
         *args: str,
         check: bool = True,
@@ -364,7 +384,9 @@ class Docker:
 
     def inspect(self, kind: str, name: str) -> dict[str, Any] | None:
         """``docker <kind> inspect`` as a dict; ``None`` when there is no such object."""
-        result = self.run(kind, "inspect", "--format", "{{json .}}", name, check=False)
+        if (kind, name) in self._known:
+            return self._known[(kind, name)]
+        result = self._call(kind, "inspect", "--format", "{{json .}}", name, check=False)
         if result.returncode != 0:
             text = result.stderr.lower()
             if "no such" in text or "not found" in text:
@@ -379,14 +401,85 @@ class Docker:
             raise DeployFailed(f"docker {kind} inspect {name} answered no JSON") from None
         return data if isinstance(data, dict) else None
 
+    def remember(self, looks: Mapping[str, Iterable[str]]) -> None:
+        """Inspect the objects named per kind (``{"container": [...], "image": [...]}``): one
+        docker call per kind, run side by side, for :meth:`inspect` to answer until the next
+        :meth:`run`. Anything this cannot read for certain (an error other than "no such
+        object", output that does not line up) is simply not remembered: :meth:`inspect` then
+        asks docker itself, and reports that error."""
+        calls = {
+            kind: wanted
+            for kind, names in looks.items()
+            if (wanted := [n for n in dict.fromkeys(names) if n and (kind, n) not in self._known])
+        }
+        answers: dict[str, _run.Result] = {}
+
+        def look(kind: str) -> None:
+            argv = (kind, "inspect", "--format", "{{json .}}", *calls[kind])
+            with contextlib.suppress(DeployFailed):  # not remembered: inspect() will say why
+                answers[kind] = self._call(*argv, check=False)
+
+        workers = [threading.Thread(target=look, args=(kind,)) for kind in calls]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        for kind, result in answers.items():
+            self._known.update(line_up(kind, calls[kind], result.stdout, result.stderr) or {})
+
+    def forget(self) -> None:
+        """Drop what :meth:`remember` saw (after a command that may have changed it)."""
+        self._known.clear()
+
     def names(self, *filters: str) -> list[str]:
         argv = ["ps", "-a", "--no-trunc", "--format", "{{.Names}}"]
         for f in filters:
             argv += ["--filter", f]
-        return [n for n in self.run(*argv).stdout.split() if n]
+        return [n for n in self._call(*argv).stdout.split() if n]
 
     def remove(self, name: str) -> None:
         self.run("rm", "-f", name, check=False)
+
+
+def line_up(
+    kind: str, wanted: list[str], stdout: str, stderr: str
+) -> dict[tuple[str, str], dict[str, Any] | None] | None:
+    """What one ``docker <kind> inspect --format {{json .}} <wanted...>`` said of each name:
+    a JSON object per line for those found, in order, and a "no such ..." line on stderr for
+    each missing. ``None`` when the answer does not line up exactly (another error, a count or
+    name that does not match): then nothing is assumed."""
+    missing: set[str] = set()
+    for line in filter(None, (raw.strip() for raw in stderr.splitlines())):
+        match = _MISSING_RE.search(line)
+        if match is None:
+            return None
+        missing.add(match.group("a") or match.group("b"))
+    if not missing <= set(wanted):
+        return None
+    present = [n for n in wanted if n not in missing]
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if len(lines) != len(present) or len(present) + len(missing) != len(set(wanted)):
+        return None
+    answer: dict[tuple[str, str], dict[str, Any] | None] = {(kind, n): None for n in missing}
+    for name, line in zip(present, lines, strict=True):
+        data = _inspected(kind, name, line)
+        if data is None:
+            return None
+        answer[(kind, name)] = data
+    return answer
+
+
+def _inspected(kind: str, name: str, line: str) -> dict[str, Any] | None:
+    """One line of :func:`line_up`'s answer, if it is the JSON object of ``name``."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    if kind != "image" and str(data.get("Name", "")).lstrip("/") != name:
+        return None  # containers and networks name themselves: they must match
+    return data
 
 
 def labels_of(data: Mapping[str, Any] | None) -> dict[str, str]:
@@ -664,4 +757,14 @@ def ensure_proxy_image(docker: Docker, image: str, env: Mapping[str, str]) -> st
             raise DeployFailed(
                 f"building the proxy image {tag} failed: {result.stderr.strip()[-400:]}"
             )
+    docker.forget()
     return tag
+
+
+def proxy_image_ref(image: str, env: Mapping[str, str]) -> str:
+    """The local reference :func:`ensure_proxy_image` will answer, without asking docker
+    (``""`` when it cannot be known yet): lets the switch inspect it with the others."""
+    if image != DEFAULT_PROXY_IMAGE:
+        return image
+    caddy = find_caddy(env)
+    return default_image_tag(caddy) if caddy is not None else ""

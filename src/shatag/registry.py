@@ -97,6 +97,8 @@ def registry_ca(registry: str, certs_dir: Path = DEFAULT_CERTS_DIR) -> Path | No
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
+    """A manifest as the registry served it: digest (of the body), media type, body."""
+
     digest: str
     media_type: str
     body: bytes

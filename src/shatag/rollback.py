@@ -34,6 +34,8 @@ from shatag.ledger import Ledger
 
 @dataclass(frozen=True, slots=True)
 class RollbackRequest:
+    """What ``inv rollback`` asks for: the SHA (``None``: the previous one) and the environment."""
+
     sha: str | None = None
     #: ``None``: ``default_env``, or the built-in ``local`` when no environment is configured.
     env: str | None = None

@@ -87,6 +87,8 @@ def _unverified(reason: SignatureReason, detail: str) -> SignatureResult:
 
 @dataclass(frozen=True, slots=True, order=True)
 class CosignVersion:
+    """cosign's version (``cosign version``), ordered."""
+
     major: int
     minor: int
     patch: int

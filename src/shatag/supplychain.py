@@ -49,6 +49,8 @@ _NO_ANSWER_REASONS = frozenset({"tool_missing", "key_not_found"})
 
 @dataclass(frozen=True, slots=True)
 class SupplyChainResult:
+    """What signing and attesting one pushed image produced."""
+
     signature: SignatureResult
     sbom: SbomResult
 

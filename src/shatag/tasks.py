@@ -29,11 +29,12 @@ from invoke.executor import Executor
 from invoke.tasks import task
 
 from shatag import _exit, _invoke, output, signals
-from shatag.config import DEFAULTS, FILE_ONLY, Settings, invoke_defaults
+from shatag._defaults import DEFAULTS, FILE_ONLY, invoke_defaults
 from shatag.errors import InternalError, InvalidInput, OutputClosed, ShatagError
 from shatag.limits import clip_message
 
 if TYPE_CHECKING:
+    from shatag.config import Settings
     from shatag.deploy import DeployRecord, PlanRecord
 
 log = logging.getLogger("shatag.tasks")
@@ -196,6 +197,8 @@ def _settings(c: Context, environ: Mapping[str, str]) -> Settings:
             "through Invoke, so it would build or deploy for real; use --plan on deploy or "
             "rollback to see what would change without changing it"
         )
+    from shatag.config import Settings  # lazy: `inv --list` and `--help` validate nothing
+
     raw = _plain(c.config.get("shatag") or {})
     known = _invoke.env_var_names({**dict.fromkeys(DEFAULTS, ""), **raw})
     _invoke.check_env_names(environ, known, file_only=FILE_ONLY)

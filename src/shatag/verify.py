@@ -23,6 +23,8 @@ from shatag.supplychain import verify_image
 
 @dataclass(frozen=True, slots=True)
 class VerifyRecord:
+    """The record ``inv verify`` prints: the image and its signature verdict."""
+
     image_sha: str
     image_digest: str
     image_ref: str

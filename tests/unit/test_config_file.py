@@ -223,8 +223,8 @@ def test_each_key_resolves_against_the_layer_that_set_it(
     a default against the loaded file's directory."""
     from invoke.config import Config
 
+    from shatag._defaults import invoke_defaults
     from shatag._invoke import layer_dirs
-    from shatag.config import invoke_defaults
 
     app, cwd = tmp_path / "app", tmp_path / "clone"
     app.mkdir()

@@ -1,13 +1,12 @@
 """The docker target's health gate: the HEALTHCHECK parser and the verdict of one look.
 
-Pure: the container is a stand-in for python-on-whales' inspect result and the engine a recorder
-of ``docker exec`` calls; the real gate runs in tests/integration/test_deploy_rollback.py.
+Pure: the container is ``docker inspect`` JSON as the engine answers it and the engine a
+recorder of ``docker exec`` calls; the real gate runs in tests/integration/test_deploy_rollback.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shatag.targets import TargetContext
-from shatag.targets.docker import DockerSpec, DockerTarget, health_command
+from shatag.targets.docker import DockerSpec, DockerTarget
+from shatag.targets.docker_gated import health_command
 
 
 def test_cmd_form_runs_as_written_with_its_timeout() -> None:
@@ -69,15 +69,15 @@ def look(health: str | None, *, exec_status: int = 1, running: bool = True) -> t
     engine = Engine(exec_status)
     target._engine = engine  # type: ignore[assignment]
     target._probe = lambda: "ok"  # type: ignore[method-assign]  # health_path answers 2xx
-    state = SimpleNamespace(
-        running=running,
-        restarting=False,
-        exit_code=0 if running else 3,
-        health=None if health is None else SimpleNamespace(status=health),
-    )
-    container: Any = SimpleNamespace(id="c0ffee", state=state)
+    state: dict[str, Any] = {
+        "Running": running,
+        "Restarting": False,
+        "ExitCode": 0 if running else 3,
+    }
+    if health is not None:
+        state["Health"] = {"Status": health}
     check = (["/bin/busybox", "wget", "-q", "http://127.0.0.1:8080/healthz"], 2.0)
-    return target._health_step(container, check, deadline=1e12), engine
+    return target._health_step("c0ffee", {"Id": "c0ffee", "State": state}, check, 1e12), engine
 
 
 def test_the_images_check_passing_opens_the_gate_before_the_engines_first_probe() -> None:
@@ -108,11 +108,8 @@ def test_the_http_probe_counts_even_when_the_image_has_a_healthcheck() -> None:
     engine = Engine(0)
     target._engine = engine  # type: ignore[assignment]
     target._probe = lambda: "HTTP 404"  # type: ignore[method-assign]
-    state = SimpleNamespace(
-        running=True, restarting=False, exit_code=0, health=SimpleNamespace(status="healthy")
-    )
-    container: Any = SimpleNamespace(id="c0ffee", state=state)
-    verdict, status = target._health_step(container, None, deadline=1e12)
+    state = {"Running": True, "Restarting": False, "ExitCode": 0, "Health": {"Status": "healthy"}}
+    verdict, status = target._health_step("c0ffee", {"State": state}, None, deadline=1e12)
     assert (verdict, status) == ("wait", "/healthz: HTTP 404")
 
 

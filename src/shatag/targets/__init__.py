@@ -4,7 +4,9 @@ A *kind* is one module of this package (:data:`KIND_MODULES`) that owns everythi
 its frozen spec (the validated configuration of one target), ``parse(where, raw)`` (the checks
 of its own keys), its :class:`Target` implementation, and its crash recovery (``recover`` and
 ``finish``). The module exposes all of it as one :class:`TargetKind` named ``KIND``; adding a
-kind is one new module plus one line in :data:`KIND_MODULES`.
+kind is one new module plus one line in :data:`KIND_MODULES`. A kind's module is imported the
+first time a configuration or a journal names it (issue 17): ``inv --list`` imports none, a
+deploy to file targets never imports the docker kind (nor python-on-whales).
 
 Every target follows the same four-step life, so a deploy can be undone at any step:
 
@@ -26,10 +28,11 @@ first. ``plan(image)`` describes the change without making it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
@@ -113,12 +116,33 @@ class TargetKind(Generic[S]):
     paths: frozenset[str] = frozenset()
 
 
-# The registry: one line per kind (imported here, after the protocols the kinds use).
-from shatag.targets import docker, helm_values, kubernetes, kustomize, sdl, tfvars  # noqa: E402
+#: The registry: one line per kind, its name → the module that defines its ``KIND``.
+KIND_MODULES: Final[Mapping[str, str]] = {
+    "docker": "shatag.targets.docker",
+    "sdl": "shatag.targets.sdl",
+    "tfvars": "shatag.targets.tfvars",
+    "kubernetes": "shatag.targets.kubernetes",
+    "kustomize": "shatag.targets.kustomize",
+    "helm_values": "shatag.targets.helm_values",
+}
 
-KIND_MODULES = (docker, sdl, tfvars, kubernetes, kustomize, helm_values)
-KINDS: dict[str, TargetKind[Any]] = {m.KIND.name: m.KIND for m in KIND_MODULES}
-DEFAULT_TARGETS: tuple[dict[str, Any], ...] = (docker.DEFAULT_TARGET,)
+
+class _Kinds(Mapping[str, TargetKind[Any]]):
+    """The registered kinds by name; a kind's module is imported when it is first looked up
+    (listing the names imports nothing)."""
+
+    def __getitem__(self, name: str) -> TargetKind[Any]:
+        kind: TargetKind[Any] = importlib.import_module(KIND_MODULES[name]).KIND
+        return kind
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(KIND_MODULES)
+
+    def __len__(self) -> int:
+        return len(KIND_MODULES)
+
+
+KINDS: Final[Mapping[str, TargetKind[Any]]] = _Kinds()
 
 
 def _kind(name: object, what: str) -> TargetKind[Any]:
@@ -178,7 +202,6 @@ def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
 
 
 __all__ = [
-    "DEFAULT_TARGETS",
     "KINDS",
     "KIND_MODULES",
     "Target",

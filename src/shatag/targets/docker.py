@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -48,6 +48,8 @@ from shatag.proxy import (
     Docker,
     ProxySpec,
     check_owned,
+    is_running,
+    labels_of,
     owner_labels,
     proxy_home,
 )
@@ -59,6 +61,7 @@ from shatag.targets.docker_gated import (
     Verdict,
     app_run_argv,
     finish_gated,
+    health_command_of,
     http_probe,
     recover_gated,
     secret_values,
@@ -88,14 +91,6 @@ KEYS: Final = frozenset(
         "volumes",
     }
 )
-#: The target of the built-in ``local`` environment (``shatag.config.DEFAULTS``).
-DEFAULT_TARGET: Final[dict[str, Any]] = {
-    "kind": NAME,
-    "name": "shatag-local",
-    "port": 8080,
-    "container_port": 8080,
-    "health_path": "/healthz",
-}
 PREV_SUFFIX: Final = "-shatag-prev"
 LABEL_SHA: Final = "shatag.sha"
 LABEL_DIGEST: Final = "shatag.digest"
@@ -103,11 +98,12 @@ LABEL_ENV: Final = "shatag.env"
 LABEL_ATTEMPT: Final = "shatag.attempt"
 STOP_TIMEOUT_SEC: Final = 10
 _LOG_TAIL: Final = 20
-_DEFAULT_CHECK_TIMEOUT_SEC: Final = 30.0  # docker's default HEALTHCHECK --timeout
 
 
 @dataclass(frozen=True, slots=True)
 class DockerSpec:
+    """The validated configuration of one ``docker`` target."""
+
     name: str
     port: int
     container_port: int
@@ -199,28 +195,39 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     return spec
 
 
-def _engine(env: Mapping[str, str]) -> DockerEngine:
+def _engine(env: Mapping[str, str], *, prefetch: bool = True) -> DockerEngine:
     from shatag.docker import DockerEngine
 
-    return DockerEngine(env)
+    return DockerEngine(env, prefetch=prefetch)
 
 
 class DockerTarget:
     """``proxy: false``: stop the old container, then start the new one on the same port (a
-    short gap, measured in docs/reliability.md)."""
+    short gap, measured in docs/reliability.md).
+
+    The switch drives the docker CLI through :class:`shatag.proxy.Docker` (what ``prepare``
+    needs in one look; stop, rename, run, remove), as the gated switch does: python-on-whales
+    re-inspected a container on nearly every attribute read, and its import (0.2-0.3 s of CPU)
+    was on the path of every switch (issue 17). It is still the client for a pull, the logs of
+    a failed start and the undo."""
 
     def __init__(self, config: DockerSpec, ctx: TargetContext) -> None:
         self.config = config
         self.name = config.name
         self.prev_name = config.name + PREV_SUFFIX
-        self._engine = _engine(ctx.env)
+        # The switch itself runs the docker CLI through shatag._run (its own process group while
+        # a switch holds the signals); python-on-whales is imported only for a pull, the logs
+        # of a failed start, or an undo.
+        self._engine = _engine(ctx.env, prefetch=False)
+        self._reader: Docker | None = None
         self._env_name = ctx.env_name
         self._attempt = ctx.attempt
         self._image: ImageRef | None = None
         self._had_old = False
         self._old_running = False
         self._applied = False
-        self._old: Container | None = None
+        self._old: dict[str, Any] | None = None
+        self._stale: dict[str, Any] | None = None
         self._env = ctx.env
         self._secrets: tuple[str, ...] = ()
 
@@ -232,12 +239,18 @@ class DockerTarget:
     def _docker(self) -> DockerClient:
         return self._engine.client
 
+    @property
+    def _cli(self) -> Docker:
+        if self._reader is None:
+            self._reader = Docker(self._engine.cmd(), self._env)
+        return self._reader
+
     # -- life cycle -------------------------------------------------------------------------
 
     def plan(self, image: ImageRef) -> str:
         """``<label>: <running image> → <new image>`` (inspects, changes nothing)."""
-        old = _inspect(self._docker, self.name)
-        was = "nothing" if old is None else str(old.config.image)
+        old = self._cli.inspect("container", self.name)
+        was = "nothing" if old is None else str((old.get("Config") or {}).get("Image"))
         return f"{self.label}: {was} → {image.pinned}"
 
     def prepare(self, image: ImageRef) -> None:
@@ -245,26 +258,32 @@ class DockerTarget:
 
         self._image = image
         self._secrets = secret_values(self.config.app, self._env, self.label)
-        for name in (self.name, self.prev_name):
-            found = _inspect(self._docker, name)
+        proxy = self.name + PROXY_SUFFIX
+        self._cli.remember(
+            {"container": (self.name, self.prev_name, proxy), "image": (image.pinned,)}
+        )
+        seen = {name: self._cli.inspect("container", name) for name in (self.name, self.prev_name)}
+        for name, found in seen.items():
             if found is not None:
                 check_owned(
                     "container",
                     name,
-                    dict(found.config.labels or {}),
+                    labels_of(found),
                     env_name=self._env_name,
                     target=self.name,
                 )
-        self._refuse_behind_proxy()
-        old = _inspect(self._docker, self.name)
+        self._refuse_behind_proxy(self._cli.inspect("container", proxy))
+        old = seen[self.name]
         self._old = old
+        self._stale = seen[self.prev_name]
         self._had_old = old is not None
-        self._old_running = bool(old is not None and old.state.running)
+        self._old_running = is_running(old)
+        # Content-addressed: an image present locally under this digest is these exact bytes,
+        # so a rollback to a recent release starts without a registry round trip.
+        if self._cli.inspect("image", image.pinned) is not None:
+            return
         try:
-            # Content-addressed: an image present locally under this digest is these exact
-            # bytes, so a rollback to a recent release starts without a registry round trip.
-            if not self._docker.image.exists(image.pinned):
-                self._docker.image.pull(image.pinned, quiet=True)
+            self._docker.image.pull(image.pinned, quiet=True)
         except DockerException as exc:
             raise DeployFailed(
                 f"{self.label}: could not pull {image.pinned}: {_docker_error(exc)}; check that "
@@ -272,8 +291,6 @@ class DockerTarget:
             ) from None
 
     def apply(self) -> None:
-        from python_on_whales.exceptions import DockerException
-
         image = self._image
         if image is None:
             raise RuntimeError("apply() before prepare()")
@@ -283,20 +300,17 @@ class DockerTarget:
         try:
             self._park_old()
             new = self._start(image)
-        except DockerException as exc:
+        except DeployFailed as exc:
             self._undo()
             self._applied = False
             raise DeployFailed(
-                f"{self.label}: could not start {image.pinned}: {_docker_error(exc)}; the "
-                "previous container was restored"
+                f"{self.label}: could not start {image.pinned}: {exc.message}; the previous "
+                "container was restored"
             ) from None
         self._applied = True
-        try:
-            problem = self._wait_healthy(new)
-        except DockerException as exc:  # the daemon went away while we waited
-            problem = f"could not be health-checked: {_docker_error(exc)}"
+        problem = self._wait_healthy(new)
         if problem is not None:
-            logs = self._logs(new)
+            logs = self._logs(str(new.get("Id") or self.name))
             self._undo()
             self._applied = False
             raise DeployFailed(
@@ -310,11 +324,8 @@ class DockerTarget:
             self._applied = False
 
     def commit(self) -> None:
-        from python_on_whales.exceptions import DockerException
-
         self._applied = False
-        with contextlib.suppress(DockerException):
-            self._docker.container.remove(self.prev_name, force=True)
+        self._cli.remove(self.prev_name)  # ``rm -f``: absent already is fine
 
     def journal(self) -> dict[str, Any]:
         return {
@@ -329,22 +340,21 @@ class DockerTarget:
 
     def _park_old(self) -> None:
         """Stop the old container and keep it aside as ``<name>-shatag-prev``."""
-        stale = _inspect(self._docker, self.prev_name)
+        stale = self._stale  # inspected by prepare(), under the same environment lock
+        old = self._old
         if stale is not None:
             # Left by a crash that recovery did not see (no journal): <name> is the live one.
-            if _inspect(self._docker, self.name) is None:
-                self._docker.container.rename(stale, self.name)
+            if old is None:
+                self._cli.run("rename", str(stale["Id"]), self.name)
             else:
-                self._docker.container.remove(stale, force=True)
-            old = _inspect(self._docker, self.name)
-        else:
-            old = self._old  # inspected by prepare(), under the same environment lock
+                self._cli.run("rm", "--force", str(stale["Id"]))
+            old = self._cli.inspect("container", self.name)
         if old is None:
             return
-        self._docker.container.stop(old, time=STOP_TIMEOUT_SEC)
-        self._docker.container.rename(old, self.prev_name)
+        self._cli.run("stop", "--time", str(STOP_TIMEOUT_SEC), str(old["Id"]))
+        self._cli.run("rename", str(old["Id"]), self.prev_name)
 
-    def _start(self, image: ImageRef) -> Container:
+    def _start(self, image: ImageRef) -> dict[str, Any]:
         argv = app_run_argv(
             self.config.app,
             image,
@@ -353,15 +363,15 @@ class DockerTarget:
             env_name=self._env_name,
             attempt=self._attempt,
         )
-        cmd = [str(part) for part in self._docker.client_config.docker_cmd]
-        result = Docker(cmd, self._env).run(*argv, check=False, secrets=self._secrets)
+        result = self._cli.run(*argv, check=False, secrets=self._secrets)
         if result.returncode != 0:
-            from python_on_whales.exceptions import DockerException
+            raise DeployFailed(" ".join(result.stderr.split())[-500:] or "docker run failed")
+        started = self._cli.inspect("container", self.name)
+        if started is None:
+            raise DeployFailed(f"{self.name} disappeared as it started")
+        return started
 
-            raise DockerException(cmd + argv[:1], result.returncode, b"", result.stderr.encode())
-        return self._docker.container.inspect(self.name)
-
-    def _wait_healthy(self, container: Container) -> str | None:
+    def _wait_healthy(self, container: Mapping[str, Any]) -> str | None:
         """``None`` once healthy; else what went wrong.
 
         With a ``HEALTHCHECK`` the image's own check command is also run right away (``docker
@@ -369,40 +379,48 @@ class DockerTarget:
         passes it rather than at the engine's first scheduled probe one interval later; the
         engine's verdict counts too (``healthy`` opens, ``unhealthy`` or an exit fails).
         """
-        from python_on_whales.exceptions import DockerException
-
-        check = _health_command(container)
+        check = health_command_of(container)
+        ident = str(container.get("Id") or self.name)
+        first = [container]  # the first look is the inspection _start() just made
 
         def look(deadline: float) -> tuple[Verdict, str]:
             try:
-                current = self._docker.container.inspect(container.id)
-            except DockerException as exc:
-                return "fail", f"disappeared while starting ({_docker_error(exc)})"
-            return self._health_step(current, check, deadline)
+                current = first.pop() if first else self._cli.inspect("container", ident)
+            except DeployFailed as exc:  # the daemon went away while we waited
+                return "fail", f"could not be health-checked: {exc.message}"
+            if current is None:
+                return "fail", "disappeared while starting"
+            return self._health_step(ident, current, check, deadline)
 
         return wait_healthy(look, self.config.health_timeout_sec)
 
     def _health_step(
-        self, container: Container, check: tuple[list[str], float] | None, deadline: float
+        self,
+        ident: str,
+        container: Mapping[str, Any],
+        check: tuple[list[str], float] | None,
+        deadline: float,
     ) -> tuple[Verdict, str]:
         """One look at a starting container: its verdict and status text."""
-        state = container.state
-        if not state.running or state.restarting:
-            return "fail", f"exited with status {state.exit_code} before becoming healthy"
-        if state.health is not None and str(state.health.status) == "unhealthy":
+        state = container.get("State") or {}
+        if not state.get("Running") or state.get("Restarting"):
+            return "fail", f"exited with status {state.get('ExitCode')} before becoming healthy"
+        health = state.get("Health")
+        engine = str(health.get("Status")) if isinstance(health, Mapping) else ""
+        if engine == "unhealthy":
             return "fail", "reported unhealthy by its HEALTHCHECK"
         # The HTTP health_path on the published port always counts (a wrong container_port
         # fails here), and the image's HEALTHCHECK too when it has one.
         probe = self._probe()
         if probe != "ok":
             return "wait", f"{self.config.health_path}: {probe}"
-        status = "healthy" if state.health is None else str(state.health.status)
+        status = engine or "healthy"
         if status == "healthy":
             return "ok", status
         if check is not None:
             command, timeout = check
             left = max(1.0, deadline - time.monotonic())
-            if self._engine.exec_status(container.id, command, timeout=min(timeout, left)) == 0:
+            if self._engine.exec_status(ident, command, timeout=min(timeout, left)) == 0:
                 return "ok", "its HEALTHCHECK command passed"
             status = "starting (its HEALTHCHECK command has not passed yet)"
         return "wait", status
@@ -410,7 +428,7 @@ class DockerTarget:
     def _probe(self) -> str:
         return http_probe(f"127.0.0.1:{self.config.port}", self.config.health_path, timeout=1.0)
 
-    def _logs(self, container: Container) -> str:
+    def _logs(self, container: str) -> str:
         from python_on_whales.exceptions import DockerException
 
         try:
@@ -420,14 +438,12 @@ class DockerTarget:
         lines = [line for line in text.splitlines() if line.strip()]
         return " | ".join(lines[-_LOG_TAIL:])[-1500:] or "(no output)"
 
-    def _refuse_behind_proxy(self) -> None:
+    def _refuse_behind_proxy(self, found: Mapping[str, Any] | None) -> None:
         """``proxy: false`` on a target the proxy serves: its proxy holds the port, and taking
         it means a gap in service that an operator must choose, not a side effect of a deploy
         (``proxy: false`` → proxy is migrated automatically; the reverse is not)."""
         proxy = self.name + PROXY_SUFFIX
-        found = _inspect(self._docker, proxy)
-        labels = dict(found.config.labels or {}) if found is not None else {}
-        if not owner_labels(self._env_name, self.name, "proxy").items() <= labels.items():
+        if not owner_labels(self._env_name, self.name, "proxy").items() <= labels_of(found).items():
             return  # none, or not ours: not this target's proxy
         raise ConfigError(
             f"{self.label} has `proxy: false`, but its release is served through {proxy!r}, "
@@ -460,32 +476,6 @@ def _inspect(docker: DockerClient, name: str) -> Container | None:
             f"docker inspect {name} failed: {_docker_error(exc)}; check that the docker daemon "
             "is running"
         ) from None
-
-
-def _health_command(container: Container) -> tuple[list[str], float] | None:
-    healthcheck = container.config.healthcheck
-    if healthcheck is None:
-        return None
-    return health_command(healthcheck.test, healthcheck.timeout)
-
-
-def health_command(
-    test: Sequence[str] | None, timeout_ns: int | None
-) -> tuple[list[str], float] | None:
-    """A ``HEALTHCHECK`` (docker's ``Test`` list, ``Timeout`` in ns) as an exec argument list and
-    its timeout in seconds; ``None`` when there is nothing to run.
-
-    >>> health_command(["CMD-SHELL", "curl -f localhost"], 2_000_000_000)
-    (['/bin/sh', '-c', 'curl -f localhost'], 2.0)
-    >>> health_command(["NONE"], None) is None
-    True
-    """
-    test = list(test or [])
-    if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
-        return None  # NONE, inherited-only or empty: nothing of our own to run
-    command = test[1:] if test[0] == "CMD" else ["/bin/sh", "-c", test[1]]
-    seconds = timeout_ns / 1e9 if timeout_ns and timeout_ns > 0 else _DEFAULT_CHECK_TIMEOUT_SEC
-    return command, seconds
 
 
 def _docker_error(exc: Exception) -> str:

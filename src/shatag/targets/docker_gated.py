@@ -40,7 +40,7 @@ import dataclasses
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -60,6 +60,7 @@ from shatag.proxy import (
     is_running,
     labels_of,
     owner_labels,
+    proxy_image_ref,
 )
 
 PREV_SUFFIX: Final = "-shatag-prev"
@@ -208,21 +209,23 @@ class GatedDockerTarget:
         self._env = env
         self._env_name = env_name
         self._attempt = attempt
-        self._engine = DockerEngine(env)
-        self._docker = Docker(self._engine_cmd(), env)
+        # The gated switch drives docker through its CLI alone (one call per step, several
+        # inspections in one): it never needs python-on-whales, so it does not import it.
+        self._engine = DockerEngine(env, prefetch=False)
+        self._docker = Docker(self._engine.cmd(), env)
         self._proxy = Proxy(proxy, self._docker)
         self._image: ImageRef | None = None
         self._old: str = ""
         self._old_dial: str = ""
+        self._old_pid = 0
+        self._routed_at = 0.0  # time.monotonic() when the proxy was pointed at the new one
         self._legacy = False
+        self._prev_seen = False
         self._new = ""
         self._switched = False
         self._secrets: tuple[str, ...] = ()
         #: True when the release already served with these settings: nothing was changed.
         self.unchanged = False
-
-    def _engine_cmd(self) -> list[str]:
-        return [str(part) for part in self._engine.client.client_config.docker_cmd]
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -238,8 +241,10 @@ class GatedDockerTarget:
         self._secrets = secret_values(self.spec, self._env, self.label)
         self._new = f"{self.spec.name}-{image.sha[:12]}-{self._attempt[:6]}"
         name = self.spec.name
+        self._look_once(image)
         for candidate in (name, name + PREV_SUFFIX, self._new):
             self._check(candidate)
+        self._prev_seen = self._docker.inspect("container", name + PREV_SUFFIX) is not None
         self._proxy.check_ownership()
         self._pull(image)
         image_ref = ensure_proxy_image(self._docker, self._proxy.spec.image, self._env)
@@ -256,6 +261,7 @@ class GatedDockerTarget:
         self._old = self._old_dial.rsplit(":", 1)[0] if self._old_dial else ""
         self._proxy.ensure(self._old_dial or None)  # re-created or restarted if need be
         current = self._docker.inspect("container", self._old) if self._old else None
+        self._old_pid = int(((current or {}).get("State") or {}).get("Pid") or 0)
         labels = labels_of(current)
         self.unchanged = bool(
             current is not None
@@ -284,6 +290,7 @@ class GatedDockerTarget:
             self._migrate()
         else:
             self._proxy.route(self._new_dial)
+        self._routed_at = time.monotonic()
         through = self._through_proxy()
         if through != "ok":
             raise DeployFailed(
@@ -305,7 +312,16 @@ class GatedDockerTarget:
     def commit(self) -> None:
         if self.unchanged:
             return
-        _retire(self._docker, self._env_name, self.spec.name, keep=self._new, drain=self._old_dial)
+        _retire(
+            self._docker,
+            self._env_name,
+            self.spec.name,
+            keep=self._new,
+            drain=self._old_dial,
+            drain_pid=self._old_pid,
+            since=self._routed_at,
+            legacy=self._legacy or self._prev_seen,
+        )
 
     def journal(self) -> dict[str, Any]:
         return {
@@ -322,6 +338,20 @@ class GatedDockerTarget:
         }
 
     # -- steps ------------------------------------------------------------------------------
+
+    def _look_once(self, image: ImageRef) -> None:
+        """Three docker calls, side by side, for everything :meth:`prepare` inspects (it made
+        twelve, one after the other)."""
+        routed = self._proxy.routed()
+        name, proxy = self.spec.name, self._proxy.spec
+        serving = routed.rpartition(":")[0] if routed else ""
+        self._docker.remember(
+            {
+                "container": (name, name + PREV_SUFFIX, self._new, proxy.name, serving),
+                "network": (proxy.network,),
+                "image": (image.pinned, proxy_image_ref(proxy.image, self._env)),
+            }
+        )
 
     def _check(self, name: str) -> None:
         data = self._docker.inspect("container", name)
@@ -385,7 +415,7 @@ class GatedDockerTarget:
             if data is None:
                 return "fail", "disappeared while starting"
             if not check:
-                check.append(_health_command(data))
+                check.append(health_command_of(data))
             return self._gate_step(data, check[0], deadline)
 
         return wait_healthy(look, self.spec.health_timeout_sec)
@@ -447,16 +477,19 @@ class GatedDockerTarget:
         _remove_attempt(self._docker, self._attempt, self._new, keep=self._old)
 
 
-def _drain(docker: Docker, dial: str) -> None:
+def _drain(docker: Docker, dial: str, pid: int = 0, since: float = 0.0) -> None:
     """Wait (bounded) until the container of ``dial`` (``name:port``), which the proxy no longer
-    forwards to, has finished the requests it was given: no established connection to its port.
-    """
+    forwards to since ``since`` (``time.monotonic()``; 0: unknown), has finished the requests it
+    was given: no established connection to its port. ``pid``: its process, if known."""
     name, _, port = dial.rpartition(":")
-    data = docker.inspect("container", name)
-    pid = int(((data or {}).get("State") or {}).get("Pid") or 0)
+    if not pid:
+        data = docker.inspect("container", name)
+        pid = int(((data or {}).get("State") or {}).get("Pid") or 0)
     if not pid or not port.isdigit():
         return
-    time.sleep(_POLL_SEC)  # a request that read the old upstream just before the switch dials
+    # A request that read the old upstream just before the switch is still dialling.
+    settle = (since or time.monotonic()) + _POLL_SEC - time.monotonic()
+    time.sleep(min(max(settle, 0.0), _POLL_SEC))
     deadline = time.monotonic() + DRAIN_TIMEOUT_SEC
     while time.monotonic() < deadline:
         busy = established(pid, int(port))
@@ -484,9 +517,20 @@ def _remove_attempt(docker: Docker, attempt: str, name: str, keep: str) -> list[
     return removed
 
 
-def _retire(docker: Docker, env_name: str, target: str, keep: str, drain: str = "") -> list[str]:
+def _retire(
+    docker: Docker,
+    env_name: str,
+    target: str,
+    keep: str,
+    drain: str = "",
+    *,
+    drain_pid: int = 0,
+    since: float = 0.0,
+    legacy: bool = True,
+) -> list[str]:
     """Stop and remove every application container of ``target`` except ``keep``; the one of
-    ``drain`` (the previous upstream) only once it has drained."""
+    ``drain`` (the previous upstream) only once it has drained (see :func:`_drain`).
+    ``legacy=False``: the caller knows there is no ``<name>-shatag-prev`` to look for."""
     removed: list[str] = []
     for name in docker.names(
         f"label={LABEL_ENV}={env_name}", f"label={LABEL_TARGET}={target}", "label=shatag.role=app"
@@ -494,15 +538,15 @@ def _retire(docker: Docker, env_name: str, target: str, keep: str, drain: str = 
         if name == keep:
             continue
         if drain and drain.rpartition(":")[0] == name:
-            _drain(docker, drain)
+            _drain(docker, drain, drain_pid, since)
         docker.run("stop", "--time", str(STOP_TIMEOUT_SEC), name, check=False)
         docker.remove(name)
         removed.append(name)
-    for legacy in (target + PREV_SUFFIX,):
-        data = docker.inspect("container", legacy)
-        if data is not None and labels_of(data).get(LABEL_ENV) == env_name:
-            docker.remove(legacy)
-            removed.append(legacy)
+    prev = target + PREV_SUFFIX
+    data = docker.inspect("container", prev) if legacy else None
+    if data is not None and labels_of(data).get(LABEL_ENV) == env_name:
+        docker.remove(prev)
+        removed.append(prev)
     return removed
 
 
@@ -519,14 +563,28 @@ def _address(data: Mapping[str, Any], network: str) -> str:
     return str(entry.get("IPAddress") or "")
 
 
-def _health_command(data: Mapping[str, Any]) -> tuple[list[str], float] | None:
+def health_command_of(data: Mapping[str, Any]) -> tuple[list[str], float] | None:
+    """:func:`health_command` of a container's or image's ``docker inspect`` JSON."""
     healthcheck = (data.get("Config") or {}).get("Healthcheck") or {}
-    test = list(healthcheck.get("Test") or [])
+    return health_command(healthcheck.get("Test"), healthcheck.get("Timeout"))
+
+
+def health_command(
+    test: Sequence[str] | None, timeout_ns: int | None
+) -> tuple[list[str], float] | None:
+    """A ``HEALTHCHECK`` (docker's ``Test`` list, ``Timeout`` in ns) as an exec argument list and
+    its timeout in seconds; ``None`` when there is nothing to run.
+
+    >>> health_command(["CMD-SHELL", "curl -f localhost"], 2_000_000_000)
+    (['/bin/sh', '-c', 'curl -f localhost'], 2.0)
+    >>> health_command(["NONE"], None) is None
+    True
+    """
+    test = list(test or [])
     if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
-        return None
+        return None  # NONE, inherited-only or empty: nothing of our own to run
     command = test[1:] if test[0] == "CMD" else ["/bin/sh", "-c", test[1]]
-    timeout_ns = healthcheck.get("Timeout") or 0
-    seconds = timeout_ns / 1e9 if timeout_ns > 0 else _DEFAULT_CHECK_TIMEOUT_SEC
+    seconds = timeout_ns / 1e9 if timeout_ns and timeout_ns > 0 else _DEFAULT_CHECK_TIMEOUT_SEC
     return command, seconds
 
 
@@ -534,8 +592,7 @@ def _health_command(data: Mapping[str, Any]) -> tuple[list[str], float] | None:
 
 
 def _docker_for(env: Mapping[str, str]) -> Docker:
-    engine = DockerEngine(env)
-    return Docker([str(p) for p in engine.client.client_config.docker_cmd], env)
+    return Docker(DockerEngine(env, prefetch=False).cmd(), env)
 
 
 def recover_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:

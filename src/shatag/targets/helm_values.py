@@ -35,6 +35,8 @@ KEYS: Final = frozenset({"kind", "path", "repository_key", "tag_key", "digest_ke
 
 @dataclass(frozen=True, slots=True)
 class HelmValuesSpec(FileKindSpec):
+    """The validated configuration of one ``helm_values`` target."""
+
     KIND_NAME: ClassVar[str] = NAME
     path: str
     repository_key: str = "image.repository"

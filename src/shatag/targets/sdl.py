@@ -44,6 +44,8 @@ KEYS: Final = frozenset({"kind", "path", "service", "pin"})
 
 @dataclass(frozen=True, slots=True)
 class SdlSpec(FileKindSpec):
+    """The validated configuration of one ``sdl`` target."""
+
     KIND_NAME: ClassVar[str] = NAME
     path: str
     service: str

@@ -48,6 +48,8 @@ _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 @dataclass(frozen=True, slots=True)
 class TfvarsSpec(FileKindSpec):
+    """The validated configuration of one ``tfvars`` target."""
+
     KIND_NAME: ClassVar[str] = NAME
     path: str
     pin: PinFormat = "tag+digest"
