@@ -8,12 +8,12 @@ config digest equals the local image ID, and the short tag resolves to the same 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +65,11 @@ class BuildEngine(Protocol):
         on_line: Callable[[str], None],
     ) -> BuiltImage:
         """Clean build; the local image ID (config digest) and the builder used."""
+        ...
+
+    def builder(self) -> str:
+        """Which builder :meth:`build` will use (probed once; safe to ask from another thread
+        while nothing else uses the engine)."""
         ...
 
     def tag(self, source: str, target: str) -> None: ...
@@ -228,7 +233,7 @@ def build(
         else:
             if not context.is_dir():
                 raise BuildFailure(f"build context {context} does not exist or is not a directory")
-            engine: BuildEngine = docker or DockerEngine(env)
+            engine: BuildEngine = docker or DockerEngine(env, prefetch=False)
 
             def start_scan(image_id: str) -> Callable[[], bytes]:
                 scanning = pool.submit(
@@ -237,7 +242,13 @@ def build(
                 return scanning.result
 
             with tempfile.TemporaryDirectory(prefix="shatag-context-") as scratch:
-                prepared = _prepare_context(settings, sha, Path(scratch), env=env)
+                # Which builder to use (a docker call) is asked while git exports the context;
+                # a context that fails its checks drops the answer (issue 17).
+                probing = pool.submit(engine.builder)
+                prepared = _prepare_context(
+                    settings, sha, Path(scratch), env=env, submit=pool.submit
+                )
+                probing.result()
                 record, local_sbom = _build_and_push(
                     job,
                     engine,
@@ -288,7 +299,12 @@ class _Context:
 
 
 def _prepare_context(
-    settings: Settings, sha: str, scratch: Path, *, env: Mapping[str, str]
+    settings: Settings,
+    sha: str,
+    scratch: Path,
+    *,
+    env: Mapping[str, str],
+    submit: Callable[..., Future[str]] | None = None,
 ) -> _Context:
     """The build context of ``sha`` (issue 13, item 3), every check done before the build.
 
@@ -296,9 +312,16 @@ def _prepare_context(
     inputs, unpacked under ``scratch``. ``worktree``: the context directory itself, when HEAD is
     ``sha`` and no tracked file is modified. Outside git: the directory as given (the operator
     vouches for it with ``--sha``).
+
+    ``submit`` (an executor's): the source URL (a ``git config`` call) is looked up alongside
+    the export instead of after it.
     """
     context = settings.context
     git = source_mod.probe(context, env)
+    url_of = functools.partial(
+        source_mod.source_url, settings.source_url, env=env, context=context, git=git
+    )
+    looking_up = submit(url_of) if submit is not None else None
     inputs = source_mod.hash_inputs(context, settings.build_inputs)
     if git is not None and settings.build_source == "commit":
         path = scratch / "context"
@@ -315,7 +338,7 @@ def _prepare_context(
     if not dockerfile.is_file():
         raise BuildFailure(f"Dockerfile {settings.dockerfile} does not exist in {where}")
     labels = {"org.opencontainers.image.revision": sha}
-    url = source_mod.source_url(settings.source_url, env=env, context=context, git=git)
+    url = looking_up.result() if looking_up is not None else url_of()
     if url:
         labels["org.opencontainers.image.source"] = url
     return _Context(path, dockerfile, kind, inputs, labels)
@@ -432,7 +455,7 @@ def _build_and_push(
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
     # Built under a tag of its own: another build of this SHA on this engine cannot move it.
     # The SHA tags are set only under the build lock, right before the push.
-    private_tag = f"{repo}:shatag-build-{short_sha(sha)}-{uuid.uuid4().hex[:8]}"
+    private_tag = f"{repo}:shatag-build-{short_sha(sha)}-{os.urandom(4).hex()}"
     built = engine.build(
         context=context,
         dockerfile=dockerfile,

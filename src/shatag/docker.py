@@ -1,9 +1,11 @@
 """The docker adapter: python-on-whales for the engine, our chokepoint for long commands.
 
-python-on-whales builds the docker command line (``DockerClient.client_config.docker_cmd``
-carries ``--config``/``--host``/``--context``) and answers inspections; the two long-running
-commands, ``build`` and ``push``, run through :func:`shatag._run.run` so their output streams
-line by line while they run and a timeout bounds them.
+python-on-whales answers inspections and runs containers (the deploy targets); the commands
+of a build -- ``build``, ``tag``, ``push`` and removing the build's private tag -- run through
+:func:`shatag._run.run` with the docker command line python-on-whales would build
+(``DockerClient.client_config.docker_cmd``: the binary, ``--config``, ``--host``), so their
+output streams line by line while they run, a timeout bounds them, and a build never pays the
+0.2-0.3 s of CPU that importing python-on-whales and pydantic costs (issue 17).
 
 Two builders (FR-017, clean builds, ``linux/amd64`` only):
 
@@ -36,6 +38,9 @@ _PUSH_DIGEST_RE: Final = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 _ANSI_RE: Final = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 # docker push redraws progress bars; only the outcome of each layer is worth a line.
 _PUSH_NOISE: Final = ("Preparing", "Waiting", "Pushing")
+#: ``docker image tag`` / ``docker image rm`` answer in milliseconds; a daemon that does not
+#: answer within this is reported, not waited for.
+QUICK_TIMEOUT_SEC: Final = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +64,9 @@ class DockerEngine:
         self._client: DockerClient | None = None
         self._builder: Builder | None = None
         # Importing python-on-whales (and pydantic) costs 0.2-0.3 s of CPU; the engine needs it
-        # only for inspections and tags, after a build or a pull. Start that import now, in the
-        # background, so it overlaps the docker commands that need no client (issue 17) --
-        # unless the caller says it will not use the client at all (``prefetch=False``).
+        # only for inspections, after a pull. Start that import now, in the background, so it
+        # overlaps the docker commands that need no client (issue 17) -- unless the caller says
+        # it will not use the client at all (``prefetch=False``: a build never does).
         if prefetch:
             threading.Thread(target=_import_client, name="shatag-import-pow").start()
 
@@ -200,22 +205,29 @@ class DockerEngine:
         return result.returncode
 
     def tag(self, source: str, target: str) -> None:
-        from python_on_whales.exceptions import DockerException
-
         try:
-            self.client.image.tag(source, target)
-        except DockerException as exc:  # the daemon went away between build and push
+            _run.run(
+                [*self.cmd(), "image", "tag", source, target],
+                timeout=QUICK_TIMEOUT_SEC,
+                env=self._env,
+            )
+        except ToolMissing:
+            raise
+        except ToolFailure as exc:  # the daemon went away between build and push
             raise BuildFailure(
-                f"docker tag {source} {target} failed ({' '.join(str(exc).split())[-300:]}); "
+                f"docker tag {source} {target} failed ({' '.join(exc.message.split())[-300:]}); "
                 "check that the docker daemon is running, then build again"
             ) from None
 
     def untag(self, tags: Sequence[str]) -> None:
-        """Drop local tags (not the registry's): used when a push must not happen."""
-        from python_on_whales.exceptions import DockerException
-
-        for tag in tags:
-            try:
-                self.client.image.remove(tag, force=False, prune=False)
-            except DockerException:
-                continue
+        """Drop local tags (not the registry's): used when a push must not happen. A tag that
+        cannot be removed is left as it is (one ``docker image rm`` for all of them)."""
+        if not tags:
+            return
+        with contextlib.suppress(ToolFailure):
+            _run.run(
+                [*self.cmd(), "image", "rm", "--no-prune", *tags],
+                timeout=QUICK_TIMEOUT_SEC,
+                env=self._env,
+                check=False,
+            )
