@@ -233,7 +233,7 @@ def build(
         else:
             if not context.is_dir():
                 raise BuildFailure(f"build context {context} does not exist or is not a directory")
-            engine: BuildEngine = docker or DockerEngine(env, prefetch=False)
+            engine: BuildEngine = docker or DockerEngine(env)
 
             def start_scan(image_id: str) -> Callable[[], bytes]:
                 scanning = pool.submit(

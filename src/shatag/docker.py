@@ -1,11 +1,15 @@
-"""The docker adapter: python-on-whales for the engine, our chokepoint for long commands.
+"""The docker adapter: python-on-whales for the engine, our chokepoint for the hot paths.
 
-python-on-whales answers inspections and runs containers (the deploy targets); the commands
-of a build -- ``build``, ``tag``, ``push`` and removing the build's private tag -- run through
-:func:`shatag._run.run` with the docker command line python-on-whales would build
-(``DockerClient.client_config.docker_cmd``: the binary, ``--config``, ``--host``), so their
-output streams line by line while they run, a timeout bounds them, and a build never pays the
+Every command on a hot path -- a build's ``build``, ``tag``, ``push`` and removal of its private
+tag; the switches' inspections, ``run``, ``exec``, ``stop`` (see :class:`shatag.proxy.Docker`)
+-- runs through :func:`shatag._run.run` with the docker command line python-on-whales would
+build (``DockerClient.client_config.docker_cmd``: the binary, ``--config``, ``--host``; see
+:meth:`DockerEngine.cmd`): output streams line by line, a timeout bounds it, a switch's tools
+are out of reach of a signal to the whole group, and neither a build nor a switch pays the
 0.2-0.3 s of CPU that importing python-on-whales and pydantic costs (issue 17).
+python-on-whales remains the client for what is rare or on a failure path: a pull for
+``proxy: false``, a failed container's logs, the undo of a stop-then-start switch and its
+recovery after a kill.
 
 Two builders (FR-017, clean builds, ``linux/amd64`` only):
 
@@ -21,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,24 +54,15 @@ class BuiltImage:
     builder: Builder
 
 
-def _import_client() -> None:
-    with contextlib.suppress(ImportError):
-        import python_on_whales  # noqa: F401
-
-
 class DockerEngine:
     """One docker engine, as the environment mapping describes it (DOCKER_HOST, …)."""
 
-    def __init__(self, env: Mapping[str, str], *, prefetch: bool = True) -> None:
+    def __init__(self, env: Mapping[str, str]) -> None:
         self._env = dict(env)
+        # Imported on first use only: python-on-whales and pydantic cost 0.2-0.3 s of CPU, and
+        # neither a build nor a switch needs the client (issue 17).
         self._client: DockerClient | None = None
         self._builder: Builder | None = None
-        # Importing python-on-whales (and pydantic) costs 0.2-0.3 s of CPU; the engine needs it
-        # only for inspections, after a pull. Start that import now, in the background, so it
-        # overlaps the docker commands that need no client (issue 17) -- unless the caller says
-        # it will not use the client at all (``prefetch=False``: a build never does).
-        if prefetch:
-            threading.Thread(target=_import_client, name="shatag-import-pow").start()
 
     @property
     def client(self) -> DockerClient:

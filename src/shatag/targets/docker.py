@@ -195,10 +195,10 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     return spec
 
 
-def _engine(env: Mapping[str, str], *, prefetch: bool = True) -> DockerEngine:
+def _engine(env: Mapping[str, str]) -> DockerEngine:
     from shatag.docker import DockerEngine
 
-    return DockerEngine(env, prefetch=prefetch)
+    return DockerEngine(env)
 
 
 class DockerTarget:
@@ -218,7 +218,7 @@ class DockerTarget:
         # The switch itself runs the docker CLI through shatag._run (its own process group while
         # a switch holds the signals); python-on-whales is imported only for a pull, the logs
         # of a failed start, or an undo.
-        self._engine = _engine(ctx.env, prefetch=False)
+        self._engine = _engine(ctx.env)
         self._reader: Docker | None = None
         self._env_name = ctx.env_name
         self._attempt = ctx.attempt

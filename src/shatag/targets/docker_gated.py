@@ -211,7 +211,7 @@ class GatedDockerTarget:
         self._attempt = attempt
         # The gated switch drives docker through its CLI alone (one call per step, several
         # inspections in one): it never needs python-on-whales, so it does not import it.
-        self._engine = DockerEngine(env, prefetch=False)
+        self._engine = DockerEngine(env)
         self._docker = Docker(self._engine.cmd(), env)
         self._proxy = Proxy(proxy, self._docker)
         self._image: ImageRef | None = None
@@ -592,7 +592,7 @@ def health_command(
 
 
 def _docker_for(env: Mapping[str, str]) -> Docker:
-    return Docker(DockerEngine(env, prefetch=False).cmd(), env)
+    return Docker(DockerEngine(env).cmd(), env)
 
 
 def recover_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
