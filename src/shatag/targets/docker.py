@@ -25,7 +25,6 @@ attempt's container (remove it) or not (leave it alone).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +60,7 @@ from shatag.targets.docker_gated import (
     Verdict,
     app_run_argv,
     finish_gated,
+    gate_look,
     health_command_of,
     http_probe,
     recover_gated,
@@ -401,29 +401,17 @@ class DockerTarget:
         check: tuple[list[str], float] | None,
         deadline: float,
     ) -> tuple[Verdict, str]:
-        """One look at a starting container: its verdict and status text."""
-        state = container.get("State") or {}
-        if not state.get("Running") or state.get("Restarting"):
-            return "fail", f"exited with status {state.get('ExitCode')} before becoming healthy"
-        health = state.get("Health")
-        engine = str(health.get("Status")) if isinstance(health, Mapping) else ""
-        if engine == "unhealthy":
-            return "fail", "reported unhealthy by its HEALTHCHECK"
-        # The HTTP health_path on the published port always counts (a wrong container_port
-        # fails here), and the image's HEALTHCHECK too when it has one.
-        probe = self._probe()
-        if probe != "ok":
-            return "wait", f"{self.config.health_path}: {probe}"
-        status = engine or "healthy"
-        if status == "healthy":
-            return "ok", status
-        if check is not None:
-            command, timeout = check
-            left = max(1.0, deadline - time.monotonic())
-            if self._engine.exec_status(ident, command, timeout=min(timeout, left)) == 0:
-                return "ok", "its HEALTHCHECK command passed"
-            status = "starting (its HEALTHCHECK command has not passed yet)"
-        return "wait", status
+        """One look at a starting container: the HTTP probe on the published port."""
+        return gate_look(
+            container,
+            probe=self._probe,
+            probed=self.config.health_path,
+            run_check=lambda command, limit: self._engine.exec_status(
+                ident, command, timeout=limit
+            ),
+            check=check,
+            deadline=deadline,
+        )
 
     def _probe(self) -> str:
         return http_probe(f"127.0.0.1:{self.config.port}", self.config.health_path, timeout=1.0)

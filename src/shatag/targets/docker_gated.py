@@ -91,6 +91,43 @@ def wait_healthy(look: Callable[[float], tuple[Verdict, str]], timeout_sec: floa
         time.sleep(_POLL_SEC)
 
 
+def gate_look(
+    data: Mapping[str, Any],
+    *,
+    probe: Callable[[], str],
+    probed: str,
+    run_check: Callable[[list[str], float], int],
+    check: tuple[list[str], float] | None,
+    deadline: float,
+) -> tuple[Verdict, str]:
+    """One look at a starting container (``docker inspect`` JSON ``data``), for both switches.
+
+    An exit (or a restart) or the engine's ``unhealthy`` fails the gate. The HTTP ``probe`` of
+    ``health_path`` (``probed`` names it in the status) always counts: a wrong
+    ``container_port`` waits here. Then the engine's ``healthy`` opens it, or the image's own
+    HEALTHCHECK ``check`` run at once through ``run_check(command, timeout)`` (same command,
+    its timeout bounded by ``deadline``), so a healthy service does not wait for the engine's
+    first scheduled probe one interval later.
+    """
+    state = data.get("State") or {}
+    if not state.get("Running") or state.get("Restarting"):
+        return "fail", f"exited with status {state.get('ExitCode')} before becoming healthy"
+    health = state.get("Health")
+    engine = str(health.get("Status")) if isinstance(health, Mapping) else ""
+    if engine == "unhealthy":
+        return "fail", "was reported unhealthy by its HEALTHCHECK"
+    answer = probe()
+    if answer != "ok":
+        return "wait", f"{probed}: {answer}"
+    if check is None or engine in ("", "healthy"):
+        return "ok", "healthy"
+    command, timeout = check
+    left = max(1.0, deadline - time.monotonic())
+    if run_check(command, min(timeout, left)) == 0:
+        return "ok", "its HEALTHCHECK command passed"
+    return "wait", "starting (its HEALTHCHECK command has not passed yet)"
+
+
 def http_probe(hostport: str, path: str, *, timeout: float) -> str:
     """``ok`` for a 2xx answer of ``http://<hostport><path>``, else ``HTTP <code>`` or
     ``no answer (<error>)``."""
@@ -416,32 +453,20 @@ class GatedDockerTarget:
                 return "fail", "disappeared while starting"
             if not check:
                 check.append(health_command_of(data))
-            return self._gate_step(data, check[0], deadline)
+            address = _address(data, self._proxy.spec.network)
+            hostport = f"{address}:{self.spec.container_port}"
+            return gate_look(
+                data,
+                probe=lambda: self._probe(hostport) if address else "no address",
+                probed=f"{self.spec.health_path} on port {self.spec.container_port}",
+                run_check=lambda command, limit: self._engine.exec_status(
+                    self._new, command, timeout=limit
+                ),
+                check=check[0],
+                deadline=deadline,
+            )
 
         return wait_healthy(look, self.spec.health_timeout_sec)
-
-    def _gate_step(
-        self, data: Mapping[str, Any], check: tuple[list[str], float] | None, deadline: float
-    ) -> tuple[Verdict, str]:
-        state = data.get("State") or {}
-        if not state.get("Running") or state.get("Restarting"):
-            return "fail", f"exited with status {state.get('ExitCode')} before becoming healthy"
-        health = state.get("Health") or None
-        engine = str(health.get("Status")) if isinstance(health, dict) else ""
-        if engine == "unhealthy":
-            return "fail", "was reported unhealthy by its HEALTHCHECK"
-        address = _address(data, self._proxy.spec.network)
-        http = self._probe(f"{address}:{self.spec.container_port}") if address else "no address"
-        if http != "ok":
-            return "wait", f"{self.spec.health_path} on port {self.spec.container_port}: {http}"
-        if check is None or engine == "healthy":
-            return "ok", "healthy"
-        command, timeout = check
-        left = max(1.0, deadline - time.monotonic())
-        code = self._engine.exec_status(self._new, command, timeout=min(timeout, left))
-        if code == 0:
-            return "ok", "healthy"
-        return "wait", "its HEALTHCHECK command has not passed yet"
 
     def _through_proxy(self) -> str:
         """``health_path`` through the proxy's published port; a connection-level failure is
