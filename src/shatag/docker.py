@@ -91,6 +91,18 @@ class DockerEngine:
             cmd += ["--host", self._env["DOCKER_HOST"]]
         return cmd
 
+    def _docker(
+        self,
+        *args: str,
+        timeout: float,
+        check: bool = True,
+        on_line: Callable[[str], None] | None = None,
+    ) -> _run.Result:
+        """``docker <args>`` on this engine, through the chokepoint."""
+        return _run.run(
+            [*self.cmd(), *args], timeout=timeout, env=self._env, check=check, on_line=on_line
+        )
+
     def builder(self) -> Builder:
         """buildx when the CLI has it (overridable with ``SHATAG_BUILDER``), else classic."""
         if self._builder is None:
@@ -98,19 +110,12 @@ class DockerEngine:
             if forced in ("buildx", "classic"):
                 self._builder = "buildx" if forced == "buildx" else "classic"
             else:
-                probe = _run.run(
-                    [*self.cmd(), "buildx", "version"], timeout=30, env=self._env, check=False
-                )
+                probe = self._docker("buildx", "version", timeout=30, check=False)
                 self._builder = "buildx" if probe.returncode == 0 else "classic"
         return self._builder
 
     def ping(self) -> None:
-        result = _run.run(
-            [*self.cmd(), "version", "--format", "{{.Server.Version}}"],
-            timeout=30,
-            env=self._env,
-            check=False,
-        )
+        result = self._docker("version", "--format", "{{.Server.Version}}", timeout=30, check=False)
         if result.returncode != 0:
             raise BuildFailure(
                 "the docker daemon does not answer "
@@ -174,7 +179,7 @@ class DockerEngine:
                 on_line(line)
 
         try:
-            _run.run([*self.cmd(), "push", tag], timeout=timeout, env=self._env, on_line=watch)
+            self._docker("push", tag, timeout=timeout, on_line=watch)
         except ToolFailure as exc:
             raise PushFailure(
                 f"docker push {tag} failed: {exc.message}; check that the registry "
@@ -188,23 +193,14 @@ class DockerEngine:
         """``docker exec`` ``command`` in ``container`` (a health check): its exit status, or -1
         when it could not run or did not finish within ``timeout``."""
         try:
-            result = _run.run(
-                [*self.cmd(), "exec", container, *command],
-                timeout=timeout,
-                env=self._env,
-                check=False,
-            )
+            result = self._docker("exec", container, *command, timeout=timeout, check=False)
         except (ToolFailure, ToolTimeout):
             return -1
         return result.returncode
 
     def tag(self, source: str, target: str) -> None:
         try:
-            _run.run(
-                [*self.cmd(), "image", "tag", source, target],
-                timeout=QUICK_TIMEOUT_SEC,
-                env=self._env,
-            )
+            self._docker("image", "tag", source, target, timeout=QUICK_TIMEOUT_SEC)
         except ToolMissing:
             raise
         except ToolFailure as exc:  # the daemon went away between build and push
@@ -219,9 +215,4 @@ class DockerEngine:
         if not tags:
             return
         with contextlib.suppress(ToolFailure):
-            _run.run(
-                [*self.cmd(), "image", "rm", "--no-prune", *tags],
-                timeout=QUICK_TIMEOUT_SEC,
-                env=self._env,
-                check=False,
-            )
+            self._docker("image", "rm", "--no-prune", *tags, timeout=QUICK_TIMEOUT_SEC, check=False)
