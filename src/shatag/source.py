@@ -40,8 +40,8 @@ BUILD_SOURCES: Final[tuple[BuildSource, ...]] = ("commit", "worktree")
 GIT_TIMEOUT_SEC: Final = 600.0
 _COPY_BUFSIZE: Final = 1 << 20
 _SCP_LIKE: Final = re.compile(r"^(?:[\w.+-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/)[^\s]+)$")
-#: ``git config --get-regexp`` pages its output on a terminal (the chokepoint runs tools on a
-#: pty): it runs with ``--no-pager``.
+#: ``git config --get-regexp`` pages its output on a terminal: it runs with ``--no-pager``, so
+#: a caller's ``GIT_PAGER`` or a pty can never hold it (the chokepoint itself uses pipes).
 _REMOTES: Final = r"^remote\..*\.url$"
 _URL: Final = re.compile(r"^(?P<scheme>https?|ssh|git|git\+ssh)://(?:[^@/]*@)?(?P<rest>[^\s]+)$")
 
