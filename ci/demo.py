@@ -39,7 +39,7 @@ APP = STATE / "demo-app"
 TOOLS_BIN = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag/tools")) / "bin"
 sys.path.insert(0, str(ROOT / "src"))
 
-from shatag.localregistry import LocalRegistry  # noqa: E402
+from shatag._testing.localregistry import LocalRegistry  # noqa: E402
 
 # What docker build/push print under a "--- docker build" header: folded into one line per
 # command, so the whole first run (set-up + tour) stays under 80 lines (issue 18).

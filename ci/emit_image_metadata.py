@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shatag.build import BuildRecord
+from shatag.app.build import BuildRecord
 from shatag.core import (
     RepositoryType,
     parse_repository,

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from shatag.localregistry import LocalRegistry
+from shatag._testing.localregistry import LocalRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "api"

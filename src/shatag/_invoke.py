@@ -37,7 +37,7 @@ def find_config_file(cwd: Path) -> Path | None:
     here = cwd / CONFIG_FILE
     if here.is_file():
         return here
-    from shatag.source import git_toplevel  # lazy: only the `shatag` script looks for it
+    from shatag._sys.source import git_toplevel  # lazy: only the `shatag` script looks for it
 
     top = git_toplevel(cwd)
     if top is not None and (top / CONFIG_FILE).is_file():

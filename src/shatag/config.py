@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from shatag import _defaults, limits
+from shatag._sys.source import BUILD_SOURCES, BuildSource, check_input_paths
 from shatag.core import (
     Repository,
     RepositoryType,
@@ -38,7 +39,6 @@ from shatag.core import (
     validate_env_name,
 )
 from shatag.errors import ConfigError
-from shatag.source import BUILD_SOURCES, BuildSource, check_input_paths
 from shatag.targets import TargetSpec, parse_target
 
 #: The keys and their built-in defaults (plain data in :mod:`shatag._defaults`).
@@ -74,7 +74,8 @@ class EnvironmentConfig:
 
 @dataclass(frozen=True, slots=True)
 class SigningConfig:
-    """What cosign needs (:mod:`shatag.signing`): trust, keys, the policy and a timeout."""
+    """What cosign needs (:mod:`shatag.supplychain.signing`): trust, keys, the policy and a
+    timeout."""
 
     policy: SignaturePolicy = "soft"
     cosign_key: str = ""
@@ -86,7 +87,7 @@ class SigningConfig:
 
 @dataclass(frozen=True, slots=True)
 class SbomConfig:
-    """What syft needs (:mod:`shatag.sbom`)."""
+    """What syft needs (:mod:`shatag.supplychain.sbom`)."""
 
     sbom_dir: Path = Path("build/sbom")
     tool_timeout_sec: float = 120.0
@@ -102,7 +103,7 @@ class MetricsConfig:
 
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
-    """How the registry client behaves (:func:`shatag.registry.open_registry`)."""
+    """How the registry client behaves (:func:`shatag.supplychain.registry.open_registry`)."""
 
     timeout_sec: float = 10.0
     retries: int = 3

@@ -223,7 +223,7 @@ class ImageRef:
     sha: str
     digest: str
     #: What the digest names (FR-015): one image, or an index of one amd64 image plus
-    #: attestation manifests (:mod:`shatag.manifests`).
+    #: attestation manifests (:mod:`shatag.supplychain.manifests`).
     kind: str = "image"
 
     def __post_init__(self) -> None:

@@ -122,6 +122,6 @@ def step_summary(title: str, rows: Mapping[str, Any], *, env: Mapping[str, str])
 
 def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
     """Write ``record`` as JSON to ``path`` atomically (temp file in the same dir + rename)."""
-    from shatag._fs import atomic_write_text
+    from shatag._sys.fs import atomic_write_text
 
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")

@@ -28,14 +28,15 @@ from invoke.exceptions import Exit, ParseError
 from invoke.executor import Executor
 from invoke.tasks import task
 
-from shatag import _exit, _invoke, output, signals
+from shatag import _exit, _invoke, output
 from shatag._defaults import DEFAULTS, FILE_ONLY, invoke_defaults
+from shatag._sys import signals
 from shatag.errors import InternalError, InvalidInput, OutputClosed, ShatagError
 from shatag.limits import clip_message
 
 if TYPE_CHECKING:
+    from shatag.app.deploy import DeployRecord, PlanRecord
     from shatag.config import Settings
-    from shatag.deploy import DeployRecord, PlanRecord
 
 log = logging.getLogger("shatag.tasks")
 
@@ -231,8 +232,8 @@ def build(
     _logging(env)
     fields: dict[str, Any] = {"image_sha": sha or ""}
     with _edge("build", env, fields):
-        from shatag.build import BuildRequest, default_branch, default_sha, metadata_path
-        from shatag.build import build as run_build
+        from shatag.app.build import BuildRequest, default_branch, default_sha, metadata_path
+        from shatag.app.build import build as run_build
 
         settings = _settings(c, env)
         request = BuildRequest(
@@ -332,8 +333,8 @@ def deploy(
     _logging(environ)
     fields: dict[str, Any] = {"image_sha": sha or "", "env": env or ""}
     with _edge("deploy", environ, fields), signals.graceful():
-        from shatag.deploy import DeployRequest, deploy_route, plan_switch
-        from shatag.deploy import deploy as run_deploy
+        from shatag.app.deploy import DeployRequest, deploy_route, plan_switch
+        from shatag.app.deploy import deploy as run_deploy
 
         settings = _settings(c, environ)
         request = DeployRequest(
@@ -364,9 +365,9 @@ def rollback(
     _logging(environ)
     fields: dict[str, Any] = {"image_sha": sha or "", "env": env or ""}
     with _edge("rollback", environ, fields), signals.graceful():
-        from shatag.deploy import plan_switch
-        from shatag.rollback import RollbackRequest, rollback_route
-        from shatag.rollback import rollback as run_rollback
+        from shatag.app.deploy import plan_switch
+        from shatag.app.rollback import RollbackRequest, rollback_route
+        from shatag.app.rollback import rollback as run_rollback
 
         settings = _settings(c, environ)
         request = RollbackRequest(sha=sha, env=env)  # an explicit empty --sha is MISSING_SHA
@@ -392,9 +393,9 @@ def history_(c: Context, env: str | None = None, limit: int = 20, json: bool = F
     environ = _environ()
     _logging(environ)
     with _edge("history", environ, {"env": env or ""}):
-        from shatag.history import catalog, format_catalog
         from shatag.ledger import open_ledger
-        from shatag.statedir import check_state_dir
+        from shatag.ledger.history import catalog, format_catalog
+        from shatag.ledger.statedir import check_state_dir
 
         settings = _settings(c, environ)
         name = settings.environment(env).name
@@ -414,7 +415,7 @@ def verify(c: Context, sha: str = "") -> None:
     environ = _environ()
     _logging(environ)
     with _edge("verify", environ, {"image_sha": sha}):
-        from shatag.verify import verify_sha
+        from shatag.app.verify import verify_sha
 
         record = verify_sha(_settings(c, environ), sha, env=environ)
         output.emit_json(record.as_dict())
@@ -436,7 +437,7 @@ def signatures(c: Context, window: int = 30, json: bool = False) -> None:
     environ = _environ()
     _logging(environ)
     with _edge("signatures", environ, {}):
-        from shatag.coverage import coverage, format_report
+        from shatag.app.signatures import coverage, format_report
 
         report = coverage(_settings(c, environ), window=window, env=environ)
         data = report.as_dict()

@@ -440,7 +440,7 @@ def _deploy_apply_fails(make_world: Callable[..., World], _: Any) -> InvResult:
 
 @scenario("deploy-workflow", "DEPLOY_LOCKED")
 def _deploy_while_locked(make_world: Callable[..., World], _: Any) -> InvResult:
-    from shatag.lock import env_lock
+    from shatag.ledger.lock import env_lock
 
     world = make_world(deploy_lock_timeout_sec=0.5)
     sha = _deployed(world)

@@ -14,7 +14,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from shatag.localregistry import LocalRegistry
+from shatag._testing.localregistry import LocalRegistry
 
 TOOLS_BIN = (
     Path(os.environ.get("SHATAG_TOOLS_DIR", str(Path.home() / ".cache/shatag/tools"))) / "bin"

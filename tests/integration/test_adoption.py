@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from shatag.localregistry import LocalRegistry, free_port
+from shatag._testing.localregistry import LocalRegistry, free_port
 from tests.conftest import EXAMPLE, ROOT, App, InvResult, _git, cli_env, run_inv
 from tests.integration._tofu import FIXTURE, apply, tofu_binary
 

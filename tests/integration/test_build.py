@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from shatag._testing.localregistry import LocalRegistry, free_port
 from shatag.core import parse_repository
-from shatag.localregistry import LocalRegistry, free_port
-from shatag.registry import RegistryClient
+from shatag.supplychain.registry import RegistryClient
 from tests.conftest import BUILD_LOG_KEYS, TOOLS_BIN, App, InvResult, inv_argv
 
 BUILD_KEYS = BUILD_LOG_KEYS | {"image_ref"}

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from shatag._testing.localregistry import LocalRegistry, free_port
 from shatag.core import parse_repository
-from shatag.localregistry import LocalRegistry, free_port
-from shatag.registry import RegistryClient
+from shatag.supplychain.registry import RegistryClient
 from tests.conftest import EXAMPLE, ROOT, App, InvResult, cli_env, inv_argv, new_app, run_inv
 
 SDL_TEXT = """\
@@ -276,7 +276,7 @@ def test_deploy_a_deploy_b_rollback_runs_a_again_without_building(
     assert f"deployed: production {a.pinned(world.canonical)} (was nothing)" in first.stderr
 
     # Python reports every module it imports: the switch never loads python-on-whales (0.2-0.3 s
-    # of CPU, issue 17); it drives the docker CLI through shatag._run.
+    # of CPU, issue 17); it drives the docker CLI through shatag._sys.subproc.
     second = site.inv(
         "deploy", f"--sha={b.sha}", "--env=production", env={"PYTHONPROFILEIMPORTTIME": "1"}
     )
@@ -524,7 +524,7 @@ def test_failing_apply_command_restores_every_target(
 
 
 def test_held_lock_fails_deploy_locked(world: World, make_site: Callable[..., Site]) -> None:
-    from shatag.lock import env_lock
+    from shatag.ledger.lock import env_lock
 
     site = make_site(lock_timeout=1)
     with env_lock(site.dir / "state", "production", timeout=0, holder="test holder"):

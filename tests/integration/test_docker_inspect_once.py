@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from shatag.errors import DeployFailed
-from shatag.proxy import Docker
+from shatag.targets.docker.proxy import Docker
 
 
 def _docker(*args: str, stdin: bytes | None = None) -> str:

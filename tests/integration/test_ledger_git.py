@@ -1,7 +1,7 @@
 """The git-backed ledger (issue 15) against real git: a bare repository stands for the
 application's remote, separate clones for separate CI runners.
 
-These drive :class:`shatag.ledger_git.GitLedger` directly; the CLI end to end (deploy,
+These drive :class:`shatag.ledger.git.GitLedger` directly; the CLI end to end (deploy,
 rollback, kill -9 across clones) is in tests/reliability/test_ledger_runners.py.
 """
 
@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
+from shatag.app.deploy import recover_interrupted, switch
 from shatag.config import Settings, StateConfig
 from shatag.core import ImageRef, parse_repository
-from shatag.deploy import recover_interrupted, switch
 from shatag.errors import DeployLocked, InvalidInput, LedgerDenied, LedgerUnavailable
-from shatag.history import HistoryRecord
 from shatag.ledger import open_ledger
-from shatag.ledger_git import GitEnvLedger, GitLedger
-from shatag.ledger_lock import LockInfo
-from shatag.supplychain import SignatureOutcome
+from shatag.ledger.git import GitEnvLedger, GitLedger
+from shatag.ledger.git_lock import LockInfo
+from shatag.ledger.history import HistoryRecord
+from shatag.supplychain.evidence import SignatureOutcome
 from tests._gitremote import GitRemote, git
 
 ENV = "production"

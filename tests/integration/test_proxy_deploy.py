@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shatag.localregistry import LocalRegistry, free_port
+from shatag._testing.localregistry import LocalRegistry, free_port
 from tests.conftest import App, InvResult, cli_env, new_app, run_inv
 
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
+from shatag._testing.localregistry import LocalRegistry, free_port
 from shatag.core import parse_repository
 from shatag.errors import RegistryUnavailable
-from shatag.localregistry import LocalRegistry, free_port
-from shatag.registry import OCI_MANIFEST, Manifest, RegistryClient
+from shatag.supplychain.registry import OCI_MANIFEST, Manifest, RegistryClient
 
 
 def _upload_blob(registry: str, repo: str, data: bytes) -> str:
@@ -139,7 +139,7 @@ def test_deploy_registry_calls_never_import_requests(
     script = (
         "import sys\n"
         "from shatag.core import parse_repository\n"
-        "from shatag.registry import RegistryClient\n"
+        "from shatag.supplychain.registry import RegistryClient\n"
         f"c = RegistryClient(parse_repository({registry.address + '/' + repo!r}), env={{}})\n"
         "config = c.config_digest('t1')\n"
         "print(c.manifest_digest('t1'), config, len(c.blob(config) or b''))\n"

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from shatag import sbom, signing
+from shatag._testing.localregistry import LocalRegistry
 from shatag.config import Settings
 from shatag.core import parse_repository
 from shatag.errors import ToolFailure
-from shatag.localregistry import LocalRegistry
-from shatag.registry import RegistryClient
+from shatag.supplychain import sbom, signing
+from shatag.supplychain.registry import RegistryClient
 from tests.conftest import App, InvResult
 from tests.integration._signing_support import (
     build_and_push,

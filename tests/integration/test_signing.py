@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from shatag import signing
+from shatag._testing.localregistry import LocalRegistry
 from shatag.config import Settings
 from shatag.errors import ConfigError, SignatureRequired, SoftVerifyToolError, ToolFailure
-from shatag.localregistry import LocalRegistry
+from shatag.supplychain import signing
 from tests.conftest import App, InvResult
 from tests.integration._signing_support import (
     build_and_push,

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from shatag.localregistry import LocalRegistry, free_port
+from shatag._testing.localregistry import LocalRegistry, free_port
 from tests.conftest import ROOT, TOOLS_BIN
 
 LAUNCHER = ROOT / "ci" / "kube_cluster.py"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from shatag.localregistry import LocalRegistry
+from shatag._testing.localregistry import LocalRegistry
 from tests.conftest import TOOLS_BIN, cli_env, new_app, run_inv
 
 DEPLOYMENT = """\

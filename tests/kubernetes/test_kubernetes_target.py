@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from shatag.localregistry import LocalRegistry
+from shatag._testing.localregistry import LocalRegistry
 from tests.conftest import EXAMPLE, App, InvResult, cli_env, inv_argv, new_app, run_inv
 from tests.kubernetes.conftest import Kube, free_port, http_get, httpd_deployment
 

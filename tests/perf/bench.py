@@ -53,18 +53,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from shatag._testing.localregistry import LocalRegistry, free_port
+from shatag.app.deploy import resolve_image
 from shatag.config import Settings
 from shatag.core import ensure_immutable_tag, parse_repository, validate_sha
-from shatag.deploy import resolve_image
-from shatag.history import HistoryRecord, HistoryStore
-from shatag.ledger_git import GitLedger
-from shatag.localregistry import LocalRegistry, free_port
-from shatag.proxy import CONFIG_FILE as CADDY_CONFIG_FILE
-from shatag.proxy import LISTEN_PORT as PROXY_LISTEN_PORT
-from shatag.proxy import MOUNT as PROXY_MOUNT
-from shatag.proxy import UPSTREAM_FILE, caddy_config
-from shatag.registry import RegistryClient
-from shatag.signing import EMPTY_TRUSTED_ROOT
+from shatag.ledger.git import GitLedger
+from shatag.ledger.history import HistoryRecord, HistoryStore
+from shatag.supplychain.registry import RegistryClient
+from shatag.supplychain.signing import EMPTY_TRUSTED_ROOT
+from shatag.targets.docker.proxy import CONFIG_FILE as CADDY_CONFIG_FILE
+from shatag.targets.docker.proxy import LISTEN_PORT as PROXY_LISTEN_PORT
+from shatag.targets.docker.proxy import MOUNT as PROXY_MOUNT
+from shatag.targets.docker.proxy import UPSTREAM_FILE, caddy_config
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 EXAMPLE: Final = ROOT / "examples" / "api"
@@ -626,7 +626,7 @@ def build_pairs(w: World, payload_mb: int) -> None:
         commit(app, payload_mb, f"direct {i}")
         tag = f"{repo}:direct-{i + 1}-{uuid.uuid4().hex[:6]}"
         w.images.add(tag)
-        # The same build shatag runs (see shatag.docker.DockerEngine.build), typed by hand.
+        # The same build shatag runs (see shatag._sys.docker.DockerEngine.build), typed by hand.
         if builder[0] == "buildx":
             argv = ["docker", "buildx", "build", "--load", "--provenance=false", "--sbom=false"]
             build_env = dict(w.env)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from shatag.localregistry import LocalRegistry, free_port
+from shatag._testing.localregistry import LocalRegistry, free_port
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 EXAMPLE: Final = ROOT / "examples" / "api"

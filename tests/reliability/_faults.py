@@ -20,7 +20,7 @@ from typing import Any, Self
 
 import requests
 
-from shatag.registry import MANIFEST_ACCEPT
+from shatag.supplychain.registry import MANIFEST_ACCEPT
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from shatag.localregistry import free_port
+from shatag._testing.localregistry import free_port
 from tests.conftest import InvResult, inv_argv
 from tests.reliability.conftest import Built, Ledger, World, rinv
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
+from shatag._testing.localregistry import LocalRegistry
 from shatag.core import parse_repository
-from shatag.localregistry import LocalRegistry
-from shatag.registry import RegistryClient
+from shatag.supplychain.registry import RegistryClient
 from tests.conftest import ROOT, App, InvResult, cli_env, inv_argv, run_inv
 from tests.conftest import new_app as new_example_app
 

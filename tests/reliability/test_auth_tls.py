@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from shatag.localregistry import LocalRegistry, free_port
-from shatag.registry import DEFAULT_CERTS_DIR
+from shatag._testing.localregistry import LocalRegistry, free_port
+from shatag.supplychain.registry import DEFAULT_CERTS_DIR
 from tests.reliability.conftest import (
     CANARY_REGISTRY,
     Built,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from shatag.core import parse_repository
-from shatag.registry import RegistryClient
+from shatag.supplychain.registry import RegistryClient
 from tests.conftest import App, InvResult
 from tests.reliability.conftest import (
     Ledger,

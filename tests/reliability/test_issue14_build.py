@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from shatag._testing.localregistry import LocalRegistry
 from shatag.core import parse_repository, short_sha
-from shatag.localregistry import LocalRegistry
-from shatag.registry import RegistryClient
+from shatag.supplychain.registry import RegistryClient
 from tests.conftest import InvResult, inv_argv
 from tests.reliability._issue14 import TamperProxy, bounded_inv, delete_tag_in_storage
 from tests.reliability.conftest import Ledger, World, describe, error_code, rinv

@@ -64,7 +64,7 @@ def _pad_to_page_end(site: Site, built: Any) -> None:
     """End history.jsonl a few bytes before a 4 KiB page boundary (with one failed record of a
     suitable length), so that the next record needs a new page of the file system: tmpfs
     appends into a page's slack even when it is full."""
-    from shatag.history import HistoryRecord, HistoryStore
+    from shatag.ledger.history import HistoryRecord, HistoryStore
 
     store = HistoryStore(site.state, "rel")
     probe = HistoryRecord(
@@ -223,7 +223,7 @@ def test_issue14_file_targets_symlink_shared_owner(
 def test_issue14_metrics_never_fail_a_deploy(
     ledger: Ledger, world: World, make_site: Callable[..., Site], tmp_path: Path
 ) -> None:
-    from shatag.localregistry import free_port
+    from shatag._testing.localregistry import free_port
 
     a, b = world.images[0], world.images[1]
     canary = f"pgw-{uuid.uuid4().hex[:12]}"

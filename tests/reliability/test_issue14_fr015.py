@@ -13,7 +13,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 
-from shatag.localregistry import LocalRegistry
+from shatag._testing.localregistry import LocalRegistry
 from tests.reliability._faults import copy_image, manifest
 from tests.reliability._issue14 import (
     OCI_INDEX,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shatag.localregistry import LocalRegistry
+from shatag._testing.localregistry import LocalRegistry
 from tests.reliability._issue14 import TamperProxy, bounded_inv
 from tests.reliability.conftest import Ledger, Site, World, describe, error_code
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from shatag.history import HistoryRecord, HistoryStore
+from shatag.ledger.history import HistoryRecord, HistoryStore
 from tests.conftest import InvResult, inv_argv
 from tests.reliability._issue14 import bounded_inv, traceback_in
 from tests.reliability.conftest import Ledger, Site, Snapshot, World, describe, error_code
@@ -271,7 +271,7 @@ def container_name() -> Iterator[str]:
 def test_issue14_two_environments_race_on_one_container(
     ledger: Ledger, world: World, tmp_path: Path, container_name: str
 ) -> None:
-    from shatag.localregistry import free_port
+    from shatag._testing.localregistry import free_port
 
     port = free_port()
     argvs = []

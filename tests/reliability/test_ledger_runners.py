@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from shatag.localregistry import LocalRegistry
+from shatag._testing.localregistry import LocalRegistry
 from tests._gitremote import GitRemote, git
 from tests.conftest import InvResult, inv_argv
 from tests.reliability._faults import copy_image

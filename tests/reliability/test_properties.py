@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shatag._run import mask
+from shatag._sys.subproc import mask
 from shatag.config import DEFAULTS, Settings
 from shatag.core import (
     ensure_immutable_tag,
@@ -29,8 +29,12 @@ from shatag.core import (
     validate_sha,
 )
 from shatag.errors import ShatagError, SoftVerifyToolError
-from shatag.history import HistoryRecord
-from shatag.signing import classify_verify, classify_verify_attestation, parse_cosign_version
+from shatag.ledger.history import HistoryRecord
+from shatag.supplychain.signing import (
+    classify_verify,
+    classify_verify_attestation,
+    parse_cosign_version,
+)
 from tests.reliability.conftest import LEDGER
 
 EXAMPLES = 5000

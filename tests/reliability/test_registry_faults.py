@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shatag.localregistry import LocalRegistry
+from shatag._testing.localregistry import LocalRegistry
 from tests.reliability._faults import FaultProxy, copy_image
 from tests.reliability.conftest import (
     Ledger,

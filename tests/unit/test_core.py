@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shatag.build import BuildRecord
+from shatag.app.build import BuildRecord
 from shatag.config import Settings
 from shatag.core import (
     RepositoryType,

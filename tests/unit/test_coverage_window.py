@@ -11,9 +11,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shatag.app.signatures import build_observations, coverage, history_observations, summarize
 from shatag.config import Settings
-from shatag.coverage import build_observations, coverage, history_observations, summarize
-from shatag.history import HistoryRecord, HistoryStore
+from shatag.ledger.history import HistoryRecord, HistoryStore
 
 BASE = 1_700_000_000
 

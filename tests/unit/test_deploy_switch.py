@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
+from shatag.app.deploy import _metadata_digest, recover_interrupted, switch
 from shatag.config import Settings
 from shatag.core import ImageRef, parse_repository
-from shatag.deploy import _metadata_digest, recover_interrupted, switch
 from shatag.errors import ConfigError, InvalidInput, PolicyViolation
-from shatag.history import HistoryStore, catalog, format_catalog
 from shatag.ledger import JOURNAL_FILE, open_ledger
-from shatag.supplychain import SignatureOutcome
+from shatag.ledger.history import HistoryStore, catalog, format_catalog
+from shatag.supplychain.evidence import SignatureOutcome
 
 REPO = parse_repository("127.0.0.1:5000/api")
 A = ImageRef(REPO, "a" * 40, "sha256:" + "1" * 64)

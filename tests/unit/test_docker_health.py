@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from shatag.targets import TargetContext
 from shatag.targets.docker import DockerSpec, DockerTarget
-from shatag.targets.docker_gated import health_command
+from shatag.targets.docker.gated import health_command
 
 
 def test_cmd_form_runs_as_written_with_its_timeout() -> None:

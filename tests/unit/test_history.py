@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shatag.history import (
+from shatag.ledger.history import (
     HistoryRecord,
     HistoryStore,
     initiated_by,

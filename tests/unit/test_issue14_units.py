@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shatag.errors import ConfigError, PolicyViolation
-from shatag.history import HistoryRecord, walk_back_target
+from shatag.ledger.history import HistoryRecord, walk_back_target
 from shatag.limits import RANGES, check_string_keys, clip, clip_message, load_yaml, number
 from shatag.masking import mask, register, reset, secret_values
 from shatag.metrics import safe_url
@@ -238,7 +238,7 @@ class _Registry:
         self._blobs = blobs
 
     def manifest(self, ref: str) -> Any:
-        from shatag.registry import Manifest
+        from shatag.supplychain.registry import Manifest
 
         found = self._manifests.get(ref)
         if found is None:
@@ -276,7 +276,7 @@ def _image(arch: str) -> tuple[bytes, dict[str, bytes]]:
     ],
 )
 def test_index_classification(entries: list[tuple[str, str | None]], ok: bool) -> None:
-    from shatag.manifests import check_single_platform
+    from shatag.supplychain.manifests import check_single_platform
 
     manifests: dict[str, tuple[str, bytes]] = {}
     blobs: dict[str, bytes] = {}

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from shatag.errors import ConfigError
-from shatag.kubectl import (
+from shatag.targets.helm_values import parse_key_path, set_values, values_for
+from shatag.targets.kubernetes.kubectl import (
     deadline_condition_time,
     event_messages,
     image_patch,
@@ -20,7 +21,6 @@ from shatag.kubectl import (
     rollout_failure,
     rollout_status,
 )
-from shatag.targets.helm_values import parse_key_path, set_values, values_for
 from shatag.targets.kustomize import image_fields, set_kustomize_image
 
 REPO = "127.0.0.1:5000/api"
@@ -282,7 +282,7 @@ def test_helm_values_missing_parent_is_a_config_error() -> None:
 def test_a_shared_journal_entry_must_name_the_configured_deployment_exactly() -> None:
     """With a shared (git) ledger, recovery acts only on entries about a configured target: for
     kubernetes that is namespace, deployment, container, kubeconfig and context together."""
-    from shatag.deploy import _names_a_target
+    from shatag.app.deploy import _names_a_target
     from shatag.targets import parse_target
 
     spec = parse_target(

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from shatag.config import Settings, StateConfig
 from shatag.errors import ConfigError
-from shatag.gitrefs import is_conflict
 from shatag.ledger import LocalLedger, open_ledger
-from shatag.ledger_lock import LockInfo, holder_is_gone, run_url, stale_reason
+from shatag.ledger.git_lock import LockInfo, holder_is_gone, run_url, stale_reason
+from shatag.ledger.gitrefs import is_conflict
 
 
 def test_state_backend_defaults_to_local_and_git_is_opt_in() -> None:

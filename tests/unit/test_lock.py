@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shatag.errors import DeployLocked, PushFailure
-from shatag.lock import build_lock, env_lock
+from shatag.ledger.lock import build_lock, env_lock
 
 
 def _hold(state_dir: str, ready: multiprocessing.synchronize.Event, seconds: float) -> None:

@@ -14,11 +14,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shatag import signals
+from shatag._sys import signals
 from shatag.config import Settings
-from shatag.dockerapp import parse_env, parse_secrets, parse_volumes, validate_container_name
 from shatag.errors import ConfigError, NotOwned
-from shatag.proxy import (
+from shatag.targets import TargetContext, make_target
+from shatag.targets.docker import DockerSpec, DockerTarget
+from shatag.targets.docker.app import (
+    parse_env,
+    parse_secrets,
+    parse_volumes,
+    validate_container_name,
+)
+from shatag.targets.docker.gated import GatedDockerTarget
+from shatag.targets.docker.proxy import (
     caddy_config,
     check_owned,
     established,
@@ -26,9 +34,6 @@ from shatag.proxy import (
     owner_labels,
     parse_upstream,
 )
-from shatag.targets import TargetContext, make_target
-from shatag.targets.docker import DockerSpec, DockerTarget
-from shatag.targets.docker_gated import GatedDockerTarget
 
 
 def _settings(*targets: dict[str, Any], **envs: list[dict[str, Any]]) -> Settings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shatag.registry import _Response, next_link
+from shatag.supplychain.registry import _Response, next_link
 
 _piece = st.sampled_from(
     ["<", ">", ";", ",", ", ", "=", '"', "'", " ", "rel", "next", "prev", "/v2/a/tags/list?n=1"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shatag import _run
+from shatag._sys import subproc
 from shatag.errors import ToolFailure, ToolMissing, ToolTimeout
 
 PY = sys.executable
@@ -15,38 +15,38 @@ PY = sys.executable
 
 def test_collects_stdout_and_stderr_and_the_exit_code() -> None:
     code = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
-    result = _run.run([PY, "-c", code], timeout=30, check=False)
+    result = subproc.run([PY, "-c", code], timeout=30, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
 
 
 def test_a_failing_command_raises_tool_failure_with_its_output() -> None:
     with pytest.raises(ToolFailure) as caught:
-        _run.run([PY, "-c", "import sys; sys.exit('boom')"], timeout=30)
+        subproc.run([PY, "-c", "import sys; sys.exit('boom')"], timeout=30)
     assert caught.value.returncode == 1
     assert "boom" in caught.value.message
 
 
 def test_stdin_is_empty_so_a_reader_does_not_wait() -> None:
-    result = _run.run([PY, "-c", "import sys; print(len(sys.stdin.read()))"], timeout=30)
+    result = subproc.run([PY, "-c", "import sys; print(len(sys.stdin.read()))"], timeout=30)
     assert result.stdout == "0\n"
 
 
 def test_a_command_past_its_timeout_is_killed() -> None:
     started = time.monotonic()
     with pytest.raises(ToolTimeout) as caught:
-        _run.run([PY, "-c", "import time; time.sleep(30)"], timeout=0.5)
+        subproc.run([PY, "-c", "import time; time.sleep(30)"], timeout=0.5)
     assert time.monotonic() - started < 10
     assert "0.5s" in caught.value.message
 
 
 def test_a_missing_program_is_tool_missing() -> None:
     with pytest.raises(ToolMissing):
-        _run.run(["shatag-no-such-program"], timeout=5)
+        subproc.run(["shatag-no-such-program"], timeout=5)
 
 
 def test_secrets_are_masked_in_lines_and_results() -> None:
     lines: list[str] = []
-    result = _run.run(
+    result = subproc.run(
         [PY, "-c", "print('token=hunter22')"],
         timeout=30,
         secrets=["hunter22"],
@@ -63,12 +63,12 @@ def test_tools_run_during_a_switch_are_out_of_reach_of_a_signal_to_the_whole_gro
     finish the commit) -- the ``docker stop`` it waits on is not killed under it."""
     import os
 
-    from shatag import signals
+    from shatag._sys import signals
 
     code = "import os; print(os.getpgid(0))"
-    outside = _run.run([PY, "-c", code], timeout=30)
+    outside = subproc.run([PY, "-c", code], timeout=30)
     with signals.graceful():
-        inside = _run.run([PY, "-c", code], timeout=30)
+        inside = subproc.run([PY, "-c", code], timeout=30)
     assert int(outside.stdout) == os.getpgrp()
     assert int(inside.stdout) != os.getpgrp()
 
@@ -80,7 +80,7 @@ def test_a_large_input_and_output_flow_at_once_without_deadlock() -> None:
         "import sys; data = sys.stdin.read(); sys.stdout.write(data); "
         "print(len(data), file=sys.stderr)"
     )
-    result = _run.run([PY, "-c", code], timeout=60, stdin=text)
+    result = subproc.run([PY, "-c", code], timeout=60, stdin=text)
     assert result.stdout == text
     assert result.stderr == f"{len(text)}\n"
 
@@ -91,6 +91,6 @@ def test_lines_stream_to_on_line_as_they_arrive_undecodable_bytes_replaced() -> 
         "import sys; sys.stdout.buffer.write(b'a\\xff\\n'); sys.stdout.flush(); "
         "print('b', file=sys.stderr)"
     )
-    result = _run.run([PY, "-c", code], timeout=30, on_line=lines.append)
+    result = subproc.run([PY, "-c", code], timeout=30, on_line=lines.append)
     assert sorted(lines) == ["a\ufffd", "b"]
     assert result.stdout == "a\ufffd\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shatag import shaindex
-from shatag.history import HistoryRecord, HistoryStore, known_digest
+from shatag.ledger import shaindex
+from shatag.ledger.history import HistoryRecord, HistoryStore, known_digest
 
 SHAS = ["a" * 40, "b" * 40, "ab" + "c" * 38]
 REPOS = ["127.0.0.1:5000/api", "127.0.0.1:5000/api-staging", ""]

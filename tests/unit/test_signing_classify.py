@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from shatag.config import Settings, SigningConfig
 from shatag.errors import ConfigError, SignatureRequired, SoftVerifyToolError
-from shatag.signing import (
+from shatag.supplychain.signing import (
     CosignVersion,
     SignatureResult,
     classify_verify,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shatag.coverage import Observation, summarize
+from shatag.app.signatures import Observation, summarize
 
 
 def _obs(i: int, status: str = "verified", reason: str = "n/a", code: str = "") -> Observation:

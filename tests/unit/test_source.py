@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shatag._sys.source import check_input_paths, git_toplevel, hash_inputs, normalize_remote
 from shatag.errors import BuildFailure, ConfigError
-from shatag.source import check_input_paths, git_toplevel, hash_inputs, normalize_remote
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,7 @@ def test_git_toplevel_is_found_without_git(tmp_path: Path) -> None:
 
 def test_the_source_url_is_configured_or_the_github_repository(tmp_path: Path) -> None:
     """No git call needed for these two (item 8); the remote fallback is integration-tested."""
-    from shatag.source import source_url
+    from shatag._sys.source import source_url
 
     github = {"GITHUB_SERVER_URL": "https://github.com/", "GITHUB_REPOSITORY": "owner/api"}
     assert source_url("", env=github, context=tmp_path, git=None) == "https://github.com/owner/api"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shatag._sys.source import _extract
 from shatag.errors import SourceMismatch
-from shatag.source import _extract
 
 
 def _archive(members: dict[str, bytes]) -> tarfile.TarFile:

@@ -23,9 +23,9 @@ HEAVY = (
     "pydantic",
     "requests",
     "shatag.targets.docker",
-    "shatag.targets.docker_gated",
-    "shatag.proxy",
-    "shatag.docker",
+    "shatag.targets.docker.gated",
+    "shatag.targets.docker.proxy",
+    "shatag._sys.docker",
     "shatag.targets.kubernetes",
     "shatag.targets.kustomize",
     "shatag.targets.helm_values",
@@ -56,7 +56,7 @@ def _loaded_after(code: str, heavy: tuple[str, ...] = HEAVY) -> set[str]:
 def test_the_task_collection_imports_no_target_kind() -> None:
     """What ``inv --list`` and ``inv build --help`` load: the collection and its defaults (no
     validation, no target registry: those load when a task runs)."""
-    validation = ("shatag.config", "shatag.targets", "shatag.source", "shatag.core")
+    validation = ("shatag.config", "shatag.targets", "shatag._sys.source", "shatag.core")
     assert _loaded_after("import shatag.tasks, shatag.cli", HEAVY + validation) == set()
 
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 
 import pytest
 
-from shatag import supplychain
 from shatag.config import SigningConfig
 from shatag.errors import ShatagError, SignatureRequired, SoftVerifyToolError
-from shatag.signing import SignatureResult, enforce_policy
+from shatag.supplychain import evidence
+from shatag.supplychain.signing import SignatureResult, enforce_policy
 
 IMAGE = "127.0.0.1:5000/api@sha256:" + "a" * 64
 
@@ -40,13 +40,13 @@ def _sequential(policy: str, signature: Verdict, attestation: Verdict) -> object
             raise signature
         enforce_policy(config, signature)
         result = signature
-        if signature.reason not in supplychain._NO_ANSWER_REASONS:
+        if signature.reason not in evidence._NO_ANSWER_REASONS:
             if isinstance(attestation, ShatagError):
                 raise attestation
             result = attestation
     except ShatagError as exc:
         return (type(exc), exc.code)
-    return supplychain.SignatureOutcome(
+    return evidence.SignatureOutcome(
         signature.status, signature.reason, result.status, result.reason
     )
 
@@ -71,11 +71,11 @@ def test_fake_cosign_verdicts_side_by_side_equal_sequential(
             raise attestation
         return attestation
 
-    monkeypatch.setattr(supplychain, "verify_signature", fake_signature)
-    monkeypatch.setattr(supplychain, "verify_sbom_attestation", fake_attestation)
+    monkeypatch.setattr(evidence, "verify_signature", fake_signature)
+    monkeypatch.setattr(evidence, "verify_sbom_attestation", fake_attestation)
     config = SigningConfig(policy=policy)  # type: ignore[arg-type]
     try:
-        got: object = supplychain.verify_image(config, IMAGE, env={})
+        got: object = evidence.verify_image(config, IMAGE, env={})
     except (SignatureRequired, SoftVerifyToolError) as exc:
         got = (type(exc), exc.code)
     assert got == _sequential(policy, signature, attestation)

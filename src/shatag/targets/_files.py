@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
-from shatag._fs import atomic_write_text, real_path
+from shatag._sys.fs import atomic_write_text, real_path
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
 from shatag.targets._spec import KindSpec, converted, parse_prelude

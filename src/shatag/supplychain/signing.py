@@ -1,6 +1,6 @@
 """cosign adapter: sign by digest, verify softly, classify what cosign really answers.
 
-Every call goes through :func:`shatag._run.run` (argument list, timeout, secrets masked).
+Every call goes through :func:`shatag._sys.subproc.run` (argument list, timeout, secrets masked).
 The key password travels only as ``COSIGN_PASSWORD`` in the environment mapping, never on a
 command line, and is masked in anything we keep of cosign's output.
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from shatag._run import Result, run, which
+from shatag._sys.subproc import Result, run, which
 from shatag.config import SigningConfig
 from shatag.errors import (
     ConfigError,

@@ -1,7 +1,8 @@
 """A container on the local Docker Engine, switched behind a health gate.
 
 By default (``proxy: true``) the switch goes through a Caddy reverse proxy that shatag runs:
-:mod:`shatag.targets.docker_gated` and :mod:`shatag.proxy` (issue 12). With ``proxy: false``
+:mod:`shatag.targets.docker.gated` and :mod:`shatag.targets.docker.proxy`
+(issue 12). With ``proxy: false``
 the class :class:`DockerTarget` below keeps the stop-then-start switch on the published port,
 where the new container must publish the same host port as the old one, so the switch is:
 
@@ -31,30 +32,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from shatag.core import ImageRef, PinFormat
-from shatag.dockerapp import (
+from shatag.errors import ConfigError, DeployFailed
+from shatag.limits import clip, number, whole
+from shatag.targets import Target, TargetContext, TargetKind
+from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.targets.docker.app import (
     check_names,
     parse_env,
     parse_secrets,
     parse_volumes,
     validate_container_name,
 )
-from shatag.errors import ConfigError, DeployFailed
-from shatag.limits import clip, number, whole
-from shatag.proxy import (
-    DEFAULT_PROXY_IMAGE,
-    NETWORK_SUFFIX,
-    PROXY_SUFFIX,
-    Docker,
-    ProxySpec,
-    check_owned,
-    is_running,
-    labels_of,
-    owner_labels,
-    proxy_home,
-)
-from shatag.targets import Target, TargetContext, TargetKind
-from shatag.targets._spec import check_keys, converted, parse_pin
-from shatag.targets.docker_gated import (
+from shatag.targets.docker.gated import (
     AppSpec,
     GatedDockerTarget,
     Verdict,
@@ -67,11 +56,23 @@ from shatag.targets.docker_gated import (
     secret_values,
     wait_healthy,
 )
+from shatag.targets.docker.proxy import (
+    DEFAULT_PROXY_IMAGE,
+    NETWORK_SUFFIX,
+    PROXY_SUFFIX,
+    Docker,
+    ProxySpec,
+    check_owned,
+    is_running,
+    labels_of,
+    owner_labels,
+    proxy_home,
+)
 
 if TYPE_CHECKING:
     from python_on_whales import Container, DockerClient
 
-    from shatag.docker import DockerEngine
+    from shatag._sys.docker import DockerEngine
 
 NAME: Final = "docker"
 KEYS: Final = frozenset(
@@ -196,7 +197,7 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
 
 
 def _engine(env: Mapping[str, str]) -> DockerEngine:
-    from shatag.docker import DockerEngine
+    from shatag._sys.docker import DockerEngine
 
     return DockerEngine(env)
 
@@ -205,7 +206,8 @@ class DockerTarget:
     """``proxy: false``: stop the old container, then start the new one on the same port (a
     short gap, measured in docs/reliability.md).
 
-    The switch drives the docker CLI through :class:`shatag.proxy.Docker` (what ``prepare``
+    The switch drives the docker CLI through :class:`shatag.targets.docker.proxy.Docker`
+    (what ``prepare``
     needs in one look; stop, rename, run, remove), as the gated switch does: python-on-whales
     re-inspected a container on nearly every attribute read, and its import (0.2-0.3 s of CPU)
     was on the path of every switch (issue 17). It is still the client for a pull, the logs of
@@ -215,7 +217,8 @@ class DockerTarget:
         self.config = config
         self.name = config.name
         self.prev_name = config.name + PREV_SUFFIX
-        # The switch itself runs the docker CLI through shatag._run (its own process group while
+        # The switch itself runs the docker CLI through shatag._sys.subproc
+        # (its own process group while
         # a switch holds the signals); python-on-whales is imported only for a pull, the logs
         # of a failed start, or an undo.
         self._engine = _engine(ctx.env)

@@ -33,7 +33,7 @@ from shatag.config import Settings
 from shatag.core import is_sha
 from shatag.errors import InvalidInput
 from shatag.ledger import open_ledger
-from shatag.metadata import load_metadata
+from shatag.supplychain.metadata import load_metadata
 
 WINDOW: Final = 30
 MIN_VERIFIED_PCT: Final = 90.0

@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
-from shatag import shaindex
 from shatag.core import json_object, validate_env_name
+from shatag.ledger import shaindex
 
 Action = Literal["deploy", "rollback"]
 Outcome = Literal["ok", "failed"]
@@ -129,7 +129,7 @@ def _ran(record: HistoryRecord, sha: str, repository: str | None) -> bool:
 class RecordQueries(abc.ABC):
     """The questions asked of one environment's history, answered by walking its records
     newest first: the one implementation behind :class:`HistoryStore` (a file) and
-    :class:`shatag.ledger_git.GitHistoryStore` (a git ref), which supply :meth:`iter_newest`."""
+    :class:`shatag.ledger.git.GitHistoryStore` (a git ref), which supply :meth:`iter_newest`."""
 
     @abc.abstractmethod
     def iter_newest(self) -> Iterator[HistoryRecord]:
@@ -176,7 +176,7 @@ class RecordQueries(abc.ABC):
 
 class HistoryStore(RecordQueries):
     """The history of one environment. Appends are not locked here: callers hold the
-    environment's deploy lock (:mod:`shatag.lock`) around an append."""
+    environment's deploy lock (:mod:`shatag.ledger.lock`) around an append."""
 
     def __init__(self, state_dir: Path, env: str) -> None:
         self.env = validate_env_name(env)

@@ -9,7 +9,8 @@ Order and failure policy:
 1. ``--sign``: ``cosign sign`` by digest (skipped for a reused image that already verifies).
    A failed signing fails the build (the operator asked for it); the tags stay as they are.
 2. SBOM (FR-008): the local scan started alongside the push (``local_sbom``, see
-   :mod:`shatag.sbom`), else syft scans the pushed digest from the registry; missing syft
+   :mod:`shatag.supplychain.sbom`),
+   else syft scans the pushed digest from the registry; missing syft
    → ``sbom_status=tool_missing``; a syft that runs and fails → TOOL_FAILURE (the image
    stays pushed and unchanged; a rerun reuses it and generates the SBOM again).
 3. With ``--sign`` and a generated SBOM: ``cosign attest --type spdxjson`` to the same digest.
@@ -29,7 +30,7 @@ from typing import Literal
 
 from shatag.config import SbomConfig, SigningConfig
 from shatag.core import Repository, validate_digest
-from shatag.sbom import (
+from shatag.supplychain.sbom import (
     SbomResult,
     attest_sbom,
     generate_sbom,
@@ -37,7 +38,7 @@ from shatag.sbom import (
     sbom_path,
     verify_sbom_attestation,
 )
-from shatag.signing import SignatureResult, enforce_policy, sign_image, verify_signature
+from shatag.supplychain.signing import SignatureResult, enforce_policy, sign_image, verify_signature
 
 log = logging.getLogger("shatag.supplychain")
 

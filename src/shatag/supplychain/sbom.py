@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from shatag._fs import atomic_write_bytes
-from shatag._run import run
+from shatag._sys.fs import atomic_write_bytes
+from shatag._sys.subproc import run
 from shatag.config import SbomConfig, SigningConfig
 from shatag.core import Repository, validate_digest, validate_sha
 from shatag.errors import ToolFailure, ToolMissing, ToolTimeout
-from shatag.signing import SignatureResult, attest_predicate, verify_attestation
+from shatag.supplychain.signing import SignatureResult, attest_predicate, verify_attestation
 
 log = logging.getLogger("shatag.sbom")
 
@@ -63,7 +63,7 @@ def sbom_path(config: SbomConfig, sha: str) -> Path:
 def _syft_env(repository: Repository, env: Mapping[str, str]) -> dict[str, str]:
     out = dict(env)
     out.setdefault("SYFT_CHECK_FOR_APP_UPDATE", "false")
-    from shatag.registry import registry_ca
+    from shatag.supplychain.registry import registry_ca
 
     ca = registry_ca(repository.registry)
     if ca is not None:
@@ -103,7 +103,7 @@ def _syft_scan(
     env: Mapping[str, str],
 ) -> bytes:
     """Run ``syft scan <source…>`` into a private file beside the SBOM and return its bytes (two
-    builds of one SHA never share that file). Raises like :func:`_run.run`."""
+    builds of one SHA never share that file). Raises like :func:`subproc.run`."""
     path = sbom_path(config, sha)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.syft")
@@ -132,7 +132,7 @@ def scan_local_image(
     """Scan the freshly built image ``image_id`` from the docker engine; return the SPDX bytes.
 
     Started alongside ``docker push``; see the module docstring for why the result may stand for
-    the pushed digest. Raises like :func:`_run.run` (ToolMissing/ToolTimeout/ToolFailure).
+    the pushed digest. Raises like :func:`subproc.run` (ToolMissing/ToolTimeout/ToolFailure).
     """
     validate_digest(image_id)
     source = [f"docker:{image_id}", "--source-name", f"{repository}:{sha}"]
@@ -231,7 +231,8 @@ def attest_sbom(
 ) -> None:
     """Attach the SBOM as a signed ``spdxjson`` attestation to the same digest (cosign attest).
 
-    Raises :class:`ToolFailure` / :class:`ConfigError` like :func:`shatag.signing.sign_image`.
+    Raises :class:`ToolFailure` / :class:`ConfigError` like
+    :func:`shatag.supplychain.signing.sign_image`.
     """
     if sbom.status != "generated":
         raise ValueError("only a generated SBOM can be attested")

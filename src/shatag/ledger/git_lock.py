@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from shatag.errors import DeployLocked, LedgerUnavailable, ShatagError
-from shatag.gitrefs import GitRefs
+from shatag.ledger.gitrefs import GitRefs
 
 log = logging.getLogger("shatag.ledger")
 

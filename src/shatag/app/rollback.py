@@ -1,13 +1,13 @@
 """Rollback: re-deploy an earlier SHA without building anything (FR-007, FR-013).
 
 A rollback is a deploy of an earlier SHA chosen from history, with no build: it takes the one
-path of :func:`shatag.deploy.run_switch` (lock, recovery, registry HEAD, digest guard, signature
+path of :func:`shatag.app.deploy.run_switch` (lock, recovery, registry HEAD, digest guard, signature
 check, switch). This module only chooses the SHA and names the errors of its contract. It never
 imports the build or docker-build code: the only registry calls are HEADs (read access is
 enough), and the only engine call is the docker target's pull by digest.
 
 * ``--sha`` given: that SHA; without it, the release deployed before the current one, walking
-  back past releases that were rolled back from (:func:`shatag.history.walk_back_target`;
+  back past releases that were rolled back from (:func:`shatag.ledger.history.walk_back_target`;
   docs/operations/rollback.md), else NO_ROLLBACK_TARGET.
 * The SHA tag must exist in the environment's repository -- the canonical one for a canonical
   environment (FR-012) -- and its registry digest must equal the digest history recorded for
@@ -24,12 +24,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shatag.app.deploy import DeployRecord, LineSink, Route, recorded_elsewhere, run_switch
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, ensure_immutable_tag, validate_sha
-from shatag.deploy import DeployRecord, LineSink, Route, recorded_elsewhere, run_switch
 from shatag.errors import MissingTag, NoRollbackTarget
-from shatag.history import initiated_by, walk_back_target
 from shatag.ledger import Ledger
+from shatag.ledger.history import initiated_by, walk_back_target
 
 
 @dataclass(frozen=True, slots=True)

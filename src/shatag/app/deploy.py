@@ -15,7 +15,8 @@ signature verification. Then, still under the lock:
   recorded as ``result=failed``; success is appended to history, then targets *commit*.
 
 A deploy never rolls back implicitly: a failure restores the state *before this attempt*, it
-never goes to some earlier release. :mod:`shatag.rollback` is the dedicated command (FR-013), and
+never goes to some earlier release. :mod:`shatag.app.rollback` is the
+dedicated command (FR-013), and
 it takes the same path: :func:`run_switch` is the one sequence above for both, a :class:`Route`
 says what differs (how the SHA is chosen, the digest it must match, the wording of the errors).
 The environment's state (history, lock, journal) is reached through :mod:`shatag.ledger`.
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from shatag import _run, signals
+from shatag._sys import signals, subproc
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, Repository, RepositoryType, ensure_immutable_tag, validate_sha
 from shatag.errors import (
@@ -47,13 +48,13 @@ from shatag.errors import (
     StateError,
     ToolFailure,
 )
-from shatag.history import Action, HistoryRecord, initiated_by, utc_now
 from shatag.ledger import Ledger, open_ledger
-from shatag.metadata import load_metadata
-from shatag.registry import RegistryClient, open_registry
-from shatag.statedir import check_state_dir
-from shatag.statedir import describe as describe_os_error
-from shatag.supplychain import SignatureOutcome, verify_image
+from shatag.ledger.history import Action, HistoryRecord, initiated_by, utc_now
+from shatag.ledger.statedir import check_state_dir
+from shatag.ledger.statedir import describe as describe_os_error
+from shatag.supplychain.evidence import SignatureOutcome, verify_image
+from shatag.supplychain.metadata import load_metadata
+from shatag.supplychain.registry import RegistryClient, open_registry
 from shatag.targets import Target, TargetContext, TargetSpec, finish, make_target, recover
 from shatag.targets._files import merge_shared_files
 
@@ -375,7 +376,7 @@ def resolve_image(
 
 def _single_platform(client: RegistryClient, sha: str, digest: str, platform: str) -> ImageRef:
     """FR-015: the tag holds one ``platform`` image (or an index of one plus attestations)."""
-    from shatag.manifests import check_single_platform
+    from shatag.supplychain.manifests import check_single_platform
 
     checked = check_single_platform(client, sha, expected_digest=digest, platform=platform)
     return ImageRef(client.repository, sha, digest, checked.kind)
@@ -709,7 +710,7 @@ def _run_apply(
         "SHATAG_ACTION": action,
     }
     try:
-        _run.run(
+        subproc.run(
             list(envcfg.apply),
             timeout=envcfg.apply_timeout_sec,
             env={**env, **extra},

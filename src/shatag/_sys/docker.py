@@ -1,8 +1,9 @@
 """The docker adapter: python-on-whales for the engine, our chokepoint for the hot paths.
 
 Every command on a hot path -- a build's ``build``, ``tag``, ``push`` and removal of its private
-tag; the switches' inspections, ``run``, ``exec``, ``stop`` (see :class:`shatag.proxy.Docker`)
--- runs through :func:`shatag._run.run` with the docker command line python-on-whales would
+tag; the switches' inspections, ``run``, ``exec``, ``stop`` (see
+:class:`shatag.targets.docker.proxy.Docker`)
+-- runs through :func:`shatag._sys.subproc.run` with the docker command line python-on-whales would
 build (``DockerClient.client_config.docker_cmd``: the binary, ``--config``, ``--host``; see
 :meth:`DockerEngine.cmd`): output streams line by line, a timeout bounds it, a switch's tools
 are out of reach of a signal to the whole group, and neither a build nor a switch pays the
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
-from shatag import _run
+from shatag._sys import subproc
 from shatag.errors import BuildFailure, PushFailure, ToolFailure, ToolMissing, ToolTimeout
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class DockerEngine:
         if self._client is None:
             from python_on_whales import DockerClient
 
-            if _run.which("docker", self._env) is None:
+            if subproc.which("docker", self._env) is None:
                 raise ToolMissing("the docker CLI is not installed; run `bash ci/setup.sh`")
             self._client = DockerClient(
                 host=self._env.get("DOCKER_HOST") or None,
@@ -81,7 +82,7 @@ class DockerEngine:
         """The docker command line python-on-whales builds for this engine
         (``client_config.docker_cmd``: the binary, ``--config``, ``--host``), made here so that
         running a docker command does not wait for python-on-whales to be imported."""
-        binary = _run.which("docker", self._env)
+        binary = subproc.which("docker", self._env)
         if binary is None:
             raise ToolMissing("the docker CLI is not installed; run `bash ci/setup.sh`")
         cmd = [binary]
@@ -97,9 +98,9 @@ class DockerEngine:
         timeout: float,
         check: bool = True,
         on_line: Callable[[str], None] | None = None,
-    ) -> _run.Result:
+    ) -> subproc.Result:
         """``docker <args>`` on this engine, through the chokepoint."""
-        return _run.run(
+        return subproc.run(
             [*self.cmd(), *args], timeout=timeout, env=self._env, check=check, on_line=on_line
         )
 
@@ -119,7 +120,7 @@ class DockerEngine:
         if result.returncode != 0:
             raise BuildFailure(
                 "the docker daemon does not answer "
-                f"({_run.mask(result.stderr.strip()[-300:], ())}); start it (bash ci/setup.sh)"
+                f"({subproc.mask(result.stderr.strip()[-300:], ())}); start it (bash ci/setup.sh)"
             )
 
     def build(
@@ -154,7 +155,7 @@ class DockerEngine:
                 argv += ["--tag", tag]
             argv.append(str(context))
             try:
-                _run.run(argv, timeout=timeout, env=env, on_line=on_line)
+                subproc.run(argv, timeout=timeout, env=env, on_line=on_line)
             except ToolFailure as exc:
                 self.ping()  # a daemon that is down gets its own clear message
                 raise BuildFailure(

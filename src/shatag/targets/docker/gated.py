@@ -1,12 +1,13 @@
 """The docker target's traffic-gated switch through the proxy (issue 12).
 
 Names, all derived from the target's ``name`` and all labelled with the environment and target
-(:func:`shatag.proxy.owner_labels`); a container or network of that name *without* our labels is
+(:func:`shatag.targets.docker.proxy.owner_labels`); a container
+ or network of that name *without* our labels is
 refused (``NOT_OWNED``) and left untouched:
 
 * ``<name>-<sha12>-<attempt6>``: one application container per release attempt, on the network
   only (nothing published);
-* ``<name>-proxy``: Caddy, publishing ``127.0.0.1:<port>`` (see :mod:`shatag.proxy`);
+* ``<name>-proxy``: Caddy, publishing ``127.0.0.1:<port>`` (see :mod:`shatag.targets.docker.proxy`);
 * ``<name>-shatag-net``: the user-defined bridge network they share;
 * ``<name>`` / ``<name>-shatag-prev``: only met when migrating from ``proxy: false``.
 
@@ -44,11 +45,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from shatag._sys.docker import DockerEngine
 from shatag.core import ImageRef
-from shatag.docker import DockerEngine
-from shatag.dockerapp import app_fingerprint
 from shatag.errors import ConfigError, DeployFailed
-from shatag.proxy import (
+from shatag.targets.docker.app import app_fingerprint
+from shatag.targets.docker.proxy import (
     LABEL_ENV,
     LABEL_TARGET,
     Docker,

@@ -4,20 +4,20 @@ refs of the application's own repository, so ephemeral CI runners share them.
 Ref layout on the remote (``state_remote``, default ``origin``):
 
 * ``refs/shatag/<env>`` -- the history. One commit per record; its tree holds ``record.json``
-  (one :class:`~shatag.history.HistoryRecord` as a JSON line) and its parent is the record
+  (one :class:`~shatag.ledger.history.HistoryRecord` as a JSON line) and its parent is the record
   before, so ``git log refs/shatag/<env>`` is the audit trail.
 * ``refs/shatag-lock/<env>`` -- the deploy lock, present only while held: a parentless commit
   whose tree holds ``lock.json`` (holder, host, pid, run URL, acquired/expires).
 * ``refs/shatag-journal/<env>`` -- the crash journal of the deploy in progress (``journal.json``,
-  what :mod:`shatag.deploy` needs to undo it); deleted when the deploy ends cleanly.
+  what :mod:`shatag.app.deploy` needs to undo it); deleted when the deploy ends cleanly.
 
-Every write is a compare-and-swap (:mod:`shatag.gitrefs`): the commit is built with plumbing
+Every write is a compare-and-swap (:mod:`shatag.ledger.gitrefs`): the commit is built with plumbing
 (``hash-object``, ``mktree``, ``commit-tree``: no checkout; the work tree, index and HEAD are
 never touched) and pushed with ``--force-with-lease=<ref>:<expected old value>``. A lease that
 no longer holds is refetched and retried; nothing is ever force-overwritten. A record carries
 its deploy attempt id, and an append whose attempt is already on the ref is not written twice
 (an ambiguous push that did land is not duplicated by its retry). The lock protocol is in
-:mod:`shatag.ledger_lock`.
+:mod:`shatag.ledger.git_lock`.
 
 Reads fetch the three namespaces once per process (:meth:`GitLedger.refresh`) onto the same
 local refs and answer from them; the lock holder refetches once the lock is its own.
@@ -41,9 +41,9 @@ from typing import Any, Final
 
 from shatag.core import validate_env_name
 from shatag.errors import LedgerUnavailable, ShatagError
-from shatag.gitrefs import GitRefs
-from shatag.history import HistoryRecord, RecordQueries
-from shatag.ledger_lock import LOCK_FILE, LOCK_NS, LockInfo, RemoteLock
+from shatag.ledger.git_lock import LOCK_FILE, LOCK_NS, LockInfo, RemoteLock
+from shatag.ledger.gitrefs import GitRefs
+from shatag.ledger.history import HistoryRecord, RecordQueries
 
 log = logging.getLogger("shatag.ledger")
 
@@ -161,7 +161,7 @@ class GitLedger:
     @contextlib.contextmanager
     def lock(self, env: str, *, timeout: float, holder: str = "") -> Iterator[LockInfo]:
         """Hold the deploy lock of ``env`` on the remote for the ``with`` block
-        (:class:`shatag.ledger_lock.RemoteLock`); the ledger is refetched once it is ours."""
+        (:class:`shatag.ledger.git_lock.RemoteLock`); the ledger is refetched once it is ours."""
         lock = RemoteLock(
             self.refs,
             validate_env_name(env),
@@ -258,8 +258,8 @@ class GitLedger:
 
 class GitHistoryStore(RecordQueries):
     """One environment's history on ``refs/shatag/<env>``: the interface of
-    :class:`shatag.history.HistoryStore`, read from the fetched ref (the queries are
-    :class:`shatag.history.RecordQueries`, over :meth:`iter_newest`)."""
+    :class:`shatag.ledger.history.HistoryStore`, read from the fetched ref (the queries are
+    :class:`shatag.ledger.history.RecordQueries`, over :meth:`iter_newest`)."""
 
     def __init__(self, ledger: GitLedger, env: str) -> None:
         self.ledger = ledger

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from shatag.errors import DigestMismatch, MissingTag, PolicyViolation
-from shatag.registry import DOCKER_MANIFEST, INDEX_TYPES, OCI_MANIFEST, Manifest, RegistryClient
+from shatag.supplychain.registry import (
+    DOCKER_MANIFEST,
+    INDEX_TYPES,
+    OCI_MANIFEST,
+    Manifest,
+    RegistryClient,
+)
 
 ATTESTATION_TYPE: Final = "attestation-manifest"
 IMAGE_TYPES: Final = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})

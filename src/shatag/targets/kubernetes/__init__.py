@@ -35,7 +35,7 @@ from shatag.targets import TargetContext, TargetKind
 from shatag.targets._spec import KindSpec, converted, parse_prelude
 
 if TYPE_CHECKING:
-    from shatag.kubectl import Kubectl, PodProblem
+    from shatag.targets.kubernetes.kubectl import Kubectl, PodProblem
 
 NAME: Final = "kubernetes"
 KEYS: Final = frozenset(
@@ -77,7 +77,7 @@ class KubernetesSpec(KindSpec):
         return None
 
     def kubectl(self, env: Mapping[str, str] | None = None) -> Kubectl:
-        from shatag.kubectl import Kubectl
+        from shatag.targets.kubernetes.kubectl import Kubectl
 
         return Kubectl(
             namespace=self.namespace,
@@ -167,7 +167,7 @@ class KubernetesTarget:
 
     def _read(self) -> tuple[dict[str, Any], str]:
         """The Deployment and the container's current image; it must have the container."""
-        from shatag.kubectl import container_image, container_names
+        from shatag.targets.kubernetes.kubectl import container_image, container_names
 
         current = self._get()
         found = container_image(current, self.spec.container)
@@ -249,7 +249,7 @@ def switch_image(
     restoring: bool = False,
 ) -> None:
     """One patch (image + annotations), then wait for its rollout."""
-    from shatag.kubectl import deadline_condition_time, image_patch
+    from shatag.targets.kubernetes.kubectl import deadline_condition_time, image_patch
 
     try:
         patched = kubectl.patch_deployment(
@@ -276,7 +276,7 @@ def wait_rollout(
 ) -> None:
     """Wait until the rollout to ``image`` is complete; raise DEPLOY_FAILED with the pods'
     reasons when it cannot complete (fatal pod state, progress deadline, our timeout)."""
-    from shatag.kubectl import (
+    from shatag.targets.kubernetes.kubectl import (
         event_messages,
         pod_problems,
         rollout_failure,
@@ -323,7 +323,7 @@ def wait_rollout(
 
 def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted switch: the previous image back if the interrupted one is set."""
-    from shatag.kubectl import container_image
+    from shatag.targets.kubernetes.kubectl import container_image
 
     spec = KubernetesSpec.from_journal(entry)
     previous, new = entry.get("previous_image"), entry.get("new_image")

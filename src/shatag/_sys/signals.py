@@ -44,7 +44,7 @@ _STATE = _State()
 
 def active() -> bool:
     """Whether :func:`graceful` handles the signals now. Tools started meanwhile run in their
-    own process group (:func:`shatag._run.run`): a signal sent to the whole group -- as a CI
+    own process group (:func:`shatag._sys.subproc.run`): a signal sent to the whole group -- as a CI
     runner cancelling a job does -- reaches shatag, which decides (undo, or finish while held),
     instead of killing the ``docker stop`` or ``docker inspect`` that the undo or the commit is
     waiting on."""

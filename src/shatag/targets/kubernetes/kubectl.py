@@ -1,6 +1,7 @@
 """kubectl, wrapped: JSON in, small parsed models out (the `kubernetes` target's adapter).
 
-Why kubectl through the chokepoint (:func:`shatag._run.run`) rather than a client library: it
+Why kubectl through the chokepoint (:func:`shatag._sys.subproc.run`)
+rather than a client library: it
 authenticates exactly as the operator's own kubectl does (exec credential plugins, OIDC, cloud
 auth helpers, proxies from the kubeconfig) with no extra dependency, and every call is an
 argument list with a timeout that the log shows. ``-o json`` makes each answer a parsed
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shatag import _run
+from shatag._sys import subproc
 from shatag.errors import DeployFailed, ToolFailure
 
 #: Container states that end a rollout at once: they will not fix themselves within a deploy
@@ -254,7 +255,7 @@ class Kubectl:
         ]
 
     def _json(self, *args: str) -> dict[str, Any]:
-        result = _run.run(self._argv(*args), timeout=self.timeout + 5, env=self.env)
+        result = subproc.run(self._argv(*args), timeout=self.timeout + 5, env=self.env)
         try:
             data = json.loads(result.stdout)
         except ValueError:

@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from shatag import _run
-from shatag import source as source_mod
+from shatag._sys import source as source_mod
+from shatag._sys import subproc
+from shatag._sys.docker import BuiltImage, DockerEngine
 from shatag.config import Settings
 from shatag.core import (
     Repository,
@@ -31,7 +32,6 @@ from shatag.core import (
     validate_branch,
     validate_sha,
 )
-from shatag.docker import BuiltImage, DockerEngine
 from shatag.errors import (
     BuildFailure,
     DigestMismatch,
@@ -42,16 +42,16 @@ from shatag.errors import (
     RegistryUnavailable,
     ToolFailure,
 )
-from shatag.lock import build_lock
-from shatag.metadata import load_metadata
-from shatag.registry import RegistryClient, open_registry
-from shatag.sbom import scan_local_image
+from shatag.ledger.lock import build_lock
+from shatag.supplychain.metadata import load_metadata
+from shatag.supplychain.registry import RegistryClient, open_registry
+from shatag.supplychain.sbom import scan_local_image
 
 PUSH_TIMEOUT_SEC = 900.0
 
 
 class BuildEngine(Protocol):
-    """What the build needs of a container engine (:class:`shatag.docker.DockerEngine`)."""
+    """What the build needs of a container engine (:class:`shatag._sys.docker.DockerEngine`)."""
 
     def build(
         self,
@@ -150,7 +150,7 @@ def default_branch(env: Mapping[str, str], context: Path) -> str:
 
 def _git(context: Path, args: list[str], env: Mapping[str, str], flag: str) -> str:
     try:
-        result = _run.run(["git", "-C", str(context), *args], timeout=30, env=env)
+        result = subproc.run(["git", "-C", str(context), *args], timeout=30, env=env)
     except ToolFailure:
         raise InvalidInput(f"{context} is not in a git checkout; pass {flag} explicitly") from None
     return result.stdout.strip()
@@ -257,7 +257,7 @@ def build(
                     context=prepared.path,
                     dockerfile=prepared.dockerfile,
                     labels=prepared.labels,
-                    scan=start_scan if _run.which("syft", env) else None,
+                    scan=start_scan if subproc.which("syft", env) else None,
                 )
             record.build_source = prepared.source
             record.build_inputs = [i.as_dict() for i in prepared.inputs]
@@ -265,7 +265,7 @@ def build(
         record.build_duration_sec = round(time.monotonic() - started, 3)
         record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
         # signing/SBOM hook: sign, SBOM, attest, soft-verify, all by digest (FR-008/010/014).
-        from shatag.supplychain import after_push
+        from shatag.supplychain.evidence import after_push
 
         chain = after_push(
             settings.signing,
@@ -351,7 +351,7 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
     tag missing because an earlier build was interrupted between the two tags is restored from
     the same manifest bytes (issue 14, item 6).
     """
-    from shatag.manifests import check_single_platform
+    from shatag.supplychain.manifests import check_single_platform
 
     repo, sha = job.repo, job.sha
     recorded = load_metadata(meta_path)
@@ -450,7 +450,7 @@ def _build_and_push(
     scan: Callable[[str], Callable[[], bytes]] | None,
 ) -> tuple[BuildRecord, Callable[[], bytes] | None]:
     """Build, push, prove. Returns the record and, for a pushed image, the pending local SBOM
-    scan (``scan(image_id)`` starts it alongside the push; see :mod:`shatag.sbom`)."""
+    scan (``scan(image_id)`` starts it alongside the push; see :mod:`shatag.supplychain.sbom`)."""
     settings, repo, sha, registry = job.settings, job.repo, job.sha, job.registry
     full_tag, short_tag = repo.tag(sha), repo.tag(short_sha(sha))
     # Built under a tag of its own: another build of this SHA on this engine cannot move it.
@@ -529,7 +529,7 @@ def _prove(job: _Job, built: BuiltImage, reported: str) -> BuildRecord:
             f"docker push reported {reported} but the registry serves {served} for {full_tag} "
             "— do not deploy this SHA until resolved"
         )
-    from shatag.manifests import check_single_platform
+    from shatag.supplychain.manifests import check_single_platform
 
     checked = check_single_platform(
         registry, sha, expected_digest=served, platform=settings.platform, manifest=manifest

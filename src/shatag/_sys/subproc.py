@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from shatag import signals
+from shatag._sys import signals
 from shatag.errors import ToolFailure, ToolMissing, ToolTimeout
 
 log = logging.getLogger("shatag.run")

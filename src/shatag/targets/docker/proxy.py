@@ -66,8 +66,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from shatag import _run
-from shatag._fs import atomic_write_text
+from shatag._sys import subproc
+from shatag._sys.fs import atomic_write_text
 from shatag.core import json_object
 from shatag.errors import DeployFailed, NotOwned, ToolFailure, ToolTimeout
 
@@ -340,7 +340,7 @@ def proxy_home(state_dir: Path, env_name: str, target: str) -> str:
 
 
 class Docker:
-    """The few docker CLI calls the proxy and the gated switch need, through :mod:`_run`.
+    """The few docker CLI calls the proxy and the gated switch need, through :mod:`subproc`.
 
     :meth:`remember` inspects several objects in one call (each docker CLI call costs ~30 ms);
     :meth:`inspect` answers from that look until the next :meth:`run`, which may change any of
@@ -359,7 +359,7 @@ class Docker:
         check: bool = True,
         timeout: float | None = None,
         secrets: tuple[str, ...] = (),
-    ) -> _run.Result:
+    ) -> subproc.Result:
         self.forget()  # what was remembered may change now
         return self._call(*args, check=check, timeout=timeout, secrets=secrets)
 
@@ -369,9 +369,9 @@ class Docker:
         check: bool = True,
         timeout: float | None = None,
         secrets: tuple[str, ...] = (),
-    ) -> _run.Result:
+    ) -> subproc.Result:
         try:
-            return _run.run(
+            return subproc.run(
                 [*self.cmd, *args],
                 timeout=timeout or self.timeout,
                 env=self.env,
@@ -413,7 +413,7 @@ class Docker:
             for kind, names in looks.items()
             if (wanted := [n for n in dict.fromkeys(names) if n and (kind, n) not in self._known])
         }
-        answers: dict[str, _run.Result] = {}
+        answers: dict[str, subproc.Result] = {}
 
         def look(kind: str) -> None:
             argv = (kind, "inspect", "--format", "{{json .}}", *calls[kind])
@@ -745,7 +745,7 @@ def ensure_proxy_image(docker: Docker, image: str, env: Mapping[str, str]) -> st
             f"EXPOSE {LISTEN_PORT}\n"
             'ENTRYPOINT ["/usr/bin/caddy"]\n'
         )
-        result = _run.run(
+        result = subproc.run(
             [*docker.cmd, "build", "--quiet", "--tag", tag, tmp],
             timeout=600,
             env={**docker.env, "DOCKER_BUILDKIT": "0"},

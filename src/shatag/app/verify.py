@@ -1,7 +1,7 @@
 """``inv verify --sha=…``: the signature status of one SHA-tagged image, nothing else (FR-014).
 
 The tag is resolved to its digest in the registry (no pull; MISSING_TAG when absent), then
-verified exactly as a deploy verifies it (:func:`shatag.supplychain.verify_image`): the
+verified exactly as a deploy verifies it (:func:`shatag.supplychain.evidence.verify_image`): the
 signature by digest, the policy (``soft`` reports, ``enforce`` raises SIGNATURE_REQUIRED for an
 unverified image), the SBOM attestation. A cosign that gives no pass/fail answer raises
 SOFT_VERIFY_TOOL_ERROR under either policy.
@@ -17,8 +17,8 @@ from typing import Any
 from shatag.config import Settings
 from shatag.core import RepositoryType, pinned_reference, validate_sha
 from shatag.errors import MissingTag
-from shatag.registry import open_registry
-from shatag.supplychain import verify_image
+from shatag.supplychain.evidence import verify_image
+from shatag.supplychain.registry import open_registry
 
 
 @dataclass(frozen=True, slots=True)

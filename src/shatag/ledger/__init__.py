@@ -5,9 +5,10 @@ state only through a :class:`Ledger` that :func:`open_ledger` returns, chosen by
 ``state_backend``:
 
 * ``local`` -- :class:`LocalLedger` keeps it in ``<state_dir>/<env>/``: ``history.jsonl``
-  (:mod:`shatag.history`), ``deploy.lock`` (:mod:`shatag.lock`) and ``pending.json`` (the
+  (:mod:`shatag.ledger.history`), ``deploy.lock`` (:mod:`shatag.ledger.lock`) and
+  ``pending.json`` (the
   journal of the deploy in progress);
-* ``git`` -- :class:`shatag.ledger_git.GitEnvLedger` keeps it on refs of the application's own
+* ``git`` -- :class:`shatag.ledger.git.GitEnvLedger` keeps it on refs of the application's own
   repository (``refs/shatag/<env>``, ``refs/shatag-lock/<env>``, ``refs/shatag-journal/<env>``
   on ``state_remote``), shared by every CI runner (issue 15, docs/ledger.md).
 
@@ -28,11 +29,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from shatag._fs import atomic_write_text
+from shatag._sys.fs import atomic_write_text
 from shatag.config import StateConfig
 from shatag.core import validate_env_name
-from shatag.history import HistoryRecord, HistoryStore, known_digest
-from shatag.lock import env_lock
+from shatag.ledger.history import HistoryRecord, HistoryStore, known_digest
+from shatag.ledger.lock import env_lock
 
 log = logging.getLogger("shatag.ledger")
 
@@ -58,7 +59,7 @@ class Ledger(Protocol):
         ...
 
     def previous(self) -> HistoryRecord | None:
-        """The rollback target (see :meth:`shatag.history.HistoryStore.previous`)."""
+        """The rollback target (see :meth:`shatag.ledger.history.HistoryStore.previous`)."""
         ...
 
     def digest_for(self, sha: str, repository: str | None = None) -> str | None:
@@ -161,7 +162,7 @@ def open_ledger(
     if isinstance(state, Path):
         return LocalLedger(state, env)
     if state.backend == "git":
-        from shatag.ledger_git import GitEnvLedger, shared_ledger
+        from shatag.ledger.git import GitEnvLedger, shared_ledger
 
         shared = shared_ledger(
             state.repo,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Final, Literal
 
-from shatag import _run
+from shatag._sys import subproc
 from shatag.errors import BuildFailure, ConfigError, SourceMismatch, ToolFailure
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def git_toplevel(start: Path) -> Path | None:
 
 def probe(context: Path, env: Mapping[str, str]) -> GitContext | None:
     """The context's repository and prefix, or ``None`` outside a git work tree."""
-    result = _run.run(
+    result = subproc.run(
         ["git", "-C", str(context), "rev-parse", "--show-toplevel", "--show-prefix"],
         timeout=30,
         env=env,
@@ -174,7 +174,7 @@ def export_commit(
     archive = dest.parent / f"{dest.name}.tar"
     tree = f"{sha}:{git.prefix}"
     try:
-        _run.run(
+        subproc.run(
             ["git", "-C", str(git.toplevel), "archive", "--format=tar", "-o", str(archive), tree],
             timeout=GIT_TIMEOUT_SEC,
             env=env,
@@ -212,7 +212,7 @@ def export_commit(
 def check_clean(context: Path, sha: str, env: Mapping[str, str]) -> None:
     """``worktree`` mode: no tracked file of the context may be modified (untracked and ignored
     files, e.g. build inputs, are allowed). Runs before the build starts."""
-    status = _run.run(
+    status = subproc.run(
         ["git", "-C", str(context), "status", "--porcelain", "--untracked-files=no", "--", "."],
         timeout=GIT_TIMEOUT_SEC,
         env=env,
@@ -230,7 +230,7 @@ def check_clean(context: Path, sha: str, env: Mapping[str, str]) -> None:
 
 def check_head(context: Path, sha: str, env: Mapping[str, str]) -> None:
     """``worktree`` mode: the context's HEAD must be ``sha``."""
-    probe_ = _run.run(
+    probe_ = subproc.run(
         ["git", "-C", str(context), "rev-parse", "HEAD"], timeout=30, env=env, check=False
     )
     head = probe_.stdout.strip() if probe_.returncode == 0 else ""
@@ -284,7 +284,7 @@ def source_url(
         return f"{server.rstrip('/')}/{repo}"
     if git is None:
         return ""
-    listed = _run.run(
+    listed = subproc.run(
         ["git", "--no-pager", "-C", str(context), "config", "--get-regexp", _REMOTES],
         timeout=30,
         env=env,

@@ -1,7 +1,8 @@
-"""The git plumbing under the git ledger (:mod:`shatag.ledger_git`): commits built without a
+"""The git plumbing under the git ledger (:mod:`shatag.ledger.git`): commits built without a
 checkout, compare-and-swap pushes, fetches of ref namespaces, blob reads in one call.
 
-Every call goes through :func:`shatag._run.run` (argument list, timeout) as ``git -C <repo>``
+Every call goes through :func:`shatag._sys.subproc.run` (argument list, timeout)
+ as ``git -C <repo>``
 with no prompt, no background gc and a fixed committer, so it works on a CI runner without a
 git identity. Objects are written with ``hash-object``/``mktree``/``commit-tree``: the work
 tree, the index and HEAD are never touched.
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from shatag import _run
+from shatag._sys import subproc
 from shatag.errors import LedgerDenied, LedgerUnavailable, ToolFailure, ToolMissing, ToolTimeout
 
 log = logging.getLogger("shatag.ledger")
@@ -64,7 +65,7 @@ class GitRefs:
 
     def git(
         self, *args: str, stdin: str = "", check: bool = True, raise_timeout: bool = False
-    ) -> _run.Result:
+    ) -> subproc.Result:
         """Run ``git -C <repo> <args>``; a failure (or, unless ``raise_timeout``, a timeout)
         is LEDGER_UNAVAILABLE."""
         env = {
@@ -87,7 +88,7 @@ class GitRefs:
             *args,
         ]
         try:
-            return _run.run(argv, timeout=self.timeout, env=env, stdin=stdin, check=check)
+            return subproc.run(argv, timeout=self.timeout, env=env, stdin=stdin, check=check)
         except ToolMissing:
             raise LedgerUnavailable(
                 "state_backend git needs the git program on PATH; install git or use "
