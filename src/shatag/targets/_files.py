@@ -19,29 +19,18 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 from shatag._sys.fs import atomic_write_text, real_path
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
-from shatag.targets._spec import KindSpec, converted, parse_prelude
+from shatag.targets import TargetSpec
+from shatag.targets._spec import KindSpec, converted, names_in_journal, parse_prelude
 
 if TYPE_CHECKING:
     from shatag.targets import TargetContext, TargetKind
 
 
-class FileSpec(Protocol):
-    """What every file kind's spec has: a target spec with the file and the reference form."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def edits(self) -> Path | None: ...
+class FileSpec(TargetSpec, Protocol):
+    """What every file kind's spec has: a target spec with the file it edits."""
 
     @property
     def path(self) -> str: ...
-
-    @property
-    def pin(self) -> PinFormat: ...
 
 
 class FileKindSpec(KindSpec):
@@ -58,6 +47,10 @@ class FileKindSpec(KindSpec):
     @property
     def edits(self) -> Path | None:
         return Path(self.path).absolute()
+
+    def matches_journal(self, entry: Mapping[str, Any]) -> bool:
+        """An entry of this kind about the same file (or one that names no file)."""
+        return names_in_journal(entry, self.KIND_NAME, path=self.path)
 
 
 F = TypeVar("F", bound=FileSpec)
@@ -88,6 +81,8 @@ class _FileEdit(abc.ABC):
     on one file) share."""
 
     path: Path
+    #: A file edit is always made, even when the content stays the same.
+    unchanged: bool = False
 
     def __init__(self) -> None:
         self._previous: str | None = None
