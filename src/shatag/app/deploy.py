@@ -55,8 +55,15 @@ from shatag.ledger.statedir import describe as describe_os_error
 from shatag.supplychain.evidence import SignatureOutcome, verify_image
 from shatag.supplychain.metadata import load_metadata
 from shatag.supplychain.registry import RegistryClient, open_registry
-from shatag.targets import Target, TargetContext, TargetSpec, finish, make_target, recover
-from shatag.targets._files import merge_shared_files
+from shatag.targets import (
+    Target,
+    TargetContext,
+    TargetSpec,
+    finish,
+    make_target,
+    merge_shared_files,
+    recover,
+)
 
 log = logging.getLogger("shatag.deploy")
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 from shatag._sys.fs import atomic_write_text, real_path
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
-from shatag.targets import TargetSpec
+from shatag.targets import Target, TargetSpec
 from shatag.targets._spec import KindSpec, converted, names_in_journal, parse_prelude
 
 if TYPE_CHECKING:
@@ -238,14 +238,15 @@ class SharedFile(_FileEdit):
         return content
 
 
-def merge_shared_files(targets: list[Any]) -> list[Any]:
+def merge_shared_files(targets: list[Target]) -> list[Target]:
     """``targets`` with the file targets that name one real file (through symlinks, too)
-    merged into one :class:`SharedFile` at the first one's place."""
+    merged into one :class:`SharedFile` at the first one's place (public as
+    :func:`shatag.targets.merge_shared_files`)."""
     groups: dict[str, list[FileTarget[Any]]] = {}
     for target in targets:
         if isinstance(target, FileTarget):
             groups.setdefault(os.path.realpath(target.path), []).append(target)
-    out: list[Any] = []
+    out: list[Target] = []
     for target in targets:
         if not isinstance(target, FileTarget):
             out.append(target)
