@@ -14,7 +14,7 @@ import difflib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, Self, TypeVar
 
 from shatag._sys.fs import atomic_write_text, real_path
 from shatag.core import ImageRef, PinFormat
@@ -259,16 +259,20 @@ def merge_shared_files(targets: list[Target]) -> list[Target]:
     return out
 
 
+#: The path key every file kind has: a relative ``path`` resolves against the directory of the
+#: configuration file that set it (issue 13), whatever the kind.
+FILE_PATHS: Final = frozenset({"path"})
+
+
 def file_kind(
     name: str,
     keys: frozenset[str],
     parse: Callable[[str, Mapping[str, Any]], F],
     target: type[FileTarget[F]],
-    *,
-    paths: frozenset[str] = frozenset(),
 ) -> TargetKind[F]:
-    """The :class:`~shatag.targets.TargetKind` of a file kind: ``target`` edits the file,
-    a journal entry is undone by putting the file back, a commit leaves nothing behind."""
+    """The :class:`~shatag.targets.TargetKind` of a file kind: ``target`` edits the file named
+    by ``path`` (a path key, :data:`FILE_PATHS`), a journal entry is undone by putting the file
+    back, a commit leaves nothing behind."""
     from shatag.targets import TargetKind
 
-    return TargetKind(name, keys, parse, target.make, restore_file, nothing_to_finish, paths)
+    return TargetKind(name, keys, parse, target.make, restore_file, nothing_to_finish, FILE_PATHS)

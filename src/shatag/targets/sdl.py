@@ -79,7 +79,7 @@ class SdlTarget(FileTarget[SdlSpec]):
         )
 
 
-KIND: Final = file_kind(NAME, KEYS, parse, SdlTarget, paths=frozenset({"path"}))
+KIND: Final = file_kind(NAME, KEYS, parse, SdlTarget)
 
 
 def set_service_image(text: str, service: str, value: str, *, where: str = "sdl") -> str:

@@ -360,4 +360,5 @@ def make(spec: KubernetesSpec, ctx: TargetContext) -> KubernetesTarget:
     return KubernetesTarget(spec, ctx)
 
 
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
+#: ``kubeconfig`` is a path key: a relative one resolves against the configuration file's directory.
+KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish, paths=frozenset({"kubeconfig"}))
