@@ -412,12 +412,9 @@ def _check_claims(envs: Mapping[str, EnvironmentConfig]) -> None:
     seen: dict[str, str] = {}
     for env in envs.values():
         for target in env.targets:
-            for claim in getattr(target, "claims", ()):
+            for claim in target.claims:
                 other = seen.setdefault(claim, env.name)
-                if (
-                    other != env.name
-                    or sum(claim in getattr(t, "claims", ()) for t in env.targets) > 1
-                ):
+                if other != env.name or sum(claim in t.claims for t in env.targets) > 1:
                     raise ConfigError(
                         f"{claim} is configured twice (environments {other!r} and {env.name!r}): "
                         "each target needs its own, or one deploy would replace the other's"

@@ -18,7 +18,10 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from shatag.targets import TargetSpec
 
 MASK: Final = "***"
 #: Names whose values are secrets. ``*_KEY`` covers ``AWS_SECRET_ACCESS_KEY``, ``API_KEY``;
@@ -79,9 +82,8 @@ class MaskingFilter(logging.Filter):
         return True
 
 
-def register_target_secrets(targets: Iterable[object], env: Mapping[str, str]) -> None:
+def register_target_secrets(targets: Iterable[TargetSpec], env: Mapping[str, str]) -> None:
     """Mask the values of the variables a target names in its ``secrets`` (the docker kind's
     key: names of variables passed to the container, never their values)."""
     for target in targets:
-        names = getattr(target, "secrets", ()) or ()
-        register(env[name] for name in names if isinstance(name, str) and name in env)
+        register(env[name] for name in target.secrets if name in env)

@@ -55,8 +55,15 @@ from shatag.ledger.statedir import describe as describe_os_error
 from shatag.supplychain.evidence import SignatureOutcome, verify_image
 from shatag.supplychain.metadata import load_metadata
 from shatag.supplychain.registry import RegistryClient, open_registry
-from shatag.targets import Target, TargetContext, TargetSpec, finish, make_target, recover
-from shatag.targets._files import merge_shared_files
+from shatag.targets import (
+    Target,
+    TargetContext,
+    TargetSpec,
+    finish,
+    make_target,
+    merge_shared_files,
+    recover,
+)
 
 log = logging.getLogger("shatag.deploy")
 
@@ -474,7 +481,7 @@ def switch(
                 f"{exc}; restoring the previous state also failed: {'; '.join(problems)}"
             ) from None
         raise
-    unchanged = tuple(t.label for t in targets if getattr(t, "unchanged", False))
+    unchanged = tuple(t.label for t in targets if t.unchanged)
     record = _finished(base, started, result="ok", unchanged=unchanged)
     _record_or_undo(ledger, record, applied, envcfg, image)
     cleaned = True
@@ -637,26 +644,10 @@ def recover_interrupted(
 
 
 def _names_a_target(entry: Mapping[str, Any], specs: tuple[TargetSpec, ...]) -> bool:
-    """Whether a journal entry is about one of ``specs``: same kind, and the same file (as an
-    absolute path here) or the same container name where the entry names one; a kind with a
-    ``matches_journal(entry)`` method (kubernetes: namespace, deployment, container, kubeconfig,
-    context) decides itself."""
-    for spec in specs:
-        if spec.kind != entry.get("kind"):
-            continue
-        path, name = getattr(spec, "path", ""), getattr(spec, "name", "")
-        matches = getattr(spec, "matches_journal", None)
-        if callable(matches):  # a kind whose identity is more than a path or a name
-            same = bool(matches(entry))
-        elif "path" in entry:
-            same = bool(path) and str(Path(str(path)).absolute()) == str(entry["path"])
-        elif "name" in entry:
-            same = bool(name) and str(name) == str(entry["name"])
-        else:
-            same = True  # a kind whose entries name nothing: the kind is configured here
-        if same:
-            return True
-    return False
+    """Whether a journal entry is about one of ``specs``: each kind decides (same kind, and the
+    same file or container name where the entry names one; kubernetes: namespace, deployment,
+    container, kubeconfig, context)."""
+    return any(spec.matches_journal(entry) for spec in specs)
 
 
 def _repo_type(settings: Settings, repository: Repository) -> str:

@@ -54,7 +54,9 @@ class TargetContext:
 
 
 class TargetSpec(Protocol):
-    """The validated configuration of one target (a frozen dataclass of its kind)."""
+    """The validated configuration of one target: a frozen dataclass of its kind, derived from
+    :class:`shatag.targets._spec.KindSpec`, which supplies ``kind`` and the defaults of the
+    hooks a kind may leave out (``claims``, ``secrets``, ``matches_journal``)."""
 
     @property
     def kind(self) -> str: ...
@@ -72,12 +74,37 @@ class TargetSpec(Protocol):
         """The file this target edits (``None``: it edits no file, e.g. a container)."""
         ...
 
+    @property
+    def claims(self) -> tuple[str, ...]:
+        """Host-global resources this target owns (a docker container name), each of which
+        may be configured once across all environments (default: none)."""
+        ...
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Names of variables of the deploying process whose values the target passes on
+        (the docker kind's ``secrets``): their values are masked in every log line (default:
+        none)."""
+        ...
+
+    def matches_journal(self, entry: Mapping[str, Any]) -> bool:
+        """Whether a :meth:`Target.journal` entry (possibly from a shared ledger) is about this
+        target (default: same kind, and the same file or container name where the entry names
+        one; kubernetes: the same namespace, deployment, container, kubeconfig and context)."""
+        ...
+
 
 class Target(Protocol):
     """One deployment target (see the module docstring for the life cycle)."""
 
     @property
     def label(self) -> str: ...
+
+    @property
+    def unchanged(self) -> bool:
+        """After ``prepare``: the deploy leaves this target as it was (the docker kind's
+        gated switch when the same image and settings already serve); history says so."""
+        ...
 
     def plan(self, image: ImageRef) -> str:
         """What deploying ``image`` would change, for a person (nothing is changed)."""
@@ -181,6 +208,15 @@ def make_target(spec: TargetSpec, ctx: TargetContext) -> Target:
     return KINDS[spec.kind].make(spec, ctx)
 
 
+def merge_shared_files(targets: list[Target]) -> list[Target]:
+    """``targets`` with the file targets that name one real file (through symlinks, too) merged
+    into one target at the first one's place: read once, every edit applied in configuration
+    order, written once, undone as one (issue 14, item 2)."""
+    from shatag.targets import _files  # lazy: a deploy to a container never needs it
+
+    return _files.merge_shared_files(targets)
+
+
 def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted ``apply`` described by a :meth:`Target.journal` entry.
 
@@ -210,6 +246,7 @@ __all__ = [
     "TargetSpec",
     "finish",
     "make_target",
+    "merge_shared_files",
     "parse_target",
     "recover",
 ]

@@ -14,34 +14,23 @@ import difflib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, Self, TypeVar
 
 from shatag._sys.fs import atomic_write_text, real_path
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
-from shatag.targets._spec import KindSpec, converted, parse_prelude
+from shatag.targets import Target, TargetSpec
+from shatag.targets._spec import KindSpec, converted, names_in_journal, parse_prelude
 
 if TYPE_CHECKING:
     from shatag.targets import TargetContext, TargetKind
 
 
-class FileSpec(Protocol):
-    """What every file kind's spec has: a target spec with the file and the reference form."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def edits(self) -> Path | None: ...
+class FileSpec(TargetSpec, Protocol):
+    """What every file kind's spec has: a target spec with the file it edits."""
 
     @property
     def path(self) -> str: ...
-
-    @property
-    def pin(self) -> PinFormat: ...
 
 
 class FileKindSpec(KindSpec):
@@ -58,6 +47,10 @@ class FileKindSpec(KindSpec):
     @property
     def edits(self) -> Path | None:
         return Path(self.path).absolute()
+
+    def matches_journal(self, entry: Mapping[str, Any]) -> bool:
+        """An entry of this kind about the same file (or one that names no file)."""
+        return names_in_journal(entry, self.KIND_NAME, path=self.path)
 
 
 F = TypeVar("F", bound=FileSpec)
@@ -88,6 +81,8 @@ class _FileEdit(abc.ABC):
     on one file) share."""
 
     path: Path
+    #: A file edit is always made, even when the content stays the same.
+    unchanged: bool = False
 
     def __init__(self) -> None:
         self._previous: str | None = None
@@ -243,14 +238,15 @@ class SharedFile(_FileEdit):
         return content
 
 
-def merge_shared_files(targets: list[Any]) -> list[Any]:
+def merge_shared_files(targets: list[Target]) -> list[Target]:
     """``targets`` with the file targets that name one real file (through symlinks, too)
-    merged into one :class:`SharedFile` at the first one's place."""
+    merged into one :class:`SharedFile` at the first one's place (public as
+    :func:`shatag.targets.merge_shared_files`)."""
     groups: dict[str, list[FileTarget[Any]]] = {}
     for target in targets:
         if isinstance(target, FileTarget):
             groups.setdefault(os.path.realpath(target.path), []).append(target)
-    out: list[Any] = []
+    out: list[Target] = []
     for target in targets:
         if not isinstance(target, FileTarget):
             out.append(target)
@@ -263,16 +259,20 @@ def merge_shared_files(targets: list[Any]) -> list[Any]:
     return out
 
 
+#: The path key every file kind has: a relative ``path`` resolves against the directory of the
+#: configuration file that set it (issue 13), whatever the kind.
+FILE_PATHS: Final = frozenset({"path"})
+
+
 def file_kind(
     name: str,
     keys: frozenset[str],
     parse: Callable[[str, Mapping[str, Any]], F],
     target: type[FileTarget[F]],
-    *,
-    paths: frozenset[str] = frozenset(),
 ) -> TargetKind[F]:
-    """The :class:`~shatag.targets.TargetKind` of a file kind: ``target`` edits the file,
-    a journal entry is undone by putting the file back, a commit leaves nothing behind."""
+    """The :class:`~shatag.targets.TargetKind` of a file kind: ``target`` edits the file named
+    by ``path`` (a path key, :data:`FILE_PATHS`), a journal entry is undone by putting the file
+    back, a commit leaves nothing behind."""
     from shatag.targets import TargetKind
 
-    return TargetKind(name, keys, parse, target.make, restore_file, nothing_to_finish, paths)
+    return TargetKind(name, keys, parse, target.make, restore_file, nothing_to_finish, FILE_PATHS)

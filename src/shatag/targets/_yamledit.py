@@ -1,5 +1,7 @@
 """Round-trip YAML edits that keep every other byte: set, add or drop scalar keys in block
-mappings (the GitOps file targets, ``kustomize`` and ``helm_values``).
+mappings (the GitOps file targets, ``kustomize`` and ``helm_values``). The one-line scalar
+replacement, the structural equality and the round-trip YAML are the SDL target's, too; ruamel.yaml
+is imported only when a function needs it (the SDL fast path never does, issue 17).
 
 ruamel.yaml's round-trip loader only *finds* where each key sits; the edits are made on the
 text: a one-line scalar is replaced in place (its quoting and trailing comment kept), a missing
@@ -21,27 +23,42 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from typing import TYPE_CHECKING, Any
 
 from shatag.errors import ConfigError
 from shatag.limits import check_yaml_expansion
-from shatag.targets.sdl import _load_quiet, _replace_scalar, _same, _yaml
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 Key = str | int
 Path = tuple[Key, ...]
 Edit = tuple[Path, str | None]  # (where, new value); None removes the key
 
 
-#: The round-trip YAML of the SDL target (quotes kept, long references never re-wrapped).
-yaml_rt = _yaml
-#: The loaded document, or ``None`` when the text is not valid YAML (the SDL target's).
-load_quiet = _load_quiet
+def yaml_rt() -> YAML:
+    """The round-trip YAML of the file targets (quotes kept, long references never re-wrapped)."""
+    from ruamel.yaml import YAML  # lazy: the SDL fast path and config parsing never load it
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long image reference
+    return yaml
+
+
+def load_quiet(text: str) -> Any:
+    """The loaded document, or ``None`` when the text is not valid YAML."""
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return yaml_rt().load(text)
+    except YAMLError:
+        return None
 
 
 def load(text: str, where: str) -> Any:
+    from ruamel.yaml.error import YAMLError
+
     try:
         # Aliases may not expand past a bound: the edit check walks the whole document
         # (issue 14, item 8, as for the SDL target).
@@ -52,8 +69,15 @@ def load(text: str, where: str) -> Any:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Structural equality of two loaded documents (the SDL target's rule)."""
-    return _same(a, b)
+    """Structural equality of two loaded documents (ruamel's scalar subclasses compare as
+    their plain values)."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return list(a.keys()) == list(b.keys()) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, str) and isinstance(b, str):
+        return str(a) == str(b)
+    return type(a) is type(b) and bool(a == b)
 
 
 def _walk(document: Any, path: Sequence[Key]) -> Any:
@@ -98,6 +122,8 @@ def checked_or_dumped(candidate: str | None, expected: Any) -> str:
 def _edit_text(text: str, path: Path, value: str | None) -> str | None:  # noqa: PLR0911
     """One edit made on the text; ``None`` when it cannot be made in place (the caller then
     falls back to the round-trip dumper)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     document = load_quiet(text)
     if document is None:
         return None
@@ -116,7 +142,7 @@ def _edit_text(text: str, path: Path, value: str | None) -> str | None:  # noqa:
             return None
         if value is None:
             return "".join([*lines[:key_line], *lines[key_line + 1 :]])
-        edited = _replace_scalar(lines[key_line], value_col, value, flow=False)
+        edited = replace_scalar(lines[key_line], value_col, value, flow=False)
         if edited is None:
             return None
         return "".join([*lines[:key_line], edited, *lines[key_line + 1 :]])
@@ -144,3 +170,62 @@ def plain_or_quoted(value: str) -> str:
     if isinstance(probe, Mapping) and probe.get("k") == value and isinstance(probe["k"], str):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def replace_scalar(line: str, col: int, value: str, *, flow: bool) -> str | None:
+    """Replace the one-line scalar starting at ``col`` of ``line`` by ``value`` (same quoting);
+    ``None`` when the scalar does not end on this line."""
+    first = line[col] if col < len(line) else "|"
+    if first in "|>&*!":  # block scalar, anchor, alias, tag: leave it to the fallback
+        return None
+    if first == '"':
+        end = _double_quoted_end(line, col)
+        quoted = None if "\\" in value or '"' in value else '"' + value + '"'
+    elif first == "'":
+        end = _single_quoted_end(line, col)
+        quoted = "'" + value.replace("'", "''") + "'"
+    else:
+        end = _plain_end(line, col, flow=flow)
+        quoted = value
+    if end is None or quoted is None:
+        return None
+    return line[:col] + quoted + line[end:]
+
+
+def _double_quoted_end(line: str, col: int) -> int | None:
+    i = col + 1
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        if line[i] == '"':
+            return i + 1
+        i += 1
+    return None
+
+
+def _single_quoted_end(line: str, col: int) -> int | None:
+    i = col + 1
+    while i < len(line):
+        if line[i] == "'":
+            if i + 1 < len(line) and line[i + 1] == "'":
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return None
+
+
+def _plain_end(line: str, col: int, *, flow: bool) -> int:
+    stops = ",]}" if flow else ""
+    i = col
+    while i < len(line):
+        ch = line[i]
+        if ch in "\r\n" or ch in stops:
+            break
+        if ch == "#" and i > col and line[i - 1] in " \t":
+            break
+        i += 1
+    while i > col and line[i - 1] in " \t":
+        i -= 1
+    return i

@@ -33,9 +33,9 @@ from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
 from shatag.limits import check_yaml_expansion, flat
 from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
+from shatag.targets._yamledit import checked_or_dumped, replace_scalar, same, yaml_rt
 
 if TYPE_CHECKING:
-    from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
 NAME: Final = "sdl"
@@ -67,15 +67,6 @@ def parse(where: str, raw: Mapping[str, Any]) -> SdlSpec:
     return spec
 
 
-def _yaml() -> YAML:
-    from ruamel.yaml import YAML  # lazy: configuration parsing must not load ruamel.yaml
-
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap a long image reference
-    return yaml
-
-
 class SdlTarget(FileTarget[SdlSpec]):
     def render(self, current: str | None, image: ImageRef) -> str:
         if current is None:
@@ -88,7 +79,7 @@ class SdlTarget(FileTarget[SdlSpec]):
         )
 
 
-KIND: Final = file_kind(NAME, KEYS, parse, SdlTarget, paths=frozenset({"path"}))
+KIND: Final = file_kind(NAME, KEYS, parse, SdlTarget)
 
 
 def set_service_image(text: str, service: str, value: str, *, where: str = "sdl") -> str:
@@ -99,14 +90,12 @@ def set_service_image(text: str, service: str, value: str, *, where: str = "sdl"
     document = _load(text, where)
     service_map = _service(document, service, where)
     line, col = service_map.lc.value("image")
-    from shatag.targets._yamledit import checked_or_dumped
-
     lines = text.splitlines(keepends=True)
     expected = _load(text, where)
     _service(expected, service, where)["image"] = value
     candidate = None
     if line < len(lines):
-        edited = _replace_scalar(lines[line], col, value, flow=bool(service_map.fa.flow_style()))
+        edited = replace_scalar(lines[line], col, value, flow=bool(service_map.fa.flow_style()))
         if edited is not None:
             candidate = "".join([*lines[:line], edited, *lines[line + 1 :]])
     # A scalar we cannot edit in place (block or multi-line) falls back to a round-trip dump.
@@ -137,7 +126,7 @@ def _fast_set_service_image(text: str, service: str, value: str) -> str | None:
     except (KeyError, TypeError):  # a key PyYAML typed differently (`123:`): not this way
         return None
     lines = text.splitlines(keepends=True)
-    edited = _replace_scalar(lines[line], col, value, flow=False)
+    edited = replace_scalar(lines[line], col, value, flow=False)
     if edited is None:
         return None
     candidate = "".join([*lines[:line], edited, *lines[line + 1 :]])
@@ -145,7 +134,7 @@ def _fast_set_service_image(text: str, service: str, value: str) -> str | None:
         loaded = pyyaml.load(candidate, Loader=pyyaml.SafeLoader)
     except Exception:  # noqa: BLE001 - it does not parse: not equal, then
         return None
-    return candidate if _same(loaded, expected) else None
+    return candidate if same(loaded, expected) else None
 
 
 def _pyyaml() -> Any:
@@ -190,19 +179,10 @@ def _load(text: str, where: str) -> Any:
     try:
         # Composed first: aliases may not expand past a bound (issue 14, item 8), since the
         # edit check below walks the whole document.
-        check_yaml_expansion(_yaml().compose(text), f"{where}: the SDL file")
-        return _yaml().load(text)
+        check_yaml_expansion(yaml_rt().compose(text), f"{where}: the SDL file")
+        return yaml_rt().load(text)
     except YAMLError as exc:
         raise ConfigError(f"{where}: the SDL file is not valid YAML: {flat(str(exc))}") from None
-
-
-def _load_quiet(text: str) -> Any:
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        return _yaml().load(text)
-    except YAMLError:
-        return None
 
 
 def _service(document: Any, service: str, where: str) -> CommentedMap:
@@ -218,74 +198,3 @@ def _service(document: Any, service: str, where: str) -> CommentedMap:
     if "image" not in entry:
         raise ConfigError(f"{where}: services.{service} has no 'image' key; add one first")
     return entry
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Structural equality of two loaded documents (ruamel's scalar subclasses compare as
-    their plain values)."""
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return list(a.keys()) == list(b.keys()) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, str) and isinstance(b, str):
-        return str(a) == str(b)
-    return type(a) is type(b) and bool(a == b)
-
-
-def _replace_scalar(line: str, col: int, value: str, *, flow: bool) -> str | None:
-    """Replace the one-line scalar starting at ``col`` of ``line`` by ``value`` (same quoting);
-    ``None`` when the scalar does not end on this line."""
-    first = line[col] if col < len(line) else "|"
-    if first in "|>&*!":  # block scalar, anchor, alias, tag: leave it to the fallback
-        return None
-    if first == '"':
-        end = _double_quoted_end(line, col)
-        quoted = None if "\\" in value or '"' in value else '"' + value + '"'
-    elif first == "'":
-        end = _single_quoted_end(line, col)
-        quoted = "'" + value.replace("'", "''") + "'"
-    else:
-        end = _plain_end(line, col, flow=flow)
-        quoted = value
-    if end is None or quoted is None:
-        return None
-    return line[:col] + quoted + line[end:]
-
-
-def _double_quoted_end(line: str, col: int) -> int | None:
-    i = col + 1
-    while i < len(line):
-        if line[i] == "\\":
-            i += 2
-            continue
-        if line[i] == '"':
-            return i + 1
-        i += 1
-    return None
-
-
-def _single_quoted_end(line: str, col: int) -> int | None:
-    i = col + 1
-    while i < len(line):
-        if line[i] == "'":
-            if i + 1 < len(line) and line[i + 1] == "'":
-                i += 2
-                continue
-            return i + 1
-        i += 1
-    return None
-
-
-def _plain_end(line: str, col: int, *, flow: bool) -> int:
-    stops = ",]}" if flow else ""
-    i = col
-    while i < len(line):
-        ch = line[i]
-        if ch in "\r\n" or ch in stops:
-            break
-        if ch == "#" and i > col and line[i - 1] in " \t":
-            break
-        i += 1
-    while i > col and line[i - 1] in " \t":
-        i -= 1
-    return i

@@ -111,4 +111,4 @@ class TfvarsTarget(FileTarget[TfvarsSpec]):
         return json.dumps(data, indent=2) + "\n"
 
 
-KIND: Final = file_kind(NAME, KEYS, parse, TfvarsTarget, paths=frozenset({"path"}))
+KIND: Final = file_kind(NAME, KEYS, parse, TfvarsTarget)

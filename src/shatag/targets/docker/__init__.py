@@ -29,13 +29,13 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
 from shatag.limits import clip, number, whole
 from shatag.targets import Target, TargetContext, TargetKind
-from shatag.targets._spec import check_keys, converted, parse_pin
+from shatag.targets._spec import KindSpec, check_keys, converted, names_in_journal, parse_pin
 from shatag.targets.docker.app import (
     check_names,
     parse_env,
@@ -102,9 +102,10 @@ _LOG_TAIL: Final = 20
 
 
 @dataclass(frozen=True, slots=True)
-class DockerSpec:
+class DockerSpec(KindSpec):
     """The validated configuration of one ``docker`` target."""
 
+    KIND_NAME: ClassVar[str] = NAME
     name: str
     port: int
     container_port: int
@@ -118,13 +119,13 @@ class DockerSpec:
     volumes: tuple[str, ...] = ()
 
     @property
-    def kind(self) -> str:
-        return NAME
-
-    @property
     def claims(self) -> tuple[str, ...]:
         """Host-global names this target owns: configured once across environments."""
         return (f"docker container name {self.name!r}",)
+
+    def matches_journal(self, entry: Mapping[str, Any]) -> bool:
+        """An entry of this kind about the same container (or one that names none)."""
+        return names_in_journal(entry, NAME, name=self.name)
 
     @property
     def app(self) -> AppSpec:
@@ -212,6 +213,9 @@ class DockerTarget:
     re-inspected a container on nearly every attribute read, and its import (0.2-0.3 s of CPU)
     was on the path of every switch (issue 17). It is still the client for a pull, the logs of
     a failed start and the undo."""
+
+    #: The stop-then-start switch always replaces the container.
+    unchanged: bool = False
 
     def __init__(self, config: DockerSpec, ctx: TargetContext) -> None:
         self.config = config

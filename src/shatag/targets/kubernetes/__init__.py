@@ -152,6 +152,9 @@ def parse(where: str, raw: Mapping[str, Any]) -> KubernetesSpec:
 class KubernetesTarget:
     """The life cycle (prepare → apply → restore | commit) for one Deployment container."""
 
+    #: The patch is always sent: never reported as left as it was.
+    unchanged: bool = False
+
     def __init__(self, spec: KubernetesSpec, ctx: TargetContext) -> None:
         self.spec = spec
         self.kubectl = spec.kubectl(ctx.env)
@@ -357,4 +360,5 @@ def make(spec: KubernetesSpec, ctx: TargetContext) -> KubernetesTarget:
     return KubernetesTarget(spec, ctx)
 
 
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
+#: ``kubeconfig`` is a path key: a relative one resolves against the configuration file's directory.
+KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish, paths=frozenset({"kubeconfig"}))
