@@ -18,10 +18,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from shatag.targets import TargetSpec
+from typing import Final, Protocol
 
 MASK: Final = "***"
 #: Names whose values are secrets. ``*_KEY`` covers ``AWS_SECRET_ACCESS_KEY``, ``API_KEY``;
@@ -82,7 +79,14 @@ class MaskingFilter(logging.Filter):
         return True
 
 
-def register_target_secrets(targets: Iterable[TargetSpec], env: Mapping[str, str]) -> None:
+class _NamesSecrets(Protocol):
+    """What masking needs of a target spec (:class:`shatag.targets.TargetSpec` declares it)."""
+
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
+
+
+def register_target_secrets(targets: Iterable[_NamesSecrets], env: Mapping[str, str]) -> None:
     """Mask the values of the variables a target names in its ``secrets`` (the docker kind's
     key: names of variables passed to the container, never their values)."""
     for target in targets:

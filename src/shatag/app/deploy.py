@@ -61,7 +61,6 @@ from shatag.targets import (
     TargetSpec,
     finish,
     make_target,
-    merge_shared_files,
     recover,
 )
 
@@ -434,6 +433,8 @@ def switch(
         env=env, env_name=envcfg.name, attempt=attempt, state_dir=settings.state_dir
     )
     # Targets that edit one file are merged: every edit applied together (issue 14, item 2).
+    from shatag.targets.files import merge_shared_files  # lazy: a container deploy never needs it
+
     targets = merge_shared_files([make_target(t, ctx) for t in envcfg.targets])
     for target in targets:
         target.prepare(image)  # may fail; nothing visible has changed yet

@@ -208,15 +208,6 @@ def make_target(spec: TargetSpec, ctx: TargetContext) -> Target:
     return KINDS[spec.kind].make(spec, ctx)
 
 
-def merge_shared_files(targets: list[Target]) -> list[Target]:
-    """``targets`` with the file targets that name one real file (through symlinks, too) merged
-    into one target at the first one's place: read once, every edit applied in configuration
-    order, written once, undone as one (issue 14, item 2)."""
-    from shatag.targets import _files  # lazy: a deploy to a container never needs it
-
-    return _files.merge_shared_files(targets)
-
-
 def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted ``apply`` described by a :meth:`Target.journal` entry.
 
@@ -246,7 +237,6 @@ __all__ = [
     "TargetSpec",
     "finish",
     "make_target",
-    "merge_shared_files",
     "parse_target",
     "recover",
 ]

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
-from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
+from shatag.targets.files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 
 NAME: Final = "helm_values"
 KEYS: Final = frozenset({"kind", "path", "repository_key", "tag_key", "digest_key", "pin"})

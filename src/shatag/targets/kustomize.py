@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
-from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
+from shatag.targets.files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 
 if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedSeq

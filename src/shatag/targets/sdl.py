@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
 from shatag.limits import check_yaml_expansion, flat
-from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 from shatag.targets._yamledit import checked_or_dumped, replace_scalar, same, yaml_rt
+from shatag.targets.files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 
 if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedMap

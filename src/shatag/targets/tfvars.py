@@ -37,7 +37,7 @@ from typing import Any, ClassVar, Final
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
-from shatag.targets._files import FileKindSpec, FileTarget, file_kind, parse_file_spec
+from shatag.targets.files import FileKindSpec, FileTarget, file_kind, parse_file_spec
 from shatag.templates import Template, parse_template
 
 NAME: Final = "tfvars"
