@@ -219,7 +219,6 @@ def build(
     registry = open_registry(settings.registry, repo, env=env)
     meta_path = metadata_path(settings, request)
     ensure_writable(meta_path)
-    context = settings.context
 
     job = _Job(settings, repo, repo_type, sha, registry)
     existing = registry.manifest_digest(sha)
@@ -231,36 +230,9 @@ def build(
         if existing is not None and not request.rebuild:
             record = _reuse(job, existing, meta_path)
         else:
-            if not context.is_dir():
-                raise BuildFailure(f"build context {context} does not exist or is not a directory")
-            engine: BuildEngine = docker or DockerEngine(env)
-
-            def start_scan(image_id: str) -> Callable[[], bytes]:
-                scanning = pool.submit(
-                    scan_local_image, settings.sbom, repo, sha, image_id, env=env
-                )
-                return scanning.result
-
-            with tempfile.TemporaryDirectory(prefix="shatag-context-") as scratch:
-                # Which builder to use (a docker call) is asked while git exports the context;
-                # a context that fails its checks drops the answer (issue 17).
-                probing = pool.submit(engine.builder)
-                prepared = _prepare_context(
-                    settings, sha, Path(scratch), env=env, submit=pool.submit
-                )
-                probing.result()
-                record, local_sbom = _build_and_push(
-                    job,
-                    engine,
-                    existing=existing,
-                    on_line=on_line,
-                    context=prepared.path,
-                    dockerfile=prepared.dockerfile,
-                    labels=prepared.labels,
-                    scan=start_scan if subproc.which("syft", env) else None,
-                )
-            record.build_source = prepared.source
-            record.build_inputs = [i.as_dict() for i in prepared.inputs]
+            record, local_sbom = _build_new(
+                job, existing, env=env, on_line=on_line, docker=docker, pool=pool
+            )
         record.branch = branch
         record.build_duration_sec = round(time.monotonic() - started, 3)
         record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -285,6 +257,48 @@ def build(
     record.sbom_ref = chain.sbom.sbom_ref
     record.sbom_digest = chain.sbom.sbom_digest
     return record
+
+
+def _build_new(
+    job: _Job,
+    existing: str | None,
+    *,
+    env: Mapping[str, str],
+    on_line: Callable[[str], None],
+    docker: BuildEngine | None,
+    pool: ThreadPoolExecutor,
+) -> tuple[BuildRecord, Callable[[], bytes] | None]:
+    """Build the image from its prepared context and push it (``existing``: the digest the
+    SHA tag held, for ``--rebuild``); the record and the pending local SBOM scan."""
+    settings, repo, sha = job.settings, job.repo, job.sha
+    context = settings.context
+    if not context.is_dir():
+        raise BuildFailure(f"build context {context} does not exist or is not a directory")
+    engine: BuildEngine = docker or DockerEngine(env)
+
+    def start_scan(image_id: str) -> Callable[[], bytes]:
+        scanning = pool.submit(scan_local_image, settings.sbom, repo, sha, image_id, env=env)
+        return scanning.result
+
+    with tempfile.TemporaryDirectory(prefix="shatag-context-") as scratch:
+        # Which builder to use (a docker call) is asked while git exports the context;
+        # a context that fails its checks drops the answer (issue 17).
+        probing = pool.submit(engine.builder)
+        prepared = _prepare_context(settings, sha, Path(scratch), env=env, submit=pool.submit)
+        probing.result()
+        record, local_sbom = _build_and_push(
+            job,
+            engine,
+            existing=existing,
+            on_line=on_line,
+            context=prepared.path,
+            dockerfile=prepared.dockerfile,
+            labels=prepared.labels,
+            scan=start_scan if subproc.which("syft", env) else None,
+        )
+    record.build_source = prepared.source
+    record.build_inputs = [i.as_dict() for i in prepared.inputs]
+    return record, local_sbom
 
 
 @dataclass(frozen=True, slots=True)
