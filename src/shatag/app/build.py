@@ -43,8 +43,8 @@ from shatag.errors import (
     ToolFailure,
 )
 from shatag.ledger.lock import build_lock
-from shatag.supplychain.metadata import load_metadata
-from shatag.supplychain.registry import RegistryClient, open_registry
+from shatag.supplychain.metadata import BuildMetadata, load_metadata
+from shatag.supplychain.registry import Manifest, RegistryClient, open_registry
 from shatag.supplychain.sbom import scan_local_image
 
 PUSH_TIMEOUT_SEC = 900.0
@@ -121,7 +121,7 @@ class BuildRecord:
     #: What the context was: ``commit`` (the commit's tree), ``worktree`` or ``directory``.
     build_source: str = ""
     #: Declared untracked inputs that went into the image: ``{path, sha256, size}`` each.
-    build_inputs: list[dict[str, Any]] = field(default_factory=list)
+    build_inputs: list[dict[str, object]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -368,8 +368,8 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
     from shatag.supplychain.manifests import check_single_platform
 
     repo, sha = job.repo, job.sha
-    recorded = load_metadata(meta_path)
-    if recorded and recorded.get("image_digest") not in (None, digest):
+    recorded = load_metadata(meta_path) or BuildMetadata()
+    if recorded.get("image_digest") not in (None, digest):
         raise DigestMismatch(
             f"{repo.tag(sha)} now points at {digest} but {meta_path} recorded "
             f"{recorded.get('image_digest')}; the tag was re-pointed — investigate before any "
@@ -386,16 +386,14 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
         extra["short_tag_repaired"] = True
     return job.record(
         digest,
-        pre_push_digest=str((recorded or {}).get("pre_push_digest") or config_digest),
+        pre_push_digest=recorded.get("pre_push_digest") or config_digest,
         config_digest=config_digest,
         digest_verification="ok",
         reused=True,
-        builder=str((recorded or {}).get("builder", "")),
+        builder=recorded.get("builder", ""),
         # What went into the image is known from its build's record only.
-        build_source=str((recorded or {}).get("build_source", "")),
-        build_inputs=[
-            dict(i) for i in (recorded or {}).get("build_inputs") or [] if isinstance(i, dict)
-        ],
+        build_source=recorded.get("build_source", ""),
+        build_inputs=[dict(i) for i in recorded.get("build_inputs", []) if isinstance(i, dict)],
         extra=extra,
     )
 
@@ -408,7 +406,7 @@ def _refuse_silent_republish(job: _Job, meta_path: Path) -> None:
     if not recorded or recorded.get("image_sha") != job.sha:
         return
     digest = recorded.get("image_digest")
-    if not isinstance(digest, str) or recorded.get("repository") != str(job.repo):
+    if digest is None or recorded.get("repository") != str(job.repo):
         return
     held = job.registry.manifest_digest(digest) if digest.startswith("sha256:") else None
     still = (
@@ -424,7 +422,7 @@ def _refuse_silent_republish(job: _Job, meta_path: Path) -> None:
     )
 
 
-def _ensure_short_tag(job: _Job, digest: str, *, repair_from: Any = None) -> bool:
+def _ensure_short_tag(job: _Job, digest: str, *, repair_from: Manifest | None = None) -> bool:
     """The short tag names ``digest``. Missing and ``repair_from`` (the full tag's manifest)
     given: restore it from those bytes and return True."""
     repo, sha = job.repo, job.sha

@@ -670,12 +670,12 @@ def recover_interrupted(
     who may push its refs could have written it), only entries naming one of these configured
     targets are acted on -- a journal cannot make this runner write an arbitrary file.
     """
-    data = ledger.read_journal()
-    if data is None:
+    journal = ledger.read_journal()
+    if journal is None:
         return ()
-    attempt = str(data.get("attempt", ""))
+    attempt = journal.get("attempt", "")
     done = ledger.find_attempt(attempt) if attempt else None
-    entries = [e for e in data.get("targets", []) if isinstance(e, dict)]
+    entries = journal.get("targets", [])
     ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt)
     notes: list[str] = []
     if trusted is not None:
@@ -691,15 +691,15 @@ def recover_interrupted(
         notes += [finish(e, ctx) for e in entries]
     else:
         notes += [recover(e, ctx) for e in reversed(entries)]
-        if done is None and data.get("sha") and data.get("digest"):
+        if done is None and journal.get("sha") and journal.get("digest"):
             ledger.append(
                 HistoryRecord(
-                    action="rollback" if data.get("action") == "rollback" else "deploy",
+                    action=journal.get("action", "deploy"),
                     env=ledger.env,
-                    sha=str(data["sha"]),
-                    digest=str(data["digest"]),
+                    sha=journal.get("sha", ""),
+                    digest=journal.get("digest", ""),
                     result="failed",
-                    started_at=str(data.get("started_at", "")),
+                    started_at=journal.get("started_at", ""),
                     finished_at=utc_now(),
                     error_code="INTERRUPTED",
                     error=(
@@ -763,8 +763,8 @@ def _metadata_digest(envcfg: EnvironmentConfig, image: ImageRef, path: Path) -> 
             f"({data.get('repository_type', 'unknown')}), but environment {envcfg.name!r} "
             f"deploys from {image.repository}"
         )
-    digest = data.get("image_digest")
-    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+    digest = data.get("image_digest", "")
+    if not digest.startswith("sha256:"):
         raise InvalidInput(f"metadata file {path} has no image_digest")
     return digest, f"metadata file {path}"
 
