@@ -134,7 +134,7 @@ def default_sha(env: Mapping[str, str], context: Path) -> str:
     """``GITHUB_SHA`` under Actions, else ``git rev-parse HEAD`` of the build context."""
     if env.get("GITHUB_SHA"):
         return env["GITHUB_SHA"]
-    return _git(context, ["rev-parse", "HEAD"], env, "--sha")
+    return _from_git(source_mod.head_sha, context, env, "--sha")
 
 
 def default_branch(env: Mapping[str, str], context: Path) -> str:
@@ -142,18 +142,27 @@ def default_branch(env: Mapping[str, str], context: Path) -> str:
     for key in ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
         if env.get(key):
             return env[key]
-    branch = _git(context, ["rev-parse", "--abbrev-ref", "HEAD"], env, "--branch")
+    branch = _from_git(source_mod.head_branch, context, env, "--branch")
     if branch == "HEAD":
         raise InvalidInput("HEAD is detached, so the branch is unknown; pass --branch=NAME")
     return branch
 
 
-def _git(context: Path, args: list[str], env: Mapping[str, str], flag: str) -> str:
+def _from_git(
+    ask: Callable[[Path, Mapping[str, str]], str | None],
+    context: Path,
+    env: Mapping[str, str],
+    flag: str,
+) -> str:
+    """What ``ask`` (a :mod:`shatag._sys.source` lookup) answers; INVALID_INPUT naming the
+    flag to pass instead when git cannot tell."""
     try:
-        result = subproc.run(["git", "-C", str(context), *args], timeout=30, env=env)
+        answer = ask(context, env)
     except ToolFailure:
-        raise InvalidInput(f"{context} is not in a git checkout; pass {flag} explicitly") from None
-    return result.stdout.strip()
+        answer = None
+    if answer is None:
+        raise InvalidInput(f"{context} is not in a git checkout; pass {flag} explicitly")
+    return answer
 
 
 @dataclass(frozen=True, slots=True)
