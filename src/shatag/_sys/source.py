@@ -81,18 +81,34 @@ def git_toplevel(start: Path) -> Path | None:
     return None
 
 
+def rev_parse(context: Path, *args: str, env: Mapping[str, str]) -> str | None:
+    """``git -C <context> rev-parse <args>``'s output; ``None`` when git says no (outside a
+    work tree, no commit yet). A git that cannot run raises :class:`ToolFailure`."""
+    result = subproc.run(
+        ["git", "-C", str(context), "rev-parse", *args], timeout=30, env=env, check=False
+    )
+    return result.stdout if result.returncode == 0 else None
+
+
 def probe(context: Path, env: Mapping[str, str]) -> GitContext | None:
     """The context's repository and prefix, or ``None`` outside a git work tree."""
-    result = subproc.run(
-        ["git", "-C", str(context), "rev-parse", "--show-toplevel", "--show-prefix"],
-        timeout=30,
-        env=env,
-        check=False,
-    )
-    lines = result.stdout.splitlines()
-    if result.returncode != 0 or not lines:
+    lines = (rev_parse(context, "--show-toplevel", "--show-prefix", env=env) or "").splitlines()
+    if not lines:
         return None
     return GitContext(Path(lines[0]), lines[1] if len(lines) > 1 else "")
+
+
+def head_sha(context: Path, env: Mapping[str, str]) -> str | None:
+    """The commit checked out in ``context`` (``None``: not a git checkout, or no commit)."""
+    head = rev_parse(context, "HEAD", env=env)
+    return head.strip() if head is not None else None
+
+
+def head_branch(context: Path, env: Mapping[str, str]) -> str | None:
+    """The branch checked out in ``context`` (``"HEAD"`` when detached; ``None``: not a git
+    checkout, or no commit)."""
+    branch = rev_parse(context, "--abbrev-ref", "HEAD", env=env)
+    return branch.strip() if branch is not None else None
 
 
 def check_input_paths(
@@ -230,10 +246,7 @@ def check_clean(context: Path, sha: str, env: Mapping[str, str]) -> None:
 
 def check_head(context: Path, sha: str, env: Mapping[str, str]) -> None:
     """``worktree`` mode: the context's HEAD must be ``sha``."""
-    probe_ = subproc.run(
-        ["git", "-C", str(context), "rev-parse", "HEAD"], timeout=30, env=env, check=False
-    )
-    head = probe_.stdout.strip() if probe_.returncode == 0 else ""
+    head = head_sha(context, env) or ""
     if head != sha:
         raise SourceMismatch(
             f"the build context {context} is checked out at {head or 'no commit'}, not at {sha}; "

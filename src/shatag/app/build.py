@@ -43,8 +43,8 @@ from shatag.errors import (
     ToolFailure,
 )
 from shatag.ledger.lock import build_lock
-from shatag.supplychain.metadata import load_metadata
-from shatag.supplychain.registry import RegistryClient, open_registry
+from shatag.supplychain.metadata import BuildMetadata, load_metadata
+from shatag.supplychain.registry import Manifest, RegistryClient, open_registry
 from shatag.supplychain.sbom import scan_local_image
 
 PUSH_TIMEOUT_SEC = 900.0
@@ -121,7 +121,7 @@ class BuildRecord:
     #: What the context was: ``commit`` (the commit's tree), ``worktree`` or ``directory``.
     build_source: str = ""
     #: Declared untracked inputs that went into the image: ``{path, sha256, size}`` each.
-    build_inputs: list[dict[str, Any]] = field(default_factory=list)
+    build_inputs: list[dict[str, object]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def default_sha(env: Mapping[str, str], context: Path) -> str:
     """``GITHUB_SHA`` under Actions, else ``git rev-parse HEAD`` of the build context."""
     if env.get("GITHUB_SHA"):
         return env["GITHUB_SHA"]
-    return _git(context, ["rev-parse", "HEAD"], env, "--sha")
+    return _from_git(source_mod.head_sha, context, env, "--sha")
 
 
 def default_branch(env: Mapping[str, str], context: Path) -> str:
@@ -142,18 +142,27 @@ def default_branch(env: Mapping[str, str], context: Path) -> str:
     for key in ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
         if env.get(key):
             return env[key]
-    branch = _git(context, ["rev-parse", "--abbrev-ref", "HEAD"], env, "--branch")
+    branch = _from_git(source_mod.head_branch, context, env, "--branch")
     if branch == "HEAD":
         raise InvalidInput("HEAD is detached, so the branch is unknown; pass --branch=NAME")
     return branch
 
 
-def _git(context: Path, args: list[str], env: Mapping[str, str], flag: str) -> str:
+def _from_git(
+    ask: Callable[[Path, Mapping[str, str]], str | None],
+    context: Path,
+    env: Mapping[str, str],
+    flag: str,
+) -> str:
+    """What ``ask`` (a :mod:`shatag._sys.source` lookup) answers; INVALID_INPUT naming the
+    flag to pass instead when git cannot tell."""
     try:
-        result = subproc.run(["git", "-C", str(context), *args], timeout=30, env=env)
+        answer = ask(context, env)
     except ToolFailure:
-        raise InvalidInput(f"{context} is not in a git checkout; pass {flag} explicitly") from None
-    return result.stdout.strip()
+        answer = None
+    if answer is None:
+        raise InvalidInput(f"{context} is not in a git checkout; pass {flag} explicitly")
+    return answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +228,6 @@ def build(
     registry = open_registry(settings.registry, repo, env=env)
     meta_path = metadata_path(settings, request)
     ensure_writable(meta_path)
-    context = settings.context
 
     job = _Job(settings, repo, repo_type, sha, registry)
     existing = registry.manifest_digest(sha)
@@ -231,36 +239,9 @@ def build(
         if existing is not None and not request.rebuild:
             record = _reuse(job, existing, meta_path)
         else:
-            if not context.is_dir():
-                raise BuildFailure(f"build context {context} does not exist or is not a directory")
-            engine: BuildEngine = docker or DockerEngine(env)
-
-            def start_scan(image_id: str) -> Callable[[], bytes]:
-                scanning = pool.submit(
-                    scan_local_image, settings.sbom, repo, sha, image_id, env=env
-                )
-                return scanning.result
-
-            with tempfile.TemporaryDirectory(prefix="shatag-context-") as scratch:
-                # Which builder to use (a docker call) is asked while git exports the context;
-                # a context that fails its checks drops the answer (issue 17).
-                probing = pool.submit(engine.builder)
-                prepared = _prepare_context(
-                    settings, sha, Path(scratch), env=env, submit=pool.submit
-                )
-                probing.result()
-                record, local_sbom = _build_and_push(
-                    job,
-                    engine,
-                    existing=existing,
-                    on_line=on_line,
-                    context=prepared.path,
-                    dockerfile=prepared.dockerfile,
-                    labels=prepared.labels,
-                    scan=start_scan if subproc.which("syft", env) else None,
-                )
-            record.build_source = prepared.source
-            record.build_inputs = [i.as_dict() for i in prepared.inputs]
+            record, local_sbom = _build_new(
+                job, existing, env=env, on_line=on_line, docker=docker, pool=pool
+            )
         record.branch = branch
         record.build_duration_sec = round(time.monotonic() - started, 3)
         record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -285,6 +266,48 @@ def build(
     record.sbom_ref = chain.sbom.sbom_ref
     record.sbom_digest = chain.sbom.sbom_digest
     return record
+
+
+def _build_new(
+    job: _Job,
+    existing: str | None,
+    *,
+    env: Mapping[str, str],
+    on_line: Callable[[str], None],
+    docker: BuildEngine | None,
+    pool: ThreadPoolExecutor,
+) -> tuple[BuildRecord, Callable[[], bytes] | None]:
+    """Build the image from its prepared context and push it (``existing``: the digest the
+    SHA tag held, for ``--rebuild``); the record and the pending local SBOM scan."""
+    settings, repo, sha = job.settings, job.repo, job.sha
+    context = settings.context
+    if not context.is_dir():
+        raise BuildFailure(f"build context {context} does not exist or is not a directory")
+    engine: BuildEngine = docker or DockerEngine(env)
+
+    def start_scan(image_id: str) -> Callable[[], bytes]:
+        scanning = pool.submit(scan_local_image, settings.sbom, repo, sha, image_id, env=env)
+        return scanning.result
+
+    with tempfile.TemporaryDirectory(prefix="shatag-context-") as scratch:
+        # Which builder to use (a docker call) is asked while git exports the context;
+        # a context that fails its checks drops the answer (issue 17).
+        probing = pool.submit(engine.builder)
+        prepared = _prepare_context(settings, sha, Path(scratch), env=env, submit=pool.submit)
+        probing.result()
+        record, local_sbom = _build_and_push(
+            job,
+            engine,
+            existing=existing,
+            on_line=on_line,
+            context=prepared.path,
+            dockerfile=prepared.dockerfile,
+            labels=prepared.labels,
+            scan=start_scan if subproc.which("syft", env) else None,
+        )
+    record.build_source = prepared.source
+    record.build_inputs = [i.as_dict() for i in prepared.inputs]
+    return record, local_sbom
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,8 +377,8 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
     from shatag.supplychain.manifests import check_single_platform
 
     repo, sha = job.repo, job.sha
-    recorded = load_metadata(meta_path)
-    if recorded and recorded.get("image_digest") not in (None, digest):
+    recorded = load_metadata(meta_path) or BuildMetadata()
+    if recorded.get("image_digest") not in (None, digest):
         raise DigestMismatch(
             f"{repo.tag(sha)} now points at {digest} but {meta_path} recorded "
             f"{recorded.get('image_digest')}; the tag was re-pointed — investigate before any "
@@ -372,16 +395,14 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
         extra["short_tag_repaired"] = True
     return job.record(
         digest,
-        pre_push_digest=str((recorded or {}).get("pre_push_digest") or config_digest),
+        pre_push_digest=recorded.get("pre_push_digest") or config_digest,
         config_digest=config_digest,
         digest_verification="ok",
         reused=True,
-        builder=str((recorded or {}).get("builder", "")),
+        builder=recorded.get("builder", ""),
         # What went into the image is known from its build's record only.
-        build_source=str((recorded or {}).get("build_source", "")),
-        build_inputs=[
-            dict(i) for i in (recorded or {}).get("build_inputs") or [] if isinstance(i, dict)
-        ],
+        build_source=recorded.get("build_source", ""),
+        build_inputs=[dict(i) for i in recorded.get("build_inputs", []) if isinstance(i, dict)],
         extra=extra,
     )
 
@@ -394,7 +415,7 @@ def _refuse_silent_republish(job: _Job, meta_path: Path) -> None:
     if not recorded or recorded.get("image_sha") != job.sha:
         return
     digest = recorded.get("image_digest")
-    if not isinstance(digest, str) or recorded.get("repository") != str(job.repo):
+    if digest is None or recorded.get("repository") != str(job.repo):
         return
     held = job.registry.manifest_digest(digest) if digest.startswith("sha256:") else None
     still = (
@@ -410,7 +431,7 @@ def _refuse_silent_republish(job: _Job, meta_path: Path) -> None:
     )
 
 
-def _ensure_short_tag(job: _Job, digest: str, *, repair_from: Any = None) -> bool:
+def _ensure_short_tag(job: _Job, digest: str, *, repair_from: Manifest | None = None) -> bool:
     """The short tag names ``digest``. Missing and ``repair_from`` (the full tag's manifest)
     given: restore it from those bytes and return True."""
     repo, sha = job.repo, job.sha

@@ -79,21 +79,53 @@ class DeployRequest:
     metadata: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class Release:
-    """The release a deploy or rollback put (or would put) in place: the fields that
+    """The release a deploy or rollback put (or would put) in place, read from its
+    :class:`~shatag.ledger.history.HistoryRecord` (``release``): the fields that
     :class:`DeployRecord` and :class:`PlanRecord` share, in the order of their JSON lines."""
 
-    action: Action
-    env: str
-    image_sha: str
-    image_digest: str
-    image_ref: str
-    repository: str
-    repository_type: str
-    previous_sha: str
-    signature_status: str
-    signature_reason: str
+    __slots__ = ()
+    release: HistoryRecord
+
+    @property
+    def action(self) -> Action:
+        return self.release.action
+
+    @property
+    def env(self) -> str:
+        return self.release.env
+
+    @property
+    def image_sha(self) -> str:
+        return self.release.sha
+
+    @property
+    def image_digest(self) -> str:
+        return self.release.digest
+
+    @property
+    def image_ref(self) -> str:
+        return self.release.image_ref
+
+    @property
+    def repository(self) -> str:
+        return self.release.repository
+
+    @property
+    def repository_type(self) -> str:
+        return self.release.repository_type
+
+    @property
+    def previous_sha(self) -> str:
+        return self.release.previous_sha
+
+    @property
+    def signature_status(self) -> str:
+        return self.release.signature_status
+
+    @property
+    def signature_reason(self) -> str:
+        return self.release.signature_reason
 
     def _release_dict(self) -> dict[str, Any]:
         return {
@@ -111,21 +143,41 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class DeployRecord(Release):
-    """What a deploy or rollback did: the deploy/rollback log line and the history entry."""
+    """What a deploy or rollback did: the deploy/rollback log line; ``release`` is the
+    history entry it appended, the rest what history does not keep."""
 
-    duration_sec: float
-    initiated_by: str
-    started_at: str
-    finished_at: str
-    targets: tuple[str, ...] = field(default_factory=tuple)
+    release: HistoryRecord
     apply_command: bool = False
     recovered: tuple[str, ...] = field(default_factory=tuple)
     sbom_attestation_status: str = "unverified"
     sbom_attestation_reason: str = "n/a"
-    unchanged: tuple[str, ...] = field(default_factory=tuple)
     manifest_kind: str = "image"  # FR-015: "index" = one amd64 image plus attestations
     #: Problems that did not fail the command (metrics); printed as ``warning: …``.
     warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def duration_sec(self) -> float:
+        return self.release.duration_sec
+
+    @property
+    def initiated_by(self) -> str:
+        return self.release.initiated_by
+
+    @property
+    def started_at(self) -> str:
+        return self.release.started_at
+
+    @property
+    def finished_at(self) -> str:
+        return self.release.finished_at
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.release.targets
+
+    @property
+    def unchanged(self) -> tuple[str, ...]:
+        return self.release.unchanged
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON log line: the keys of the deploy-/rollback-workflow contracts
@@ -275,8 +327,10 @@ class TargetPlan:
 
 @dataclass(frozen=True, slots=True)
 class PlanRecord(Release):
-    """What a deploy or rollback would do (``--plan``); nothing was changed."""
+    """What a deploy or rollback would do (``--plan``); nothing was changed. ``release``: the
+    history entry it would start from (not written)."""
 
+    release: HistoryRecord
     changes: tuple[TargetPlan, ...]
     apply: tuple[str, ...] = ()
 
@@ -322,21 +376,10 @@ def plan_switch(
     changes = tuple(
         TargetPlan(spec.label, make_target(spec, ctx).plan(image)) for spec in envcfg.targets
     )
-    current = ledger.current()
-    return PlanRecord(
-        action=route.action,
-        env=envcfg.name,
-        image_sha=image.sha,
-        image_digest=image.digest,
-        image_ref=image.pinned,
-        repository=str(image.repository),
-        repository_type=_repo_type(settings, image.repository),
-        previous_sha=current.sha if current else "",
-        signature_status=signature.status,
-        signature_reason=signature.reason,
-        changes=changes,
-        apply=envcfg.apply,
+    release = _release(
+        settings, envcfg, image, action=route.action, signature=signature, ledger=ledger
     )
+    return PlanRecord(release=release, changes=changes, apply=envcfg.apply)
 
 
 def resolve_image(
@@ -411,19 +454,8 @@ def switch(
     started_at = utc_now()
     attempt = os.urandom(16).hex()  # not uuid4: importing uuid loads platform (issue 17)
     ledger = ledger or open_ledger(settings.state, envcfg.name, environ=env)
-    current = ledger.current()
-    base = HistoryRecord(
-        action=action,
-        env=envcfg.name,
-        sha=image.sha,
-        digest=image.digest,
-        result="ok",
-        image_ref=image.pinned,
-        repository=str(image.repository),
-        repository_type=_repo_type(settings, image.repository),
-        previous_sha=current.sha if current else "",
-        signature_status=signature.status,
-        signature_reason=signature.reason,
+    base = replace(
+        _release(settings, envcfg, image, action=action, signature=signature, ledger=ledger),
         initiated_by=initiated_by(env),
         started_at=started_at,
         targets=tuple(t.label for t in envcfg.targets),
@@ -438,22 +470,100 @@ def switch(
     targets = merge_shared_files([make_target(t, ctx) for t in envcfg.targets])
     for target in targets:
         target.prepare(image)  # may fail; nothing visible has changed yet
+    _write_journal(ledger, base, targets)
+    applied = _apply_all(
+        targets,
+        envcfg,
+        image,
+        ledger=ledger,
+        base=base,
+        started=started,
+        env=env,
+        on_line=on_line,
+        cwd=settings.base_dir,
+    )
+    unchanged = tuple(t.label for t in targets if t.unchanged)
+    record = _finished(base, started, result="ok", unchanged=unchanged)
+    _record_or_undo(ledger, record, applied, envcfg, image)
+    _commit_all(targets, ledger, envcfg)
+    from shatag.metrics import record_deploy, record_rollback
+
+    if action == "rollback":
+        warning = record_rollback(settings.metrics, record.repository_type)
+    else:
+        warning = record_deploy(settings.metrics, record.repository_type)
+    return DeployRecord(
+        release=record,
+        apply_command=bool(envcfg.apply),
+        recovered=recovered,
+        sbom_attestation_status=signature.sbom_attestation_status,
+        sbom_attestation_reason=signature.sbom_attestation_reason,
+        manifest_kind=image.kind,
+        warnings=(warning,) if warning else (),
+    )
+
+
+def _release(
+    settings: Settings,
+    envcfg: EnvironmentConfig,
+    image: ImageRef,
+    *,
+    action: Action,
+    signature: SignatureOutcome,
+    ledger: Ledger,
+) -> HistoryRecord:
+    """The history record of putting ``image`` on ``envcfg`` (``result=ok`` until it fails):
+    what a switch starts from and a plan shows."""
+    current = ledger.current()
+    return HistoryRecord(
+        action=action,
+        env=envcfg.name,
+        sha=image.sha,
+        digest=image.digest,
+        result="ok",
+        image_ref=image.pinned,
+        repository=str(image.repository),
+        repository_type=_repo_type(settings, image.repository),
+        previous_sha=current.sha if current else "",
+        signature_status=signature.status,
+        signature_reason=signature.reason,
+    )
+
+
+def _write_journal(ledger: Ledger, base: HistoryRecord, targets: list[Target]) -> None:
+    """Record durably how to undo the attempt, before any visible change."""
     try:
         ledger.write_journal(
             {
-                "attempt": attempt,
-                "action": action,
-                "sha": image.sha,
-                "digest": image.digest,
-                "started_at": started_at,
+                "attempt": base.attempt,
+                "action": base.action,
+                "sha": base.sha,
+                "digest": base.digest,
+                "started_at": base.started_at,
                 "targets": [t.journal() for t in targets],
             }
         )
     except OSError as exc:
         raise StateError(
-            f"cannot write the deploy journal of {envcfg.name!r}: {describe_os_error(exc)}; "
+            f"cannot write the deploy journal of {base.env!r}: {describe_os_error(exc)}; "
             "nothing was changed"
         ) from None
+
+
+def _apply_all(
+    targets: list[Target],
+    envcfg: EnvironmentConfig,
+    image: ImageRef,
+    *,
+    ledger: Ledger,
+    base: HistoryRecord,
+    started: float,
+    env: Mapping[str, str],
+    on_line: LineSink | None,
+    cwd: Path,
+) -> list[Target]:
+    """Apply every target in order, then the apply command; the targets applied. Any failure
+    (a signal included) restores them and records the attempt as failed, then propagates."""
     applied: list[Target] = []
     try:
         for target in targets:
@@ -462,9 +572,7 @@ def switch(
             applied.append(target)
             target.apply()
         if envcfg.apply:
-            _run_apply(
-                envcfg, image, action=action, env=env, on_line=on_line, cwd=settings.base_dir
-            )
+            _run_apply(envcfg, image, action=base.action, env=env, on_line=on_line, cwd=cwd)
         # From here on a SIGTERM/SIGINT/SIGHUP is noted, not raised: the switch completes.
         signals.hold_to_end()
     except BaseException as exc:
@@ -482,9 +590,12 @@ def switch(
                 f"{exc}; restoring the previous state also failed: {'; '.join(problems)}"
             ) from None
         raise
-    unchanged = tuple(t.label for t in targets if t.unchanged)
-    record = _finished(base, started, result="ok", unchanged=unchanged)
-    _record_or_undo(ledger, record, applied, envcfg, image)
+    return applied
+
+
+def _commit_all(targets: list[Target], ledger: Ledger, envcfg: EnvironmentConfig) -> None:
+    """The switch is recorded: let every target clean up (a failure is a warning), then drop
+    the journal -- or keep it, so the next run finishes the cleanup (history has the attempt)."""
     cleaned = True
     for target in targets:
         try:
@@ -498,38 +609,8 @@ def switch(
                 exc,
                 envcfg.name,
             )
-    if cleaned:  # else the journal stays: history has the attempt, so the next run finishes it
+    if cleaned:
         ledger.clear_journal()
-    from shatag.metrics import record_deploy, record_rollback
-
-    if action == "rollback":
-        warning = record_rollback(settings.metrics, record.repository_type)
-    else:
-        warning = record_deploy(settings.metrics, record.repository_type)
-    return DeployRecord(
-        action=action,
-        env=envcfg.name,
-        image_sha=record.sha,
-        image_digest=record.digest,
-        image_ref=record.image_ref,
-        repository=record.repository,
-        repository_type=record.repository_type,
-        previous_sha=record.previous_sha,
-        signature_status=record.signature_status,
-        signature_reason=record.signature_reason,
-        duration_sec=record.duration_sec,
-        initiated_by=record.initiated_by,
-        started_at=record.started_at,
-        finished_at=record.finished_at,
-        targets=record.targets,
-        apply_command=bool(envcfg.apply),
-        recovered=recovered,
-        sbom_attestation_status=signature.sbom_attestation_status,
-        sbom_attestation_reason=signature.sbom_attestation_reason,
-        unchanged=record.unchanged,
-        manifest_kind=image.kind,
-        warnings=(warning,) if warning else (),
-    )
 
 
 def _record_failure(
@@ -597,12 +678,12 @@ def recover_interrupted(
     who may push its refs could have written it), only entries naming one of these configured
     targets are acted on -- a journal cannot make this runner write an arbitrary file.
     """
-    data = ledger.read_journal()
-    if data is None:
+    journal = ledger.read_journal()
+    if journal is None:
         return ()
-    attempt = str(data.get("attempt", ""))
+    attempt = journal.get("attempt", "")
     done = ledger.find_attempt(attempt) if attempt else None
-    entries = [e for e in data.get("targets", []) if isinstance(e, dict)]
+    entries = journal.get("targets", [])
     ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt)
     notes: list[str] = []
     if trusted is not None:
@@ -618,15 +699,15 @@ def recover_interrupted(
         notes += [finish(e, ctx) for e in entries]
     else:
         notes += [recover(e, ctx) for e in reversed(entries)]
-        if done is None and data.get("sha") and data.get("digest"):
+        if done is None and journal.get("sha") and journal.get("digest"):
             ledger.append(
                 HistoryRecord(
-                    action="rollback" if data.get("action") == "rollback" else "deploy",
+                    action=journal.get("action", "deploy"),
                     env=ledger.env,
-                    sha=str(data["sha"]),
-                    digest=str(data["digest"]),
+                    sha=journal.get("sha", ""),
+                    digest=journal.get("digest", ""),
                     result="failed",
-                    started_at=str(data.get("started_at", "")),
+                    started_at=journal.get("started_at", ""),
                     finished_at=utc_now(),
                     error_code="INTERRUPTED",
                     error=(
@@ -674,8 +755,8 @@ def _metadata_digest(envcfg: EnvironmentConfig, image: ImageRef, path: Path) -> 
             f"({data.get('repository_type', 'unknown')}), but environment {envcfg.name!r} "
             f"deploys from {image.repository}"
         )
-    digest = data.get("image_digest")
-    if not isinstance(digest, str) or not digest.startswith("sha256:"):
+    digest = data.get("image_digest", "")
+    if not digest.startswith("sha256:"):
         raise InvalidInput(f"metadata file {path} has no image_digest")
     return digest, f"metadata file {path}"
 

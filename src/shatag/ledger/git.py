@@ -37,10 +37,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from shatag.core import validate_env_name
 from shatag.errors import LedgerUnavailable, ShatagError
+from shatag.ledger import Journal, checked_journal
 from shatag.ledger.git_lock import LOCK_FILE, LOCK_NS, LockInfo, RemoteLock
 from shatag.ledger.gitrefs import GitRefs
 from shatag.ledger.history import HistoryRecord, RecordQueries
@@ -180,7 +181,7 @@ class GitLedger:
 
     # -- journal ----------------------------------------------------------------------------
 
-    def read_journal(self, env: str) -> dict[str, Any] | None:
+    def read_journal(self, env: str) -> dict[str, object] | None:
         """The crash journal of ``env`` as fetched (``None``: none; ``{}``: unreadable)."""
         text = self._blob(self.journal_ref(env), JOURNAL_FILE)
         if text is None:
@@ -192,7 +193,7 @@ class GitLedger:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def write_journal(self, env: str, data: Mapping[str, Any]) -> None:
+    def write_journal(self, env: str, data: Mapping[str, object]) -> None:
         ref = self.journal_ref(env)
         text = json.dumps(dict(data), sort_keys=True, separators=(",", ":")) + "\n"
         message = f"shatag journal {env}: {data.get('action', 'deploy')} {data.get('sha', '')}\n"
@@ -367,15 +368,15 @@ class GitEnvLedger:
     def lock(self, *, timeout: float, holder: str) -> contextlib.AbstractContextManager[object]:
         return self.ledger.lock(self._env, timeout=timeout, holder=holder)
 
-    def write_journal(self, data: Mapping[str, Any]) -> None:
+    def write_journal(self, data: Journal) -> None:
         self.ledger.write_journal(self._env, data)
 
-    def read_journal(self) -> dict[str, Any] | None:
+    def read_journal(self) -> Journal | None:
         data = self.ledger.read_journal(self._env)
         if data == {}:  # unreadable: dropped, as the local backend does
             self.ledger.clear_journal(self._env)
             return None
-        return data
+        return None if data is None else checked_journal(data)
 
     def clear_journal(self) -> None:
         self.ledger.clear_journal(self._env)

@@ -23,10 +23,10 @@ import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict
 
 from shatag.core import json_object, validate_env_name
 from shatag.ledger import shaindex
@@ -50,6 +50,40 @@ def initiated_by(env: Mapping[str, str]) -> str:
         if value:
             return value
     return "unknown"
+
+
+class HistoryLine(TypedDict):
+    """One line of ``history.jsonl`` (and the ``record.json`` of one git ledger commit): a
+    :class:`HistoryRecord` as JSON, written by :meth:`HistoryRecord.to_json`. Read back by
+    :meth:`HistoryRecord.from_json`, which checks it (a line is untrusted)."""
+
+    action: Action
+    env: str
+    sha: str
+    digest: str
+    result: Outcome
+    image_ref: str
+    repository: str
+    repository_type: str
+    previous_sha: str
+    signature_status: str
+    signature_reason: str
+    initiated_by: str
+    started_at: str
+    finished_at: str
+    duration_sec: float
+    targets: list[str]
+    error_code: str
+    error: str
+    attempt: str
+    unchanged: NotRequired[list[str]]
+
+
+class CatalogRow(HistoryLine):
+    """One row of :func:`catalog` (``inv history --json``): the record and whether it is what
+    the environment runs."""
+
+    current: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +117,41 @@ class HistoryRecord:
     def ok(self) -> bool:
         return self.result == "ok"
 
+    def as_line(self) -> HistoryLine:
+        """The record as its JSON object, keys sorted as in :meth:`to_json` (``unchanged``
+        only when there is some).
+
+        >>> line = HistoryRecord("deploy", "e", "a", "d", "ok", unchanged=("t",)).as_line()
+        >>> list(line) == sorted(line)
+        True
+        """
+        line = HistoryLine(  # keys in sorted order, as in the stored line
+            action=self.action,
+            attempt=self.attempt,
+            digest=self.digest,
+            duration_sec=self.duration_sec,
+            env=self.env,
+            error=self.error,
+            error_code=self.error_code,
+            finished_at=self.finished_at,
+            image_ref=self.image_ref,
+            initiated_by=self.initiated_by,
+            previous_sha=self.previous_sha,
+            repository=self.repository,
+            repository_type=self.repository_type,
+            result=self.result,
+            sha=self.sha,
+            signature_reason=self.signature_reason,
+            signature_status=self.signature_status,
+            started_at=self.started_at,
+            targets=list(self.targets),
+        )
+        if self.unchanged:
+            line["unchanged"] = list(self.unchanged)
+        return line
+
     def to_json(self) -> str:
-        data = asdict(self)
-        data["targets"] = list(self.targets)
-        data["unchanged"] = list(self.unchanged)
-        if not self.unchanged:
-            del data["unchanged"]
-        return json.dumps(data, separators=(",", ":"), sort_keys=True)
+        return json.dumps(self.as_line(), separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, line: str | bytes) -> HistoryRecord | None:
@@ -242,23 +304,21 @@ class _Records(Protocol):
     def iter_newest(self) -> Iterator[HistoryRecord]: ...
 
 
-def catalog(store: _Records, limit: int | None = 20) -> list[dict[str, Any]]:
+def catalog(store: _Records, limit: int | None = 20) -> list[CatalogRow]:
     """The rollback catalog: newest first, ``current`` set on what the environment runs
     (``store``: a :class:`HistoryStore` or a :class:`shatag.ledger.Ledger`)."""
-    rows: list[dict[str, Any]] = []
+    rows: list[CatalogRow] = []
     current_seen = False
     for record in store.iter_newest():
         if limit is not None and len(rows) >= limit:
             break
         is_current = record.ok and not current_seen
         current_seen = current_seen or record.ok
-        row = json.loads(record.to_json())
-        row["current"] = is_current
-        rows.append(row)
+        rows.append({**record.as_line(), "current": is_current})
     return rows
 
 
-def format_catalog(env: str, rows: list[dict[str, Any]]) -> str:
+def format_catalog(env: str, rows: list[CatalogRow]) -> str:
     """The human table of :func:`catalog` rows; ``*`` marks the current deployment."""
     if not rows:
         return f"{env}: no deployments recorded"
