@@ -27,59 +27,18 @@ import logging
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Final, Protocol, TypedDict
+from typing import Final, Protocol
 
 from shatag._sys.fs import atomic_write_text
 from shatag.config import StateConfig
 from shatag.core import validate_env_name
-from shatag.ledger.history import Action, HistoryRecord, HistoryStore, known_digest
+from shatag.ledger.history import HistoryRecord, HistoryStore, known_digest
+from shatag.ledger.journal import Journal, checked_journal
 from shatag.ledger.lock import env_lock
 
 log = logging.getLogger("shatag.ledger")
 
 JOURNAL_FILE: Final = "pending.json"
-
-
-class Journal(TypedDict, total=False):
-    """The crash journal of the deploy in progress (``pending.json``, or ``journal.json`` on
-    the git ledger): how to undo it, written by :func:`shatag.app.deploy.switch` with every key
-    before any visible change. Read back through :func:`checked_journal`, where a journal left
-    by another version (or anyone who may push the ledger's refs) may lack any key."""
-
-    attempt: str
-    action: Action
-    sha: str
-    digest: str
-    started_at: str
-    #: Each target's own :meth:`~shatag.targets.Target.journal` entry; its kind reads it back.
-    targets: list[dict[str, Any]]
-
-
-def checked_journal(data: Mapping[str, object]) -> Journal:
-    """The :class:`Journal` in a JSON object read back, each key as the recovery reads it:
-    ``attempt``/``started_at`` as text, an ``action`` other than ``rollback`` as ``deploy``,
-    an empty ``sha``/``digest`` as missing, only the objects among ``targets``; unknown keys
-    are dropped.
-
-    >>> checked_journal({"attempt": 7, "sha": "", "action": "x", "targets": [{"k": 1}, 2]})
-    {'attempt': '7', 'action': 'deploy', 'targets': [{'k': 1}]}
-    """
-    journal: Journal = {}
-    if "attempt" in data:
-        journal["attempt"] = str(data["attempt"])
-    if "action" in data:
-        journal["action"] = "rollback" if data["action"] == "rollback" else "deploy"
-    if data.get("sha"):
-        journal["sha"] = str(data["sha"])
-    if data.get("digest"):
-        journal["digest"] = str(data["digest"])
-    if "started_at" in data:
-        journal["started_at"] = str(data["started_at"])
-    if "targets" in data:
-        targets = data["targets"]
-        entries = targets if isinstance(targets, list) else []
-        journal["targets"] = [dict(e) for e in entries if isinstance(e, dict)]
-    return journal
 
 
 class Ledger(Protocol):

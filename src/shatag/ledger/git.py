@@ -41,10 +41,10 @@ from typing import Final
 
 from shatag.core import validate_env_name
 from shatag.errors import LedgerUnavailable, ShatagError
-from shatag.ledger import Journal, checked_journal
 from shatag.ledger.git_lock import LOCK_FILE, LOCK_NS, LockInfo, RemoteLock
 from shatag.ledger.gitrefs import GitRefs
 from shatag.ledger.history import HistoryRecord, RecordQueries
+from shatag.ledger.journal import Journal, checked_journal
 
 log = logging.getLogger("shatag.ledger")
 
