@@ -240,31 +240,14 @@ class Settings:
         unknown = sorted(set(merged) - set(DEFAULTS))
         if unknown:
             raise ConfigError(f"unknown shatag configuration keys: {', '.join(unknown)}")
-        policy = _str(merged, "signature_policy")
-        if policy not in ("soft", "enforce"):
-            raise ConfigError(f"signature_policy must be 'soft' or 'enforce', not {policy!r}")
-        platform = _str(merged, "platform")
-        if platform != "linux/amd64":
-            raise ConfigError(f"platform {platform!r} is not supported: only linux/amd64 (FR-015)")
-        backend = _str(merged, "state_backend")
-        if backend not in ("local", "git"):
-            raise ConfigError(f"state_backend must be 'local' or 'git', not {backend!r}")
+        policy, platform, backend = _choices(merged)
         canonical = parse_repository(_str(merged, "canonical_repository"))
         staging = parse_repository(_str(merged, "staging_repository"))
         if canonical == staging:
             raise ConfigError("canonical_repository and staging_repository must differ (FR-016)")
         dirs = dict(base_dirs or {})
         env_dir = dirs.get("environments", base_dir)
-
-        def path(key: str) -> Path:
-            value = Path(_str(merged, key))
-            base = dirs.get(key, base_dir)
-            return value if value.is_absolute() or base is None else base / value
-
-        def key_file(key: str) -> str:
-            value = _str(merged, key)
-            return str(path(key)) if value and ":" not in value else value
-
+        path = _PathResolver(merged, dirs, base_dir)
         source = _str(merged, "build_source")
         if source not in BUILD_SOURCES:
             raise ConfigError(f"shatag.build_source must be commit or worktree, not {source!r}")
@@ -289,8 +272,8 @@ class Settings:
             state_remote=_remote(_str(merged, "state_remote")),
             state_lock_ttl_sec=_positive(merged, "state_lock_ttl_sec"),
             signature_policy="enforce" if policy == "enforce" else "soft",
-            cosign_key=key_file("cosign_key"),
-            cosign_public_key=key_file("cosign_public_key"),
+            cosign_key=path.key_file("cosign_key"),
+            cosign_public_key=path.key_file("cosign_public_key"),
             keyless_identity=_str(merged, "keyless_identity"),
             keyless_issuer=_str(merged, "keyless_issuer"),
             sbom_dir=path("sbom_dir"),
@@ -309,6 +292,41 @@ class Settings:
             builtin_environments=not configured_envs,
             base_dir=env_dir if env_dir is not None else Path(),
         )
+
+
+def _choices(merged: Mapping[str, Any]) -> tuple[str, str, str]:
+    """``signature_policy``, ``platform`` and ``state_backend``, each one of its allowed values."""
+    policy = _str(merged, "signature_policy")
+    if policy not in ("soft", "enforce"):
+        raise ConfigError(f"signature_policy must be 'soft' or 'enforce', not {policy!r}")
+    platform = _str(merged, "platform")
+    if platform != "linux/amd64":
+        raise ConfigError(f"platform {platform!r} is not supported: only linux/amd64 (FR-015)")
+    backend = _str(merged, "state_backend")
+    if backend not in ("local", "git"):
+        raise ConfigError(f"state_backend must be 'local' or 'git', not {backend!r}")
+    return policy, platform, backend
+
+
+class _PathResolver:
+    """A path-like key's value, relative ones resolved against the directory of the file that
+    set the key (``dirs``), else ``base_dir``; both absent: left relative (the working
+    directory)."""
+
+    def __init__(
+        self, merged: Mapping[str, Any], dirs: Mapping[str, Path], base_dir: Path | None
+    ) -> None:
+        self._merged, self._dirs, self._base_dir = merged, dirs, base_dir
+
+    def __call__(self, key: str) -> Path:
+        value = Path(_str(self._merged, key))
+        base = self._dirs.get(key, self._base_dir)
+        return value if value.is_absolute() or base is None else base / value
+
+    def key_file(self, key: str) -> str:
+        """A key file's path, resolved; a ``scheme://`` reference (KMS, k8s) as it is."""
+        value = _str(self._merged, key)
+        return str(self(key)) if value and ":" not in value else value
 
 
 def _str(raw: Mapping[str, Any], key: str) -> str:

@@ -6,14 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[2] / "src"
 LIMIT = 80
-
-#: Functions over the limit in modules another change owns (issue 22 is split by module): each
-#: entry must still be over the limit, so the list can only shrink.
-PENDING: frozenset[str] = frozenset({"shatag/config.py:Settings.from_mapping"})
 
 
 def long_functions(root: Path, limit: int = LIMIT) -> dict[str, int]:
@@ -51,11 +45,4 @@ def test_the_checker_counts_nested_functions_and_methods(tmp_path: Path) -> None
 
 def test_no_function_in_src_is_longer_than_80_lines() -> None:
     found = long_functions(SRC)
-    too_long = {name: lines for name, lines in found.items() if name not in PENDING}
-    assert too_long == {}, f"split these by meaning (named steps), not at line {LIMIT}"
-
-
-@pytest.mark.parametrize("name", sorted(PENDING))
-def test_pending_entries_are_still_too_long(name: str) -> None:
-    """A pending function that was shortened comes off :data:`PENDING`."""
-    assert name in long_functions(SRC)
+    assert found == {}, f"split these by meaning (named steps), not at line {LIMIT}"
