@@ -1,6 +1,6 @@
 """The gated switch inspects what it needs in one docker call per kind (issue 17), on the real
-engine: what :meth:`Docker.remember` saw answers exactly like one inspection per object, needs
-no further docker call, and is forgotten by the next command that may change something."""
+engine: what :meth:`DockerEngine.remember` saw answers exactly like one inspection per object,
+needs no further docker call, and is forgotten by the next command that may change something."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from shatag._sys.docker import DockerEngine
 from shatag.errors import DeployFailed
-from shatag.targets.docker.proxy import Docker
 
 
 def _docker(*args: str, stdin: bytes | None = None) -> str:
@@ -57,13 +57,13 @@ def test_one_look_answers_like_one_inspection_per_object(objects: tuple[str, str
         "network": [absent, network],
         "image": [pinned_absent, image],
     }
-    fresh = Docker(["docker"], os.environ)
+    fresh = DockerEngine(os.environ)
     expected = {(k, n): fresh.inspect(k, n) for k, names in asked.items() for n in names}
     assert expected[("container", container)] is not None
     assert expected[("network", absent)] is None
     assert expected[("image", pinned_absent)] is None
 
-    docker = Docker(["docker"], os.environ)
+    docker = DockerEngine(os.environ)
     docker.remember(asked)
     docker.cmd = ["/nonexistent/docker"]  # from here on, any docker call would fail
     for (kind, name), data in expected.items():
@@ -80,7 +80,7 @@ def test_a_command_that_may_change_something_forgets_what_was_seen(
     objects: tuple[str, str, str],
 ) -> None:
     _image, container, _network = objects
-    docker = Docker(["docker"], os.environ)
+    docker = DockerEngine(os.environ)
     docker.remember({"container": [container]})
     assert (docker.inspect("container", container) or {}).get("State", {}).get("Status") == (
         "created"

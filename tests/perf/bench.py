@@ -61,10 +61,10 @@ from shatag.ledger.git import GitLedger
 from shatag.ledger.history import HistoryRecord, HistoryStore
 from shatag.supplychain.registry import RegistryClient
 from shatag.supplychain.signing import EMPTY_TRUSTED_ROOT
-from shatag.targets.docker.proxy import CONFIG_FILE as CADDY_CONFIG_FILE
-from shatag.targets.docker.proxy import LISTEN_PORT as PROXY_LISTEN_PORT
-from shatag.targets.docker.proxy import MOUNT as PROXY_MOUNT
-from shatag.targets.docker.proxy import UPSTREAM_FILE, caddy_config
+from shatag.targets.docker.caddy import CONFIG_FILE as CADDY_CONFIG_FILE
+from shatag.targets.docker.caddy import LISTEN_PORT as PROXY_LISTEN_PORT
+from shatag.targets.docker.caddy import MOUNT as PROXY_MOUNT
+from shatag.targets.docker.caddy import UPSTREAM_FILE, caddy_config
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 EXAMPLE: Final = ROOT / "examples" / "api"

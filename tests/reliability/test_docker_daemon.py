@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from shatag._testing.localregistry import free_port
+from shatag.targets.docker.owned import owner_labels
 from shatag.targets.docker.proxy import NETWORK_SUFFIX as NET
-from shatag.targets.docker.proxy import owner_labels
 from tests.conftest import InvResult
 from tests.reliability.conftest import Ledger, Site, World, describe, error_code, wait_for
 

@@ -11,7 +11,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shatag.targets.docker.proxy import line_up
+from shatag._sys.docker import line_up
 
 
 def _line(**data: object) -> str:

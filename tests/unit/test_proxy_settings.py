@@ -25,15 +25,11 @@ from shatag.targets.docker.app import (
     parse_volumes,
     validate_container_name,
 )
+from shatag.targets.docker.caddy import caddy_config, parse_upstream
 from shatag.targets.docker.gated import GatedDockerTarget
-from shatag.targets.docker.proxy import (
-    caddy_config,
-    check_owned,
-    established,
-    is_static_elf,
-    owner_labels,
-    parse_upstream,
-)
+from shatag.targets.docker.owned import check_owned, owner_labels
+from shatag.targets.docker.proxy import established
+from shatag.targets.docker.proxy_image import is_static_elf
 
 
 def _settings(*targets: dict[str, Any], **envs: list[dict[str, Any]]) -> Settings:

@@ -1,16 +1,15 @@
-"""The docker adapter: python-on-whales for the engine, our chokepoint for the hot paths.
+"""The docker client: one class, :class:`DockerEngine`, for every docker command shatag runs.
 
-Every command on a hot path -- a build's ``build``, ``tag``, ``push`` and removal of its private
-tag; the switches' inspections, ``run``, ``exec``, ``stop`` (see
-:class:`shatag.targets.docker.proxy.Docker`)
--- runs through :func:`shatag._sys.subproc.run` with the docker command line python-on-whales would
-build (``DockerClient.client_config.docker_cmd``: the binary, ``--config``, ``--host``; see
-:meth:`DockerEngine.cmd`): output streams line by line, a timeout bounds it, a switch's tools
-are out of reach of a signal to the whole group, and neither a build nor a switch pays the
-0.2-0.3 s of CPU that importing python-on-whales and pydantic costs (issue 17).
-python-on-whales remains the client for what is rare or on a failure path: a pull for
-``proxy: false``, a failed container's logs, the undo of a stop-then-start switch and its
-recovery after a kill.
+One place builds the docker command line (:attr:`DockerEngine.cmd`: the binary, ``--config``,
+``--host``, as python-on-whales builds it in ``DockerClient.client_config.docker_cmd``) and runs
+it through :func:`shatag._sys.subproc.run` (:meth:`DockerEngine.call`): output streams line by
+line, a timeout bounds it, a switch's tools are out of reach of a signal to the whole group. Its
+users: the build (``build``, ``tag``, ``push``, removal of a private tag), both docker switches
+and the proxy (inspections -- several objects in one call, :meth:`DockerEngine.remember` --,
+``run``, ``exec``, ``stop``, ...). None of them pays the 0.2-0.3 s of CPU that importing
+python-on-whales and pydantic costs (issue 17): :attr:`DockerEngine.client` imports it on first
+use, for what is rare or on a failure path -- a pull for ``proxy: false``, a failed container's
+logs, the undo of a stop-then-start switch and its recovery after a kill.
 
 Two builders (FR-017, clean builds, ``linux/amd64`` only):
 
@@ -24,15 +23,26 @@ Both get ``--no-cache --pull=false`` and no cache import/export.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from shatag._sys import subproc
-from shatag.errors import BuildFailure, PushFailure, ToolFailure, ToolMissing, ToolTimeout
+from shatag.core import json_object
+from shatag.errors import (
+    BuildFailure,
+    DeployFailed,
+    PushFailure,
+    ToolFailure,
+    ToolMissing,
+    ToolTimeout,
+)
 
 if TYPE_CHECKING:
     from python_on_whales import DockerClient
@@ -45,6 +55,8 @@ _PUSH_NOISE: Final = ("Preparing", "Waiting", "Pushing")
 #: ``docker image tag`` / ``docker image rm`` answer in milliseconds; a daemon that does not
 #: answer within this is reported, not waited for.
 QUICK_TIMEOUT_SEC: Final = 120.0
+# What `docker <kind> inspect` says on stderr of each object it did not find.
+_MISSING_RE: Final = re.compile(r"no such \w+: (?P<a>\S+)$|network (?P<b>\S+) not found$", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,67 +68,88 @@ class BuiltImage:
 
 
 class DockerEngine:
-    """One docker engine, as the environment mapping describes it (DOCKER_HOST, …)."""
+    """One docker engine, as the environment mapping describes it (DOCKER_HOST, …).
 
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = dict(env)
+    :meth:`remember` inspects several objects in one call (each docker CLI call costs ~30 ms);
+    :meth:`inspect` answers from that look until the next :meth:`run`, which may change any of
+    them (issue 17). ``timeout`` bounds :meth:`run` and :meth:`inspect` unless told otherwise.
+    """
+
+    def __init__(self, env: Mapping[str, str], *, timeout: float = QUICK_TIMEOUT_SEC) -> None:
+        self.env = dict(env)
+        self.timeout = timeout
         # Imported on first use only: python-on-whales and pydantic cost 0.2-0.3 s of CPU, and
         # neither a build nor a switch needs the client (issue 17).
         self._client: DockerClient | None = None
         self._builder: Builder | None = None
+        self._known: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     @property
     def client(self) -> DockerClient:
+        """python-on-whales' client of this engine, for the rare paths (see the module)."""
         if self._client is None:
             from python_on_whales import DockerClient
 
-            if subproc.which("docker", self._env) is None:
+            if subproc.which("docker", self.env) is None:
                 raise ToolMissing("the docker CLI is not installed; run `bash ci/setup.sh`")
             self._client = DockerClient(
-                host=self._env.get("DOCKER_HOST") or None,
-                config=self._env.get("DOCKER_CONFIG") or None,
+                host=self.env.get("DOCKER_HOST") or None,
+                config=self.env.get("DOCKER_CONFIG") or None,
             )
         return self._client
 
+    @cached_property
     def cmd(self) -> list[str]:
         """The docker command line python-on-whales builds for this engine
         (``client_config.docker_cmd``: the binary, ``--config``, ``--host``), made here so that
         running a docker command does not wait for python-on-whales to be imported."""
-        binary = subproc.which("docker", self._env)
+        binary = subproc.which("docker", self.env)
         if binary is None:
             raise ToolMissing("the docker CLI is not installed; run `bash ci/setup.sh`")
         cmd = [binary]
-        if self._env.get("DOCKER_CONFIG"):
-            cmd += ["--config", self._env["DOCKER_CONFIG"]]
-        if self._env.get("DOCKER_HOST"):
-            cmd += ["--host", self._env["DOCKER_HOST"]]
+        if self.env.get("DOCKER_CONFIG"):
+            cmd += ["--config", self.env["DOCKER_CONFIG"]]
+        if self.env.get("DOCKER_HOST"):
+            cmd += ["--host", self.env["DOCKER_HOST"]]
         return cmd
 
-    def _docker(
+    def call(
         self,
         *args: str,
         timeout: float,
         check: bool = True,
         on_line: Callable[[str], None] | None = None,
+        secrets: Iterable[str] = (),
+        extra_env: Mapping[str, str] | None = None,
     ) -> subproc.Result:
-        """``docker <args>`` on this engine, through the chokepoint."""
+        """``docker <args>`` on this engine, through the chokepoint (its errors:
+        :class:`ToolFailure`, :class:`ToolTimeout`, :class:`ToolMissing`). The one place a
+        docker command line is put together and run."""
+        env = {**self.env, **extra_env} if extra_env else self.env
         return subproc.run(
-            [*self.cmd(), *args], timeout=timeout, env=self._env, check=check, on_line=on_line
+            [*self.cmd, *args],
+            timeout=timeout,
+            env=env,
+            check=check,
+            on_line=on_line,
+            secrets=secrets,
         )
+
+    # -- the build ------------------------------------------------------------------------
 
     def builder(self) -> Builder:
         """buildx when the CLI has it (overridable with ``SHATAG_BUILDER``), else classic."""
         if self._builder is None:
-            forced = self._env.get("SHATAG_BUILDER", "")
+            forced = self.env.get("SHATAG_BUILDER", "")
             if forced in ("buildx", "classic"):
                 self._builder = "buildx" if forced == "buildx" else "classic"
             else:
-                probe = self._docker("buildx", "version", timeout=30, check=False)
+                probe = self.call("buildx", "version", timeout=30, check=False)
                 self._builder = "buildx" if probe.returncode == 0 else "classic"
         return self._builder
 
     def ping(self) -> None:
-        result = self._docker("version", "--format", "{{.Server.Version}}", timeout=30, check=False)
+        result = self.call("version", "--format", "{{.Server.Version}}", timeout=30, check=False)
         if result.returncode != 0:
             raise BuildFailure(
                 "the docker daemon does not answer "
@@ -138,15 +171,14 @@ class DockerEngine:
         builder = self.builder()
         with tempfile.TemporaryDirectory(prefix="shatag-build-") as tmp:
             iidfile = Path(tmp) / "iid"
-            argv = [*self.cmd()]
-            env = dict(self._env)
+            extra_env: dict[str, str] = {}
             if builder == "buildx":
-                argv += ["buildx", "build", "--load", "--provenance=false", "--sbom=false"]
+                argv = ["buildx", "build", "--load", "--provenance=false", "--sbom=false"]
             else:
                 # --force-rm: the classic builder keeps the container of a failed RUN step
                 # unless told; a failed build must leave nothing behind on the engine.
-                argv += ["build", "--force-rm"]
-                env["DOCKER_BUILDKIT"] = "0"
+                argv = ["build", "--force-rm"]
+                extra_env["DOCKER_BUILDKIT"] = "0"
             argv += ["--no-cache", "--pull=false", "--platform", platform]
             argv += ["--file", str(dockerfile), "--iidfile", str(iidfile)]
             for key, value in labels.items():
@@ -155,7 +187,7 @@ class DockerEngine:
                 argv += ["--tag", tag]
             argv.append(str(context))
             try:
-                subproc.run(argv, timeout=timeout, env=env, on_line=on_line)
+                self.call(*argv, timeout=timeout, on_line=on_line, extra_env=extra_env)
             except ToolFailure as exc:
                 self.ping()  # a daemon that is down gets its own clear message
                 raise BuildFailure(
@@ -180,7 +212,7 @@ class DockerEngine:
                 on_line(line)
 
         try:
-            self._docker("push", tag, timeout=timeout, on_line=watch)
+            self.call("push", tag, timeout=timeout, on_line=watch)
         except ToolFailure as exc:
             raise PushFailure(
                 f"docker push {tag} failed: {exc.message}; check that the registry "
@@ -190,18 +222,9 @@ class DockerEngine:
             raise PushFailure(f"docker push {tag} reported no digest")
         return reported[-1]
 
-    def exec_status(self, container: str, command: Sequence[str], *, timeout: float) -> int:
-        """``docker exec`` ``command`` in ``container`` (a health check): its exit status, or -1
-        when it could not run or did not finish within ``timeout``."""
-        try:
-            result = self._docker("exec", container, *command, timeout=timeout, check=False)
-        except (ToolFailure, ToolTimeout):
-            return -1
-        return result.returncode
-
     def tag(self, source: str, target: str) -> None:
         try:
-            self._docker("image", "tag", source, target, timeout=QUICK_TIMEOUT_SEC)
+            self.call("image", "tag", source, target, timeout=QUICK_TIMEOUT_SEC)
         except ToolMissing:
             raise
         except ToolFailure as exc:  # the daemon went away between build and push
@@ -216,4 +239,153 @@ class DockerEngine:
         if not tags:
             return
         with contextlib.suppress(ToolFailure):
-            self._docker("image", "rm", "--no-prune", *tags, timeout=QUICK_TIMEOUT_SEC, check=False)
+            self.call("image", "rm", "--no-prune", *tags, timeout=QUICK_TIMEOUT_SEC, check=False)
+
+    # -- containers, networks, images: what the switches and the proxy need -------------------
+
+    def run(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> subproc.Result:
+        """``docker <args>``, a command that may change what :meth:`remember` saw (forgotten
+        first); a failure is :class:`DeployFailed`."""
+        self.forget()  # what was remembered may change now
+        return self._deploy_call(*args, check=check, timeout=timeout, secrets=secrets)
+
+    def _deploy_call(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> subproc.Result:
+        _ = self.cmd  # no docker CLI at all is ToolMissing, as for the build
+        try:
+            return self.call(*args, timeout=timeout or self.timeout, check=check, secrets=secrets)
+        except ToolTimeout as exc:
+            raise DeployFailed(f"docker {args[0]} did not finish in time: {exc.message}") from None
+        except ToolFailure as exc:
+            raise DeployFailed(f"docker {args[0]} failed: {exc.message}") from None
+
+    def exec_status(self, container: str, command: Sequence[str], *, timeout: float) -> int:
+        """``docker exec`` ``command`` in ``container`` (a health check): its exit status, or -1
+        when it could not run or did not finish within ``timeout``."""
+        try:
+            result = self.call("exec", container, *command, timeout=timeout, check=False)
+        except (ToolFailure, ToolTimeout):
+            return -1
+        return result.returncode
+
+    def inspect(self, kind: str, name: str) -> dict[str, Any] | None:
+        """``docker <kind> inspect`` as a dict; ``None`` when there is no such object."""
+        if (kind, name) in self._known:
+            return self._known[(kind, name)]
+        result = self._deploy_call(kind, "inspect", "--format", "{{json .}}", name, check=False)
+        if result.returncode != 0:
+            text = result.stderr.lower()
+            if "no such" in text or "not found" in text:
+                return None
+            raise DeployFailed(
+                f"docker {kind} inspect {name} failed: {result.stderr.strip()[-300:]}; check "
+                "that the docker daemon is running"
+            )
+        try:
+            data = json.loads(result.stdout)
+        except ValueError:
+            raise DeployFailed(f"docker {kind} inspect {name} answered no JSON") from None
+        return data if isinstance(data, dict) else None
+
+    def remember(self, looks: Mapping[str, Iterable[str]]) -> None:
+        """Inspect the objects named per kind (``{"container": [...], "image": [...]}``): one
+        docker call per kind, run side by side, for :meth:`inspect` to answer until the next
+        :meth:`run`. Anything this cannot read for certain (an error other than "no such
+        object", output that does not line up) is simply not remembered: :meth:`inspect` then
+        asks docker itself, and reports that error."""
+        calls = {
+            kind: wanted
+            for kind, names in looks.items()
+            if (wanted := [n for n in dict.fromkeys(names) if n and (kind, n) not in self._known])
+        }
+        answers: dict[str, subproc.Result] = {}
+
+        def look(kind: str) -> None:
+            argv = (kind, "inspect", "--format", "{{json .}}", *calls[kind])
+            with contextlib.suppress(DeployFailed):  # not remembered: inspect() will say why
+                answers[kind] = self._deploy_call(*argv, check=False)
+
+        workers = [threading.Thread(target=look, args=(kind,)) for kind in calls]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        for kind, result in answers.items():
+            self._known.update(line_up(kind, calls[kind], result.stdout, result.stderr) or {})
+
+    def forget(self) -> None:
+        """Drop what :meth:`remember` saw (after a command that may have changed it)."""
+        self._known.clear()
+
+    def names(self, *filters: str) -> list[str]:
+        argv = ["ps", "-a", "--no-trunc", "--format", "{{.Names}}"]
+        for f in filters:
+            argv += ["--filter", f]
+        return [n for n in self._deploy_call(*argv).stdout.split() if n]
+
+    def remove(self, name: str) -> None:
+        self.run("rm", "-f", name, check=False)
+
+
+def line_up(
+    kind: str, wanted: list[str], stdout: str, stderr: str
+) -> dict[tuple[str, str], dict[str, Any] | None] | None:
+    """What one ``docker <kind> inspect --format {{json .}} <wanted...>`` said of each name:
+    a JSON object per line for those found, in order, and a "no such ..." line on stderr for
+    each missing. ``None`` when the answer does not line up exactly (another error, a count or
+    name that does not match): then nothing is assumed."""
+    missing: set[str] = set()
+    for line in filter(None, (raw.strip() for raw in stderr.splitlines())):
+        match = _MISSING_RE.search(line)
+        if match is None:
+            return None
+        missing.add(match.group("a") or match.group("b"))
+    if not missing <= set(wanted):
+        return None
+    present = [n for n in wanted if n not in missing]
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if len(lines) != len(present) or len(present) + len(missing) != len(set(wanted)):
+        return None
+    answer: dict[tuple[str, str], dict[str, Any] | None] = {(kind, n): None for n in missing}
+    for name, line in zip(present, lines, strict=True):
+        data = _inspected(kind, name, line)
+        if data is None:
+            return None
+        answer[(kind, name)] = data
+    return answer
+
+
+def _inspected(kind: str, name: str, line: str) -> dict[str, Any] | None:
+    """One line of :func:`line_up`'s answer, if it is the JSON object of ``name``."""
+    data = json_object(line)
+    if data is None:
+        return None
+    if kind != "image" and str(data.get("Name", "")).lstrip("/") != name:
+        return None  # containers and networks name themselves: they must match
+    return data
+
+
+def labels_of(data: Mapping[str, Any] | None) -> dict[str, str]:
+    """The labels of what :meth:`DockerEngine.inspect` answered (container, network, image)."""
+    if not data:
+        return {}
+    config = data.get("Config") if "Config" in data else data
+    labels = (config or {}).get("Labels") if isinstance(config, Mapping) else None
+    return {str(k): str(v) for k, v in (labels or {}).items()}
+
+
+def is_running(data: Mapping[str, Any] | None) -> bool:
+    """True for an inspected container that runs (and is not restarting)."""
+    state = (data or {}).get("State") or {}
+    return bool(state.get("Running")) and not bool(state.get("Restarting"))

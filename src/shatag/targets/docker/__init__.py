@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from shatag._sys.docker import DockerEngine, is_running, labels_of
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
 from shatag.limits import clip, number, whole
@@ -56,23 +57,12 @@ from shatag.targets.docker.gated import (
     secret_values,
     wait_healthy,
 )
-from shatag.targets.docker.proxy import (
-    DEFAULT_PROXY_IMAGE,
-    NETWORK_SUFFIX,
-    PROXY_SUFFIX,
-    Docker,
-    ProxySpec,
-    check_owned,
-    is_running,
-    labels_of,
-    owner_labels,
-    proxy_home,
-)
+from shatag.targets.docker.owned import check_owned, owner_labels
+from shatag.targets.docker.proxy import NETWORK_SUFFIX, PROXY_SUFFIX, ProxySpec, proxy_home
+from shatag.targets.docker.proxy_image import DEFAULT_PROXY_IMAGE
 
 if TYPE_CHECKING:
     from python_on_whales import Container, DockerClient
-
-    from shatag._sys.docker import DockerEngine
 
 NAME: Final = "docker"
 KEYS: Final = frozenset(
@@ -197,22 +187,16 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     return spec
 
 
-def _engine(env: Mapping[str, str]) -> DockerEngine:
-    from shatag._sys.docker import DockerEngine
-
-    return DockerEngine(env)
-
-
 class DockerTarget:
     """``proxy: false``: stop the old container, then start the new one on the same port (a
     short gap, measured in docs/reliability.md).
 
-    The switch drives the docker CLI through :class:`shatag.targets.docker.proxy.Docker`
-    (what ``prepare``
-    needs in one look; stop, rename, run, remove), as the gated switch does: python-on-whales
-    re-inspected a container on nearly every attribute read, and its import (0.2-0.3 s of CPU)
-    was on the path of every switch (issue 17). It is still the client for a pull, the logs of
-    a failed start and the undo."""
+    The switch drives the docker CLI through :class:`shatag._sys.docker.DockerEngine` (what
+    ``prepare`` needs in one look; stop, rename, run, remove), as the gated switch does:
+    python-on-whales re-inspected a container on nearly every attribute read, and its import
+    (0.2-0.3 s of CPU) was on the path of every switch (issue 17). It is still the client (the
+    engine's :attr:`~shatag._sys.docker.DockerEngine.client`) for a pull, the logs of a failed
+    start and the undo."""
 
     #: The stop-then-start switch always replaces the container.
     unchanged: bool = False
@@ -221,12 +205,10 @@ class DockerTarget:
         self.config = config
         self.name = config.name
         self.prev_name = config.name + PREV_SUFFIX
-        # The switch itself runs the docker CLI through shatag._sys.subproc
-        # (its own process group while
-        # a switch holds the signals); python-on-whales is imported only for a pull, the logs
-        # of a failed start, or an undo.
-        self._engine = _engine(ctx.env)
-        self._reader: Docker | None = None
+        # The switch itself runs the docker CLI through shatag._sys.subproc (its own process
+        # group while a switch holds the signals); python-on-whales is imported only for a
+        # pull, the logs of a failed start, or an undo.
+        self._engine = DockerEngine(ctx.env)
         self._env_name = ctx.env_name
         self._attempt = ctx.attempt
         self._image: ImageRef | None = None
@@ -246,17 +228,11 @@ class DockerTarget:
     def _docker(self) -> DockerClient:
         return self._engine.client
 
-    @property
-    def _cli(self) -> Docker:
-        if self._reader is None:
-            self._reader = Docker(self._engine.cmd(), self._env)
-        return self._reader
-
     # -- life cycle -------------------------------------------------------------------------
 
     def plan(self, image: ImageRef) -> str:
         """``<label>: <running image> → <new image>`` (inspects, changes nothing)."""
-        old = self._cli.inspect("container", self.name)
+        old = self._engine.inspect("container", self.name)
         was = "nothing" if old is None else str((old.get("Config") or {}).get("Image"))
         return f"{self.label}: {was} → {image.pinned}"
 
@@ -264,10 +240,11 @@ class DockerTarget:
         self._image = image
         self._secrets = secret_values(self.config.app, self._env, self.label)
         proxy = self.name + PROXY_SUFFIX
-        self._cli.remember(
+        self._engine.remember(
             {"container": (self.name, self.prev_name, proxy), "image": (image.pinned,)}
         )
-        seen = {name: self._cli.inspect("container", name) for name in (self.name, self.prev_name)}
+        names = (self.name, self.prev_name)
+        seen = {name: self._engine.inspect("container", name) for name in names}
         for name, found in seen.items():
             if found is not None:
                 check_owned(
@@ -277,7 +254,7 @@ class DockerTarget:
                     env_name=self._env_name,
                     target=self.name,
                 )
-        self._refuse_behind_proxy(self._cli.inspect("container", proxy))
+        self._refuse_behind_proxy(self._engine.inspect("container", proxy))
         old = seen[self.name]
         self._old = old
         self._stale = seen[self.prev_name]
@@ -285,7 +262,7 @@ class DockerTarget:
         self._old_running = is_running(old)
         # Content-addressed: an image present locally under this digest is these exact bytes,
         # so a rollback to a recent release starts without a registry round trip.
-        if self._cli.inspect("image", image.pinned) is not None:
+        if self._engine.inspect("image", image.pinned) is not None:
             return
         from python_on_whales.exceptions import DockerException
 
@@ -332,7 +309,7 @@ class DockerTarget:
 
     def commit(self) -> None:
         self._applied = False
-        self._cli.remove(self.prev_name)  # ``rm -f``: absent already is fine
+        self._engine.remove(self.prev_name)  # ``rm -f``: absent already is fine
 
     def journal(self) -> dict[str, Any]:
         return {
@@ -352,14 +329,14 @@ class DockerTarget:
         if stale is not None:
             # Left by a crash that recovery did not see (no journal): <name> is the live one.
             if old is None:
-                self._cli.run("rename", str(stale["Id"]), self.name)
+                self._engine.run("rename", str(stale["Id"]), self.name)
             else:
-                self._cli.run("rm", "--force", str(stale["Id"]))
-            old = self._cli.inspect("container", self.name)
+                self._engine.run("rm", "--force", str(stale["Id"]))
+            old = self._engine.inspect("container", self.name)
         if old is None:
             return
-        self._cli.run("stop", "--time", str(STOP_TIMEOUT_SEC), str(old["Id"]))
-        self._cli.run("rename", str(old["Id"]), self.prev_name)
+        self._engine.run("stop", "--time", str(STOP_TIMEOUT_SEC), str(old["Id"]))
+        self._engine.run("rename", str(old["Id"]), self.prev_name)
 
     def _start(self, image: ImageRef) -> dict[str, Any]:
         argv = app_run_argv(
@@ -370,10 +347,10 @@ class DockerTarget:
             env_name=self._env_name,
             attempt=self._attempt,
         )
-        result = self._cli.run(*argv, check=False, secrets=self._secrets)
+        result = self._engine.run(*argv, check=False, secrets=self._secrets)
         if result.returncode != 0:
             raise DeployFailed(" ".join(result.stderr.split())[-500:] or "docker run failed")
-        started = self._cli.inspect("container", self.name)
+        started = self._engine.inspect("container", self.name)
         if started is None:
             raise DeployFailed(f"{self.name} disappeared as it started")
         return started
@@ -392,7 +369,7 @@ class DockerTarget:
 
         def look(deadline: float) -> tuple[Verdict, str]:
             try:
-                current = first.pop() if first else self._cli.inspect("container", ident)
+                current = first.pop() if first else self._engine.inspect("container", ident)
             except DeployFailed as exc:  # the daemon went away while we waited
                 return "fail", f"could not be health-checked: {exc.message}"
             if current is None:
@@ -536,7 +513,7 @@ def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted switch described by a journal entry (after ``kill -9``)."""
     if entry.get("mode") == "proxy":
         return recover_gated(entry, env=ctx.env)
-    docker = _engine(ctx.env).client
+    docker = DockerEngine(ctx.env).client
     return _restore_previous(
         docker,
         str(entry["name"]),
@@ -552,7 +529,7 @@ def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
 
     if entry.get("mode") == "proxy":
         return finish_gated(entry, env=ctx.env)
-    docker = _engine(ctx.env).client
+    docker = DockerEngine(ctx.env).client
     name = str(entry["name"]) + PREV_SUFFIX
     if _inspect(docker, name) is None:
         return "nothing to do"

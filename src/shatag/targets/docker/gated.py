@@ -1,9 +1,8 @@
 """The docker target's traffic-gated switch through the proxy (issue 12).
 
 Names, all derived from the target's ``name`` and all labelled with the environment and target
-(:func:`shatag.targets.docker.proxy.owner_labels`); a container
- or network of that name *without* our labels is
-refused (``NOT_OWNED``) and left untouched:
+(:func:`shatag.targets.docker.owned.owner_labels`); a container or network of that name
+*without* our labels is refused (``NOT_OWNED``) and left untouched:
 
 * ``<name>-<sha12>-<attempt6>``: one application container per release attempt, on the network
   only (nothing published);
@@ -45,24 +44,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from shatag._sys.docker import DockerEngine
+from shatag._sys.docker import DockerEngine, is_running, labels_of
 from shatag.core import ImageRef
 from shatag.errors import ConfigError, DeployFailed
 from shatag.targets.docker.app import app_fingerprint
-from shatag.targets.docker.proxy import (
-    LABEL_ENV,
-    LABEL_TARGET,
-    Docker,
-    Proxy,
-    ProxySpec,
-    check_owned,
-    ensure_proxy_image,
-    established,
-    is_running,
-    labels_of,
-    owner_labels,
-    proxy_image_ref,
-)
+from shatag.targets.docker.owned import LABEL_ENV, LABEL_TARGET, check_owned, owner_labels
+from shatag.targets.docker.proxy import Proxy, ProxySpec, established
+from shatag.targets.docker.proxy_image import ensure_proxy_image, proxy_image_ref
 
 PREV_SUFFIX: Final = "-shatag-prev"
 LABEL_SHA: Final = "shatag.sha"
@@ -249,8 +237,8 @@ class GatedDockerTarget:
         self._attempt = attempt
         # The gated switch drives docker through its CLI alone (one call per step, several
         # inspections in one): it never needs python-on-whales, so it does not import it.
-        self._engine = DockerEngine(env)
-        self._docker = Docker(self._engine.cmd(), env)
+        self._docker = DockerEngine(env)
+        _ = self._docker.cmd  # no docker CLI: said now, before any step
         self._proxy = Proxy(proxy, self._docker)
         self._image: ImageRef | None = None
         self._old: str = ""
@@ -460,7 +448,7 @@ class GatedDockerTarget:
                 data,
                 probe=lambda: self._probe(hostport) if address else "no address",
                 probed=f"{self.spec.health_path} on port {self.spec.container_port}",
-                run_check=lambda command, limit: self._engine.exec_status(
+                run_check=lambda command, limit: self._docker.exec_status(
                     self._new, command, timeout=limit
                 ),
                 check=check[0],
@@ -503,7 +491,7 @@ class GatedDockerTarget:
         _remove_attempt(self._docker, self._attempt, self._new, keep=self._old)
 
 
-def _drain(docker: Docker, dial: str, pid: int = 0, since: float = 0.0) -> None:
+def _drain(docker: DockerEngine, dial: str, pid: int = 0, since: float = 0.0) -> None:
     """Wait (bounded) until the container of ``dial`` (``name:port``), which the proxy no longer
     forwards to since ``since`` (``time.monotonic()``; 0: unknown), has finished the requests it
     was given: no established connection to its port. ``pid``: its process, if known."""
@@ -524,7 +512,7 @@ def _drain(docker: Docker, dial: str, pid: int = 0, since: float = 0.0) -> None:
         time.sleep(_POLL_SEC)
 
 
-def _remove_attempt(docker: Docker, attempt: str, name: str, keep: str) -> list[str]:
+def _remove_attempt(docker: DockerEngine, attempt: str, name: str, keep: str) -> list[str]:
     """Remove what this attempt started. A ``docker run`` cut short by a signal may still be
     carried out by the daemon a moment later, so absence is confirmed a few times (~1 s)."""
     removed: list[str] = []
@@ -544,7 +532,7 @@ def _remove_attempt(docker: Docker, attempt: str, name: str, keep: str) -> list[
 
 
 def _retire(
-    docker: Docker,
+    docker: DockerEngine,
     env_name: str,
     target: str,
     keep: str,
@@ -576,7 +564,7 @@ def _retire(
     return removed
 
 
-def _restore_legacy(docker: Docker, name: str) -> None:
+def _restore_legacy(docker: DockerEngine, name: str) -> None:
     if docker.inspect("container", name + PREV_SUFFIX) is not None:
         if docker.inspect("container", name) is None:
             docker.run("rename", name + PREV_SUFFIX, name)
@@ -617,13 +605,9 @@ def health_command(
 # -- after a kill ---------------------------------------------------------------------------
 
 
-def _docker_for(env: Mapping[str, str]) -> Docker:
-    return Docker(DockerEngine(env).cmd(), env)
-
-
 def recover_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
     """Undo an interrupted gated switch: traffic back to the old container, the new removed."""
-    docker = _docker_for(env)
+    docker = DockerEngine(env)
     spec = ProxySpec.from_dict(entry["proxy"])
     proxy = Proxy(spec, docker)
     name, old, new = str(entry["name"]), str(entry.get("old", "")), str(entry.get("new", ""))
@@ -648,7 +632,7 @@ def recover_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
 
 def finish_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
     """Complete an interrupted commit: traffic on the new container, the others retired."""
-    docker = _docker_for(env)
+    docker = DockerEngine(env)
     spec = ProxySpec.from_dict(entry["proxy"])
     proxy = Proxy(spec, docker)
     new = str(entry.get("new", "")) or str(entry.get("old", ""))
