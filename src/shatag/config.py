@@ -239,7 +239,7 @@ class Settings:
         merged.update({k: v for k, v in raw.items() if not (k == "environments" and v is None)})
         unknown = sorted(set(merged) - set(DEFAULTS))
         if unknown:
-            raise ConfigError(f"unknown shatag configuration keys: {', '.join(unknown)}")
+            raise ConfigError(f"unknown shatag configuration keys: {limits.names(unknown)}")
         policy = _str(merged, "signature_policy")
         if policy not in ("soft", "enforce"):
             raise ConfigError(f"signature_policy must be 'soft' or 'enforce', not {policy!r}")
@@ -381,7 +381,7 @@ def _environments(value: Any, base_dir: Path | None) -> dict[str, EnvironmentCon
             raise ConfigError(f"shatag.environments.{name} must be a mapping")
         unknown = sorted(set(spec) - _ENV_KEYS)
         if unknown:
-            raise ConfigError(f"shatag.environments.{name}: unknown keys {', '.join(unknown)}")
+            raise ConfigError(f"shatag.environments.{name}: unknown keys {limits.names(unknown)}")
         rtype = spec.get("repository_type", "canonical")
         if rtype not in ("canonical", "staging"):
             raise ConfigError(
