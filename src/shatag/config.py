@@ -148,7 +148,7 @@ class Settings:
     registry_retries: int = 3
     build_timeout_sec: float = 1800.0
     tool_timeout_sec: float = 120.0
-    deploy_lock_timeout_sec: float = 30.0
+    deploy_lock_timeout_sec: float = 75.0
     metrics_textfile: str = ""
     metrics_pushgateway: str = ""
     build_source: BuildSource = "commit"
