@@ -103,6 +103,72 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _row_key(line: str) -> str:
+    """The first cell of a markdown table row (the scenario or the figure's label)."""
+    return line[2:].split(" | ", 1)[0]
+
+
+def add_rows(page: str, data: dict[str, Any]) -> str:
+    """``page`` (a page :func:`render` wrote) with the scenarios and figures of a partial run
+    (e.g. ``pytest tests/reliability/test_issue24_config.py``) added: a row whose scenario (or
+    figure label) is already there is replaced, a new one is appended to its table, and the
+    "scenarios passed" line is recounted from the table. The counts and the "Generated" line
+    stay those of the last full run; a note under the table says which rows came later.
+
+    >>> page = render({"counts": {}, "outcomes": [
+    ...     {"scenario": "a", "expected": "e", "observed": "o", "passed": True}]})
+    >>> out = add_rows(page, {"figures": {"f": "1 s"}, "outcomes": [
+    ...     {"scenario": "b", "expected": "e", "observed": "o", "passed": False}]})
+    >>> for line in out.splitlines():
+    ...     if line.startswith(("| a ", "| b ", "| f ", "| scenarios passed")):
+    ...         print(line)
+    | f | 1 s |
+    | scenarios passed | 1 / 2 |
+    | a | e | o | pass |
+    | b | e | o | **FAIL** |
+    """
+    lines = page.splitlines()
+    new_rows = {
+        _cell(o["scenario"]): f"| {_cell(o['scenario'])} | {_cell(o['expected'])} "
+        f"| {_cell(o['observed'])} | {'pass' if o['passed'] else '**FAIL**'} |"
+        for o in data["outcomes"]
+    }
+    new_figures = {
+        _cell(k): f"| {_cell(k)} | {_cell(v)} |" for k, v in data.get("figures", {}).items()
+    }
+    passed_at = next(i for i, ln in enumerate(lines) if ln.startswith("| scenarios passed |"))
+    figures = [
+        i
+        for i in range(passed_at)
+        if lines[i].startswith("| ") and _row_key(lines[i]) in new_figures
+    ]
+    for i in figures:
+        lines[i] = new_figures.pop(_row_key(lines[i]))
+    lines[passed_at:passed_at] = list(new_figures.values())
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("| scenario | expected |"))
+    end = header + 2
+    while end < len(lines) and lines[end].startswith("| "):
+        key = _row_key(lines[end])
+        if key in new_rows:
+            lines[end] = new_rows.pop(key)
+        end += 1
+    lines[end:end] = list(new_rows.values())
+    end += len(new_rows)
+    rows = lines[header + 2 : end]
+    passed_at = next(i for i, ln in enumerate(lines) if ln.startswith("| scenarios passed |"))
+    passed = sum(1 for ln in rows if ln.endswith("| pass |"))
+    lines[passed_at] = f"| scenarios passed | {passed} / {len(rows)} |"
+    note = (
+        f"Rows of {len(data['outcomes'])} scenario(s) added or updated from a partial run on "
+        f"{datetime.now(UTC).date().isoformat()} (`python ci/reliability_report.py RESULTS "
+        "--add`); the figures above the table count the last full run."
+    )
+    lines = [ln for ln in lines if not ln.startswith("Rows of ")]
+    reproduce = next(i for i, ln in enumerate(lines) if ln.startswith("Reproduce: "))
+    lines[reproduce:reproduce] = [note, ""]
+    return "\n".join(lines) + "\n"
+
+
 def print_table(data: dict[str, Any]) -> None:
     rows = [("scenario", "expected", "observed", "result")]
     for o in data["outcomes"]:
@@ -130,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="?", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="add the scenarios of a partial run to the existing page instead of rewriting it",
+    )
     args = parser.parse_args(argv)
     if not args.results.is_file():
         print(f"no results at {args.results}: run pytest tests/reliability first", file=sys.stderr)
@@ -137,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     data = json.loads(args.results.read_text())
     print_table(data)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(data))
+    if args.add:
+        args.out.write_text(add_rows(args.out.read_text(), data))
+    else:
+        args.out.write_text(render(data))
     print(f"wrote {args.out}")
     bad = (
         [o for o in data["outcomes"] if not o["passed"]]

@@ -32,7 +32,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "registry_retries": 3,
     "build_timeout_sec": 1800.0,
     "tool_timeout_sec": 120.0,
-    "deploy_lock_timeout_sec": 30.0,
+    # Covers one state_lock_ttl_sec plus a margin (issue 24, item 5): a runner killed while
+    # holding the git lock leaves it for up to one TTL, and the next runner must outwait it.
+    "deploy_lock_timeout_sec": 75.0,
     "metrics_textfile": "",
     "metrics_pushgateway": "",
     # issue 13: what goes into the image, the label GHCR links by, the default environment.

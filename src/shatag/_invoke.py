@@ -18,6 +18,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -31,18 +33,84 @@ ENV_PREFIX: Final = "INVOKE_SHATAG_"
 def find_config_file(cwd: Path) -> Path | None:
     """``shatag.yaml`` in ``cwd``, else at the top-level of the git work tree holding ``cwd``.
 
+    Anything at that name counts -- a directory, a FIFO, a dangling symlink too -- so that
+    loading it refuses it with CONFIG_ERROR instead of silently using the built-in defaults
+    (issue 24, item 6).
+
     >>> find_config_file(Path("/nonexistent-dir")) is None
     True
     """
     here = cwd / CONFIG_FILE
-    if here.is_file():
+    if os.path.lexists(here):
         return here
     from shatag._sys.source import git_toplevel  # lazy: only the `shatag` script looks for it
 
     top = git_toplevel(cwd)
-    if top is not None and (top / CONFIG_FILE).is_file():
+    if top is not None and os.path.lexists(top / CONFIG_FILE):
         return top / CONFIG_FILE
     return None
+
+
+def _kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def read_config_file(path: str | os.PathLike[str]) -> str:
+    """The text of a configuration file, read only if it is a regular, readable file of at
+    most :data:`~shatag.limits.MAX_CONFIG_BYTES` (issue 24, item 6): a FIFO is opened
+    without blocking and refused (it used to hang), a directory or device is refused, a
+    dangling symlink is named as one. :class:`FileNotFoundError` when nothing is there at all
+    (Invoke then tries its next suffix)."""
+    from shatag.limits import MAX_CONFIG_BYTES, shown
+
+    where = shown(os.fspath(path), 300)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise ConfigError(
+                f"configuration file {where} is a symlink to {shown(os.readlink(path), 300)}, "
+                "which does not exist"
+            ) from None
+        raise
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read configuration file {where}: {exc.strerror or exc}"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(
+                f"configuration file {where} is {_kind(info.st_mode)}, not a regular file"
+            )
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"configuration file {where} is {info.st_size} bytes, more than the "
+                f"{MAX_CONFIG_BYTES // 1024} KiB a configuration may have; refusing to load it"
+            )
+        data = os.read(fd, MAX_CONFIG_BYTES + 1)  # a file that grew meanwhile is cut here
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read configuration file {where}: {exc.strerror or exc}"
+        ) from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"configuration file {where} is larger than {MAX_CONFIG_BYTES // 1024} KiB; "
+            "refusing to load it"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {where} is not UTF-8: {exc.reason}") from None
 
 
 def env_var_names(shatag: Mapping[str, Any], prefix: str = ENV_PREFIX) -> set[str]:

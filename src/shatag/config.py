@@ -148,7 +148,7 @@ class Settings:
     registry_retries: int = 3
     build_timeout_sec: float = 1800.0
     tool_timeout_sec: float = 120.0
-    deploy_lock_timeout_sec: float = 30.0
+    deploy_lock_timeout_sec: float = 75.0
     metrics_textfile: str = ""
     metrics_pushgateway: str = ""
     build_source: BuildSource = "commit"
@@ -239,7 +239,7 @@ class Settings:
         merged.update({k: v for k, v in raw.items() if not (k == "environments" and v is None)})
         unknown = sorted(set(merged) - set(DEFAULTS))
         if unknown:
-            raise ConfigError(f"unknown shatag configuration keys: {', '.join(unknown)}")
+            raise ConfigError(f"unknown shatag configuration keys: {limits.names(unknown)}")
         policy, platform, backend = _choices(merged)
         canonical = parse_repository(_str(merged, "canonical_repository"))
         staging = parse_repository(_str(merged, "staging_repository"))
@@ -399,7 +399,7 @@ def _environments(value: Any, base_dir: Path | None) -> dict[str, EnvironmentCon
             raise ConfigError(f"shatag.environments.{name} must be a mapping")
         unknown = sorted(set(spec) - _ENV_KEYS)
         if unknown:
-            raise ConfigError(f"shatag.environments.{name}: unknown keys {', '.join(unknown)}")
+            raise ConfigError(f"shatag.environments.{name}: unknown keys {limits.names(unknown)}")
         rtype = spec.get("repository_type", "canonical")
         if rtype not in ("canonical", "staging"):
             raise ConfigError(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,6 +73,32 @@ def clip(value: object, limit: int = MAX_SHOWN) -> str:
     return shown[: limit + 1] + f"…' ({len(text)} characters)"
 
 
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    r""":func:`clip` with every non-ASCII character escaped, so a lookalike (a Cyrillic ``o``, a
+    fullwidth digit) cannot look like the name it imitates (issue 24, item 6).
+
+    >>> print(shown("p\u043ert"), shown("port"), shown("\uff18\uff10"))
+    'p\u043ert' 'port' '\uff18\uff10'
+    """
+    text = clip(value, limit)
+    return text if text.isascii() else text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def names(keys: Iterable[object]) -> str:
+    r"""Keys for a message, comma-separated: plain ASCII names as they are, any other key
+    quoted with non-ASCII escaped -- the one helper every "unknown keys" message uses.
+
+    >>> print(names(["port", "p\u043ert", "a b"]))
+    port, 'p\u043ert', 'a b'
+    """
+    out = []
+    for key in keys:
+        text = str(key)
+        plain = text.isascii() and text.isprintable() and " " not in text and len(text) <= 60
+        out.append(text if plain else shown(text, 60))
+    return ", ".join(out)
+
+
 def flat(text: str, limit: int = 300) -> str:
     """``text`` (a parser's multi-line message) on one line, cut to ``limit`` characters.
 
@@ -96,8 +123,9 @@ def number(value: Any, key: str, where: str) -> float:
     refused with :class:`ConfigError`.
     """
     bounds = RANGES[key]
-    if isinstance(value, bool):
-        raise ConfigError(f"{where} must be {bounds.describe()}, not {clip(value)}")
+    if isinstance(value, bool) or (isinstance(value, str) and not value.isascii()):
+        # float() and int() accept any Unicode digit (fullwidth 8080): ASCII only (issue 24).
+        raise ConfigError(f"{where} must be {bounds.describe()}, not {shown(value)}")
     try:
         parsed = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError, OverflowError):
@@ -105,8 +133,8 @@ def number(value: Any, key: str, where: str) -> float:
     too_low = parsed < bounds.low or (parsed == bounds.low and not bounds.low_inclusive)
     fractional = bounds.integer and math.isfinite(parsed) and parsed != int(parsed)
     if not math.isfinite(parsed) or too_low or parsed > bounds.high or fractional:
-        shown = clip(value) if isinstance(value, str) else f"{parsed:g}"
-        raise ConfigError(f"{where} must be {bounds.describe()}, not {shown}")
+        text = clip(value) if isinstance(value, str) else f"{parsed:g}"
+        raise ConfigError(f"{where} must be {bounds.describe()}, not {text}")
     return parsed
 
 
@@ -160,7 +188,43 @@ def _children(node: Any) -> list[Any]:
     return out
 
 
-MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
+#: Bounds on a configuration file (``invoke.yaml``, ``-f FILE``, ``shatag.yaml``), checked
+#: before and while parsing so a hostile file is refused in well under a second with the
+#: pure-Python parser (issue 24, item 6: a 15 MB list took 234 s and 6.1 GB). A real one is a
+#: few KB and a few hundred nodes.
+MAX_CONFIG_BYTES: Final = 256 * 1024
+MAX_CONFIG_NODES: Final = 5_000
+MAX_CONFIG_DEPTH: Final = 64
+
+
+def _bounded_loader(yaml: Any) -> Any:
+    """PyYAML's safe loader, counting the nodes it composes (aliases count once per use here;
+    :func:`check_yaml_expansion` counts their expansion after) and their nesting."""
+
+    class BoundedLoader(yaml.SafeLoader):  # type: ignore[misc] # vendored PyYAML is Any
+        where = ""
+        composed = 0
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            self.composed += 1
+            if self.composed > MAX_CONFIG_NODES:
+                raise ConfigError(
+                    f"{self.where} has more than {MAX_CONFIG_NODES} YAML nodes (a configuration "
+                    "has a few hundred); refusing to load it"
+                )
+            self.depth += 1
+            try:
+                if self.depth > MAX_CONFIG_DEPTH:
+                    raise ConfigError(
+                        f"{self.where} nests deeper than {MAX_CONFIG_DEPTH} levels; refusing to "
+                        "load it"
+                    )
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return BoundedLoader
 
 
 def load_yaml(text: str, where: str) -> Any:
@@ -180,9 +244,12 @@ def load_yaml(text: str, where: str) -> Any:
     yaml: Any = importlib.import_module("invoke.vendor.yaml")
 
     if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes; refusing to load it")
+        raise ConfigError(
+            f"{where} is larger than {MAX_CONFIG_BYTES // 1024} KiB; refusing to load it"
+        )
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _bounded_loader(yaml)(text)
+        loader.where = where
     except yaml.YAMLError as exc:  # the reader refuses control characters up front
         raise ConfigError(f"{where} is not valid YAML: {flat(str(exc))}") from None
     try:

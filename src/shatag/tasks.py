@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from invoke.collection import Collection
 from invoke.config import Config
 from invoke.context import Context
-from invoke.exceptions import Exit, ParseError
+from invoke.exceptions import Exit, ParseError, UnknownFileType
 from invoke.executor import Executor
 from invoke.tasks import task
 
@@ -66,33 +66,110 @@ class FastExitExecutor(Executor):
         return results
 
 
+def _config_error(where: str, exc: ShatagError) -> None:
+    """A configuration file refused while Invoke loads it: reported like any task's error
+    (Invoke's Program turns the :class:`Exit` into the exit status)."""
+    _report("config", os.environ, {"config_file": where}, exc)
+
+
 def _load_yaml_bounded(self: Config, path: Any) -> Any:
-    """Invoke's YAML loader for ``invoke.yaml`` and ``inv -f FILE``, bounded (issue 14, item 8):
-    an alias bomb, a non-string key or a syntax error is ``CONFIG_ERROR``, not a traceback or
-    a MemoryError. (``/etc/invoke.yaml`` and ``~/.invoke.yaml`` are read before shatag is
-    imported and keep invoke's own loader.)"""
+    """Invoke's YAML loader for ``invoke.yaml``, ``inv -f FILE`` and ``shatag.yaml``, bounded
+    (issues 14 and 24): a FIFO, directory or dangling symlink, a file over the size or node
+    limit, an alias bomb, a non-string key or a syntax error is ``CONFIG_ERROR``, not a hang, a
+    traceback or a MemoryError. (``/etc/invoke.yaml`` and ``~/.invoke.yaml`` are read before
+    shatag is imported and keep invoke's own loader.)"""
     del self
     from shatag.limits import load_yaml
 
     where = str(path)
     try:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise  # invoke tries the next suffix (invoke.yaml, invoke.yml, …)
-        except (OSError, UnicodeDecodeError) as exc:
-            from shatag.errors import ConfigError
-
-            raise ConfigError(f"cannot read {where}: {exc}") from None
-        return load_yaml(text, where)
+        # FileNotFoundError passes: invoke tries the next suffix (invoke.yaml, invoke.yml, …)
+        return load_yaml(_invoke.read_config_file(path), where)
     except ShatagError as exc:
-        _report("config", os.environ, {"config_file": where}, exc)
+        _config_error(where, exc)
     raise AssertionError("unreachable")  # pragma: no cover -- _report always raises
 
 
-# Invoke looks its loaders up by file suffix (``_load_yaml`` / ``_load_yml``).
+def _load_json_bounded(self: Config, path: Any) -> Any:
+    """Invoke's JSON loader (``inv -f x.json``), with the same file checks as YAML."""
+    del self
+    import json
+
+    from shatag.errors import ConfigError
+    from shatag.limits import check_string_keys, flat
+
+    where = str(path)
+    try:
+        try:
+            data = json.loads(_invoke.read_config_file(path))
+        except ValueError as exc:  # RecursionError is not one: nesting is bounded by size
+            raise ConfigError(f"{where} is not valid JSON: {flat(str(exc))}") from None
+        check_string_keys(data, where)
+    except (ShatagError, RecursionError) as exc:
+        err = exc if isinstance(exc, ShatagError) else ConfigError(f"{where} nests too deeply")
+        _config_error(where, err)
+    else:
+        return data
+    raise AssertionError("unreachable")  # pragma: no cover -- _report always raises
+
+
+_invoke_load_py = Config._load_py
+
+
+def _load_py_checked(self: Config, path: Any) -> Any:
+    """Invoke's Python-file loader (``inv -f x.py`` runs that file), after the same checks
+    that it is a regular file of bounded size."""
+    try:
+        _invoke.read_config_file(path)
+    except ShatagError as exc:
+        _config_error(str(path), exc)
+    return _invoke_load_py(self, path)
+
+
+_invoke_load_file = Config._load_file
+
+
+def _load_file_checked(
+    self: Config, prefix: str, absolute: bool = False, merge: bool = True
+) -> None:
+    """Invoke's file loading, with a named file (``-f``, ``INVOKE_RUNTIME_CONFIG``) that is
+    missing or of an unknown type a CONFIG_ERROR (issue 24, item 6): Invoke itself skips a
+    missing ``-f`` file silently (the built-in defaults were used) and raises
+    ``UnknownFileType`` for ``-f x.bak`` as a traceback."""
+    from shatag.errors import ConfigError
+    from shatag.limits import shown
+
+    named = getattr(self, f"_{prefix}_path", None) if absolute else None
+    if named is not None and getattr(self, f"_{prefix}_found", None) is None:
+        where = shown(str(named), 300)
+        if not os.path.lexists(os.path.expanduser(str(named))):
+            _config_error(str(named), ConfigError(f"configuration file {where} does not exist"))
+    try:
+        _invoke_load_file(self, prefix, absolute, merge)
+    except UnknownFileType:
+        try:  # a FIFO, directory or device is named as such first
+            _invoke.read_config_file(os.path.expanduser(str(named)))
+        except ShatagError as exc:
+            _config_error(str(named), exc)
+        except OSError:
+            pass
+        suffix = os.path.splitext(str(named))[1]
+        _config_error(
+            str(named),
+            ConfigError(
+                f"configuration file {shown(str(named), 300)}: "
+                + (f"a {shown(suffix, 40)} file" if suffix else "a file without a suffix")
+                + " is not configuration; use .yaml, .yml or .json"
+            ),
+        )
+
+
+# Invoke looks its loaders up by file suffix (``_load_yaml`` / ``_load_yml`` / ...).
 Config._load_yaml = _load_yaml_bounded  # type: ignore[method-assign]
 Config._load_yml = _load_yaml_bounded
+Config._load_json = _load_json_bounded  # type: ignore[method-assign]
+Config._load_py = _load_py_checked  # type: ignore[method-assign]
+Config._load_file = _load_file_checked  # type: ignore[method-assign]
 
 
 def _plain(value: Any) -> Any:

@@ -37,6 +37,8 @@ log = logging.getLogger("shatag.ledger")
 LOCK_NS: Final = "refs/shatag-lock/"
 LOCK_FILE: Final = "lock.json"
 _POLL_SEC: Final = 0.25
+#: How often a waiter says on stderr whom it waits for (holder, since when, expiry).
+PROGRESS_SEC: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,7 @@ class RemoteLock:
         expected = ""  # "" = create only; else the commit of a stale lock being taken over
         waited_for = ""
         commit, built = "", 0.0
+        next_progress = started  # the first progress line as soon as we wait
         while True:
             if monotonic() > deadline + self.refs.timeout:  # a ref that flips on every try
                 raise LedgerUnavailable(
@@ -264,6 +267,15 @@ class RemoteLock:
                     f"waited {timeout:g}s. Retry when it finishes, or if its runner is gone "
                     f"break it: git push {self.refs.remote} --delete {self.ref}"
                 )
+            if monotonic() >= next_progress:  # say what we wait for (issue 24, item 5)
+                log.warning(
+                    "waiting for the deploy lock of %s (%s): held by %s; waiting up to %.0fs more",
+                    self.env,
+                    self.ref,
+                    current.describe(now) if current else "?",
+                    max(0.0, deadline - monotonic()),
+                )
+                next_progress = monotonic() + PROGRESS_SEC
             expected = ""
             waited_for = current.holder if current else "?"
             pause = _POLL_SEC * (0.5 + random.random())  # noqa: S311 -- jitter, not crypto

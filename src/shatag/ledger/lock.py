@@ -31,6 +31,8 @@ log = logging.getLogger("shatag.lock")
 
 LOCK_FILE: Final = "deploy.lock"
 _POLL_SEC: Final = 0.1
+#: How often a waiter says on stderr whom it waits for.
+PROGRESS_SEC: Final = 10.0
 
 
 @contextlib.contextmanager
@@ -56,7 +58,15 @@ def env_lock(
 
     path = state_dir / validate_env_name(env) / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _flock(path, timeout=timeout, holder=holder, locked=locked, clock=clock, sleep=sleep):
+    with _flock(
+        path,
+        timeout=timeout,
+        holder=holder,
+        locked=locked,
+        what=f"the deploy lock of {env}",
+        clock=clock,
+        sleep=sleep,
+    ):
         yield path
 
 
@@ -86,7 +96,9 @@ def build_lock(
         log.warning("no build lock (%s): concurrent builds of one SHA here may race", exc)
         yield
         return
-    with _flock(path, timeout=timeout, holder=holder, locked=locked):
+    with _flock(
+        path, timeout=timeout, holder=holder, locked=locked, what=f"the push lock of {sha}"
+    ):
         yield
 
 
@@ -97,21 +109,35 @@ def _flock(
     timeout: float,
     holder: str,
     locked: Callable[[str], ShatagError],
+    what: str = "the lock",
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[None]:
     """``flock`` ``path`` (its directory exists) for the ``with`` block; ``locked(holder)`` is
-    raised once ``timeout`` seconds have passed."""
+    raised once ``timeout`` seconds have passed. While waiting, a line on stderr (logged)
+    every :data:`PROGRESS_SEC` says whom for (issue 24, item 5)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = clock() + max(0.0, timeout)
+        started = clock()
+        deadline = started + max(0.0, timeout)
+        next_progress = started
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if clock() >= deadline:
+                now = clock()
+                if now >= deadline:
                     raise locked(_describe_holder(fd)) from None
+                if now >= next_progress:
+                    log.warning(
+                        "waiting for %s: held by %s (released when it finishes or its process "
+                        "exits); waiting up to %.0fs more",
+                        what,
+                        _describe_holder(fd),
+                        deadline - now,
+                    )
+                    next_progress = now + PROGRESS_SEC
                 sleep(_POLL_SEC)
         # Who holds it, for the message another waiter shows. Informational only.
         info = json.dumps({"pid": os.getpid(), "holder": holder, "since": time.time()})

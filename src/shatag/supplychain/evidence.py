@@ -38,7 +38,13 @@ from shatag.supplychain.sbom import (
     sbom_path,
     verify_sbom_attestation,
 )
-from shatag.supplychain.signing import SignatureResult, enforce_policy, sign_image, verify_signature
+from shatag.supplychain.signing import (
+    SignatureResult,
+    describe_unverified,
+    enforce_policy,
+    sign_image,
+    verify_signature,
+)
 
 log = logging.getLogger("shatag.supplychain")
 
@@ -97,6 +103,12 @@ def verify_image(
         enforce_policy(config, signature)
     finally:
         worker.join()
+    if signature.reason == "invalid":  # soft: used anyway, but never silently (issue 24, item 7)
+        log.warning(
+            "warning: %s: %s; signature_policy 'soft' lets it through (with 'enforce' this stops)",
+            image_by_digest,
+            describe_unverified(config, signature),
+        )
     verdict = signature
     if signature.reason not in _NO_ANSWER_REASONS:
         outcome = attestation[0]

@@ -222,6 +222,36 @@ def _check_success_payload(stdout: str, digest: str) -> SignatureResult:
     return VERIFIED_NA
 
 
+def _trusted(config: SigningConfig) -> str:
+    if config.cosign_public_key:
+        return f"shatag.cosign_public_key ({config.cosign_public_key})"
+    return f"the keyless identity {config.keyless_identity!r} of {config.keyless_issuer!r}"
+
+
+def describe_unverified(config: SigningConfig, result: SignatureResult) -> str:
+    """What an unverified result means for the operator, by reason (issue 24, item 7): an
+    image signed by another key is *signed*, just not by a trusted key -- "sign it" would be
+    the wrong advice.
+
+    >>> describe_unverified(SigningConfig(cosign_public_key="k.pub"),
+    ...                     _unverified("invalid", "no matching signatures"))[:48]
+    'the image is signed by a key that is not trusted'
+    """
+    detail = result.detail or "no detail"
+    if result.reason == "invalid":
+        return (
+            "the image is signed by a key that is not trusted: its signature does not verify "
+            f"against {_trusted(config)} ({detail}); sign it with the trusted key "
+            "(shatag.cosign_key), or trust the key it was signed with"
+        )
+    if result.reason == "no_signature":
+        return f"the image is not signed ({detail}); sign it with `inv build --sign`"
+    return (
+        f"the image's signature could not be checked ({result.reason}: {detail}); configure "
+        "shatag.cosign_public_key (or keyless_identity/keyless_issuer) and install cosign"
+    )
+
+
 def enforce_policy(config: SigningConfig, result: SignatureResult) -> None:
     """Under ``signature_policy: enforce`` an unverified image stops the job (FR-014).
 
@@ -229,9 +259,8 @@ def enforce_policy(config: SigningConfig, result: SignatureResult) -> None:
     """
     if config.policy == "enforce" and not result.verified:
         raise SignatureRequired(
-            f"signature_policy is 'enforce' and the image is unverified "
-            f"({result.reason}: {result.detail or 'no detail'}); sign it with `inv build --sign` "
-            "or set shatag.signature_policy to 'soft'"
+            f"signature_policy is 'enforce' and the image is unverified: "
+            f"{describe_unverified(config, result)}; or set shatag.signature_policy to 'soft'"
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 from shatag.core import PIN_FORMATS, PinFormat
 from shatag.errors import ConfigError
+from shatag.limits import names
 
 T = TypeVar("T")
 
@@ -66,7 +67,7 @@ def names_in_journal(
 def check_keys(where: str, raw: Mapping[str, Any], keys: frozenset[str], kind: str) -> None:
     unknown = sorted(str(k) for k in set(raw) - keys)
     if unknown:
-        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)} for kind {kind}")
+        raise ConfigError(f"{where}: unknown keys {names(unknown)} for kind {kind}")
 
 
 def parse_pin(where: str, raw: Mapping[str, Any]) -> PinFormat:
