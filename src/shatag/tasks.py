@@ -200,7 +200,10 @@ def _settings(c: Context, environ: Mapping[str, str]) -> Settings:
         )
     from shatag.config import Settings  # lazy: `inv --list` and `--help` validate nothing
 
-    raw = _plain(c.config.get("shatag") or {})
+    merged = _plain(c.config.get("shatag") or {})
+    raw = _invoke.variables_win(merged, c.config)  # variables over every file (issue 23)
+    for key in sorted(k for k in raw if raw[k] != merged.get(k)):
+        log.debug("INVOKE_SHATAG_%s overrides shatag.%s from the file", key.upper(), key)
     known = _invoke.env_var_names({**dict.fromkeys(DEFAULTS, ""), **raw})
     _invoke.check_env_names(environ, known, file_only=FILE_ONLY)
     loaded, dirs = _invoke.layer_dirs(c.config, Path.cwd())
