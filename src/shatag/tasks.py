@@ -412,6 +412,27 @@ def history_(c: Context, env: str | None = None, limit: int = 20, json: bool = F
             print(format_catalog(name, rows))
 
 
+@task(name="status", help={"env": _ENV_HELP})
+def status_(c: Context, env: str | None = None) -> None:
+    """Whether each target runs the release the ledger says is current (exit 0 in sync,
+    3 DRIFT, 4 TARGET_DOWN)."""
+    environ = _environ()
+    _logging(environ)
+    fields: dict[str, Any] = {"env": env or ""}
+    with _edge("status", environ, fields):
+        from shatag.app.status import status
+
+        record = status(_settings(c, environ), env, env=environ)
+        for line in record.human_lines():
+            output.say(line)
+        problem = record.problem()
+        if problem is None:
+            output.emit_json(record.as_dict())
+            return
+        fields.update(record.as_dict())  # the failure's JSON line is the whole record
+        raise problem
+
+
 @task(help={"sha": "full 40-hex git SHA whose image (canonical repository) to verify"})
 def verify(c: Context, sha: str = "") -> None:
     """Signature status of one SHA-tagged image (cosign, by digest; FR-014)."""
@@ -455,6 +476,7 @@ ns.add_task(build)
 ns.add_task(deploy)
 ns.add_task(rollback)
 ns.add_task(history_)
+ns.add_task(status_)
 ns.add_task(verify)
 ns.add_task(signatures)
 ns.configure(
