@@ -404,7 +404,10 @@ def history_(c: Context, env: str | None = None, limit: int = 20, json: bool = F
         name = settings.environment(env).name
         if settings.state_backend == "local":
             check_state_dir(settings.state_dir, name, write=False)
-        rows = catalog(open_ledger(settings.state, name, environ=environ), limit=limit or None)
+        ledger = open_ledger(settings.state, name, environ=environ, stale_ok=True)
+        rows = catalog(ledger, limit=limit or None)
+        if ledger.stale:  # the remote is down: the last fetched copy, and how old (issue 23)
+            output.warn(ledger.stale)
         if json:
             for row in rows:
                 output.emit_json(row)

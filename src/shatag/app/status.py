@@ -53,6 +53,8 @@ class StatusRecord:
     env: str
     current: HistoryRecord | None
     targets: tuple[TargetStatus, ...]
+    #: The git ledger's remote was down: compared with its last fetched copy (how old).
+    ledger_stale: str = ""
 
     @property
     def state(self) -> str:
@@ -75,6 +77,7 @@ class StatusRecord:
             "image_ref": current.image_ref if current else "",
             "deployed_at": current.finished_at if current else "",
             "targets": [t.as_dict() for t in self.targets],
+            "ledger_stale": self.ledger_stale,
         }
 
     def human_lines(self) -> list[str]:
@@ -90,6 +93,8 @@ class StatusRecord:
             else "the ledger records no successful deployment"
         )
         lines.append(f"status: {self.env}: {self.state.replace('_', ' ')}; {recorded}")
+        if self.ledger_stale:
+            lines.append(f"status: warning: {self.ledger_stale}")
         return lines
 
     def problem(self) -> ShatagError | None:
@@ -122,7 +127,8 @@ def status(settings: Settings, env_name: str | None, *, env: Mapping[str, str]) 
     envcfg = settings.environment(env_name)
     if settings.state_backend == "local":
         check_state_dir(settings.state_dir, envcfg.name, write=False)
-    current = open_ledger(settings.state, envcfg.name, environ=env).current()
+    ledger = open_ledger(settings.state, envcfg.name, environ=env, stale_ok=True)
+    current = ledger.current()
     image = current_image(current)
     ctx = TargetContext(
         env=env, env_name=envcfg.name, attempt="status", state_dir=settings.state_dir
@@ -132,4 +138,6 @@ def status(settings: Settings, env_name: str | None, *, env: Mapping[str, str]) 
         seen = observe(spec, ctx, image)
         state: ObservedState = "none" if image is None else seen.state
         found.append(TargetStatus(spec.label, state, seen.running, seen.detail))
-    return StatusRecord(env=envcfg.name, current=current, targets=tuple(found))
+    return StatusRecord(
+        env=envcfg.name, current=current, targets=tuple(found), ledger_stale=ledger.stale
+    )
