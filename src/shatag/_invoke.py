@@ -6,6 +6,9 @@
   directory of the file that set it (the working directory for ``INVOKE_SHATAG_*`` variables).
 * :func:`check_env_names` — a misspelled ``INVOKE_SHATAG_*`` variable is a CONFIG_ERROR naming
   the closest key, instead of being silently ignored.
+* :func:`variables_win` — ``INVOKE_SHATAG_*`` variables override every file, the runtime file
+  (``-f``, the ``shatag`` script's ``shatag.yaml``) included, as documented (issue 23, item 7):
+  Invoke's own order puts the runtime file above variables.
 * :func:`install_env_cast` — an ``INVOKE_SHATAG_*`` value that Invoke cannot cast to the type of
   the value it overrides (a comma-separated list over a list from a file, ``abc`` over a number)
   reaches shatag's validation instead of ending in a raw ``UncastableEnvVar`` traceback.
@@ -161,8 +164,8 @@ def layer_dirs(config: Any, cwd: Path) -> tuple[Path | None, dict[str, Path]]:
     default_dir = main.parent if main is not None else cwd
     dirs: dict[str, Path] = {}
     ordered = [
+        (None, _shatag(getattr(config, "_env", {}))),  # variables win (:func:`variables_win`)
         runtime,
-        (None, _shatag(getattr(config, "_env", {}))),
         project,
         _layer(config, "user"),
         _layer(config, "system"),
@@ -174,6 +177,31 @@ def layer_dirs(config: Any, cwd: Path) -> tuple[Path | None, dict[str, Path]]:
                 dirs[key] = path.parent if path is not None else cwd
                 break
     return main, dirs
+
+
+def variables_win(merged: Mapping[str, Any], config: Any) -> dict[str, Any]:
+    """The ``shatag`` mapping with the ``INVOKE_SHATAG_*`` variables applied over every file.
+
+    Invoke merges its runtime file (``-f``, the ``shatag`` script's ``shatag.yaml``) *after* the
+    variables, so ``INVOKE_SHATAG_STATE_BACKEND=git`` stayed ``local`` when the file set it;
+    shatag's documented order is defaults → file → variables → flags (issue 23, item 7).
+
+    >>> class C:
+    ...     _env = {"shatag": {"state_backend": "git", "environments": {"p": {"apply": "x"}}}}
+    >>> variables_win({"state_backend": "local", "environments": {"p": {"a": 1}}}, C())
+    {'state_backend': 'git', 'environments': {'p': {'a': 1, 'apply': 'x'}}}
+    """
+    return _over(dict(merged), _shatag(getattr(config, "_env", {})))
+
+
+def _over(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in top.items():
+        below = base.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            base[key] = _over(dict(below), value)
+        else:
+            base[key] = value
+    return base
 
 
 def _layer(config: Any, name: str) -> tuple[Path | None, Mapping[str, Any]]:

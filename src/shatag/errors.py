@@ -117,6 +117,22 @@ class NoRollbackTarget(ShatagError):
     code = "NO_ROLLBACK_TARGET"
 
 
+class Drift(ShatagError):
+    """``status``: a target runs (or pins) something other than the release the ledger says is
+    current, or its rollout is not complete (issue 23, item 5). Exit status 3."""
+
+    code = "DRIFT"
+    exit_status = 3
+
+
+class TargetDown(ShatagError):
+    """``status``: a target runs nothing, or what runs does not answer its health check
+    (issue 23, item 5). Exit status 4 (wins over DRIFT)."""
+
+    code = "TARGET_DOWN"
+    exit_status = 4
+
+
 class LedgerDenied(ShatagError):
     """The state remote refused a write to the git ledger (permissions, a hook, a protected
     ref): nothing was deployed, or what was applied has been restored."""

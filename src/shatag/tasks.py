@@ -277,7 +277,10 @@ def _settings(c: Context, environ: Mapping[str, str]) -> Settings:
         )
     from shatag.config import Settings  # lazy: `inv --list` and `--help` validate nothing
 
-    raw = _plain(c.config.get("shatag") or {})
+    merged = _plain(c.config.get("shatag") or {})
+    raw = _invoke.variables_win(merged, c.config)  # variables over every file (issue 23)
+    for key in sorted(k for k in raw if raw[k] != merged.get(k)):
+        log.debug("INVOKE_SHATAG_%s overrides shatag.%s from the file", key.upper(), key)
     known = _invoke.env_var_names({**dict.fromkeys(DEFAULTS, ""), **raw})
     _invoke.check_env_names(environ, known, file_only=FILE_ONLY)
     loaded, dirs = _invoke.layer_dirs(c.config, Path.cwd())
@@ -478,12 +481,36 @@ def history_(c: Context, env: str | None = None, limit: int = 20, json: bool = F
         name = settings.environment(env).name
         if settings.state_backend == "local":
             check_state_dir(settings.state_dir, name, write=False)
-        rows = catalog(open_ledger(settings.state, name, environ=environ), limit=limit or None)
+        ledger = open_ledger(settings.state, name, environ=environ, stale_ok=True)
+        rows = catalog(ledger, limit=limit or None)
+        if ledger.stale:  # the remote is down: the last fetched copy, and how old (issue 23)
+            output.warn(ledger.stale)
         if json:
             for row in rows:
                 output.emit_json(row)
         else:
             print(format_catalog(name, rows))
+
+
+@task(name="status", help={"env": _ENV_HELP})
+def status_(c: Context, env: str | None = None) -> None:
+    """Whether each target runs the release the ledger says is current (exit 0 in sync,
+    3 DRIFT, 4 TARGET_DOWN)."""
+    environ = _environ()
+    _logging(environ)
+    fields: dict[str, Any] = {"env": env or ""}
+    with _edge("status", environ, fields):
+        from shatag.app.status import status
+
+        record = status(_settings(c, environ), env, env=environ)
+        for line in record.human_lines():
+            output.say(line)
+        problem = record.problem()
+        if problem is None:
+            output.emit_json(record.as_dict())
+            return
+        fields.update(record.as_dict())  # the failure's JSON line is the whole record
+        raise problem
 
 
 @task(help={"sha": "full 40-hex git SHA whose image (canonical repository) to verify"})
@@ -529,6 +556,7 @@ ns.add_task(build)
 ns.add_task(deploy)
 ns.add_task(rollback)
 ns.add_task(history_)
+ns.add_task(status_)
 ns.add_task(verify)
 ns.add_task(signatures)
 ns.configure(

@@ -252,3 +252,20 @@ def test_each_key_resolves_against_the_layer_that_set_it(
     assert settings.metadata_dir == cwd / "meta"
     (target,) = settings.environment("p").targets
     assert target.label == f"sdl:{app / 'infra/akash/deploy.yaml'}"
+
+
+def test_a_variable_overrides_the_same_key_in_shatag_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``INVOKE_SHATAG_STATE_BACKEND=git`` over ``state_backend: local`` in shatag.yaml silently
+    stayed on local state (issue 23, item 7): variables override the file, as documented."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("INVOKE_RUNTIME_CONFIG", raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    (tmp_path / "shatag.yaml").write_text("shatag:\n  state_backend: local\n")
+    _, err = _run_shatag(capsys, "history", "--json")
+    assert "error:" not in err, err
+    monkeypatch.setenv("INVOKE_SHATAG_STATE_BACKEND", "git")
+    _, err = _run_shatag(capsys, "history", "--json")
+    assert "error: LEDGER_UNAVAILABLE:" in err, err  # the git ledger, in a directory without git
+    assert not (tmp_path / ".shatag").exists()

@@ -372,7 +372,9 @@ def plan_switch(
     lock, no recovery, no file, no container, no history (issue 13, item 5)."""
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     image, signature = route.checked_image(settings, envcfg, ledger, env)
-    ctx = TargetContext(env=env, env_name=envcfg.name, attempt="plan")
+    # state_dir: the docker kind finds its proxy (and what it serves) there; without it a
+    # serving target was planned as "nothing →" (issue 23, item 7).
+    ctx = TargetContext(env=env, env_name=envcfg.name, attempt="plan", state_dir=settings.state_dir)
     changes = tuple(
         TargetPlan(spec.label, make_target(spec, ctx).plan(image)) for spec in envcfg.targets
     )

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from shatag.app.deploy import DeployRecord, LineSink, Route, recorded_elsewhere, run_switch
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, ensure_immutable_tag, validate_sha
-from shatag.errors import MissingTag, NoRollbackTarget
-from shatag.ledger import Ledger
+from shatag.errors import LedgerUnavailable, MissingTag, NoRollbackTarget, ShatagError
+from shatag.ledger import Ledger, open_ledger
 from shatag.ledger.history import initiated_by, walk_back_target
 
 
@@ -48,9 +48,46 @@ def rollback(
     env: Mapping[str, str],
     on_line: LineSink | None = None,
 ) -> DeployRecord:
-    """Roll ``request.env`` back to ``request.sha`` (default: the previous deployment)."""
+    """Roll ``request.env`` back to ``request.sha`` (default: the previous deployment).
+
+    With the git ledger's remote down the rollback refuses (LEDGER_UNAVAILABLE, nothing
+    changed): the lock and the record live on that remote, and a rollback nobody else can see
+    would be undone by the next deploy's view of history. The refusal says what the last
+    fetched copy would roll back to, and how old that copy is (issue 23, item 6).
+    """
     envcfg, route = rollback_route(settings, request, env=env)
-    return run_switch(settings, envcfg, route, env=env, on_line=on_line)
+    try:
+        return run_switch(settings, envcfg, route, env=env, on_line=on_line)
+    except LedgerUnavailable as exc:
+        if settings.state_backend != "git":
+            raise
+        raise LedgerUnavailable(_offline_refusal(settings, envcfg, route, exc, env)) from None
+
+
+def _offline_refusal(
+    settings: Settings,
+    envcfg: EnvironmentConfig,
+    route: Route,
+    exc: LedgerUnavailable,
+    env: Mapping[str, str],
+) -> str:
+    """The message of a rollback refused because the ledger's remote is unreachable."""
+    head = (
+        f"rollback of {envcfg.name!r} refused, nothing was changed: a rollback takes the "
+        "deploy lock and records itself on the state remote, so it needs it"
+    )
+    try:
+        copy = open_ledger(settings.state, envcfg.name, environ=env, stale_ok=True)
+        if not copy.stale:  # the remote answers again: the failure was something else
+            return exc.message
+        sha = route.choose(copy)
+    except ShatagError as why:
+        return f"{head}: {exc.message}; this clone has no copy of the ledger either ({why.message})"
+    return (
+        f"{head}. By this clone's last fetched copy of the ledger the rollback would go to "
+        f"{sha}: once the remote answers, run `rollback --env={envcfg.name} --sha={sha}` "
+        f"({copy.stale})"
+    )
 
 
 def rollback_route(

@@ -47,6 +47,12 @@ class Ledger(Protocol):
     @property
     def env(self) -> str: ...
 
+    @property
+    def stale(self) -> str:
+        """Why reads came from a copy of a shared ledger whose remote could not be reached,
+        and how old it is (``""``: they did not; issue 23, item 6)."""
+        ...
+
     # -- history: append-only records of deploy and rollback attempts ------------------------
 
     def append(self, record: HistoryRecord) -> None: ...
@@ -105,6 +111,9 @@ class LocalLedger:
     def env(self) -> str:
         return self._env
 
+    #: Local files are never a copy.
+    stale: str = ""
+
     def append(self, record: HistoryRecord) -> None:
         self._history.append(record)
 
@@ -153,12 +162,18 @@ class LocalLedger:
 
 
 def open_ledger(
-    state: StateConfig | Path, env: str, *, environ: Mapping[str, str] | None = None
+    state: StateConfig | Path,
+    env: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stale_ok: bool = False,
 ) -> Ledger:
     """The ledger of environment ``env`` (the one place that chooses the backend).
 
     ``state`` is the :class:`~shatag.config.StateConfig` (or, for the local backend, just its
     directory); ``environ`` is what git runs with (credentials, ``HOME``, ``PATH``).
+    ``stale_ok`` (read-only commands): the git backend may answer from the last fetched copy
+    when its remote cannot be reached (:attr:`Ledger.stale` says so).
     """
     if isinstance(state, Path):
         return LocalLedger(state, env)
@@ -172,5 +187,7 @@ def open_ledger(
             timeout=state.timeout_sec,
             lock_ttl_sec=state.lock_ttl_sec,
         )
+        if stale_ok and not shared.fetched:
+            shared.refresh(stale_ok=True)  # the first read: from the copy if need be
         return GitEnvLedger(shared, env)
     return LocalLedger(state.dir, env)

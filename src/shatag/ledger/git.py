@@ -22,6 +22,11 @@ its deploy attempt id, and an append whose attempt is already on the ref is not 
 Reads fetch the three namespaces once per process (:meth:`GitLedger.refresh`) onto the same
 local refs and answer from them; the lock holder refetches once the lock is its own.
 
+Those local refs are also *the last fetched copy* (issue 23, item 6): a read-only command
+(``history``, ``status``: ``open_ledger(..., stale_ok=True)``) answers from them
+when the remote cannot be reached, and :attr:`GitLedger.stale` says so and how old the copy is
+(each successful fetch stamps ``<git dir>/shatag-fetched-at``). Writes never use the copy.
+
 >>> GitLedger.history_ref("production"), GitLedger.lock_ref("production")
 ('refs/shatag/production', 'refs/shatag-lock/production')
 """
@@ -53,6 +58,8 @@ JOURNAL_NS: Final = "refs/shatag-journal/"
 RECORD_FILE: Final = "record.json"
 JOURNAL_FILE: Final = "journal.json"
 CAS_RETRIES: Final = 12
+#: In the clone's git directory: when the ledger refs were last fetched (unix time).
+FETCHED_AT_FILE: Final = "shatag-fetched-at"
 _CHUNK: Final = 128
 
 
@@ -84,6 +91,10 @@ class GitLedger:
         self._heads: dict[str, str] = {}  # local mirror ref -> commit
         self._order: list[str] = []  # environments, most recently written history first
         self._stores: dict[str, GitHistoryStore] = {}
+        #: Set when reads answer from the last fetched copy (:meth:`refresh` ``stale_ok``):
+        #: why, and how old the copy is (``""``: fresh from the remote).
+        self.stale = ""
+        self._stamp: Path | None = None
 
     @staticmethod
     def history_ref(env: str) -> str:
@@ -106,10 +117,19 @@ class GitLedger:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def refresh(self) -> None:
+    def refresh(self, *, stale_ok: bool = False) -> None:
         """Fetch every ledger ref of the remote (one ``git fetch``); cached reads are dropped
-        where a ref moved."""
-        listing = self.refs.fetch((HISTORY_NS, LOCK_NS, JOURNAL_NS))
+        where a ref moved. ``stale_ok``: if the remote cannot be reached, answer from the last
+        fetched copy instead (:attr:`stale` says so) -- for read-only commands only."""
+        namespaces = (HISTORY_NS, LOCK_NS, JOURNAL_NS)
+        try:
+            listing = self.refs.fetch(namespaces)
+            self._stamp_fetch()
+            self.stale = ""
+        except LedgerUnavailable as exc:
+            if not stale_ok:
+                raise
+            listing = self._local_copy(namespaces, exc)
         self._heads = {ref: oid for oid, ref in listing}
         self._order = [
             ref[len(HISTORY_NS) :] for _oid, ref in listing if ref.startswith(HISTORY_NS)
@@ -118,9 +138,46 @@ class GitLedger:
             store._reset(self._heads.get(self.history_ref(env), ""))
         self._fetched = True
 
+    @property
+    def fetched(self) -> bool:
+        """Whether this instance has read the ledger refs (from the remote, or its copy)."""
+        return self._fetched
+
     def _ensure(self) -> None:
         if not self._fetched:
             self.refresh()
+
+    def _fetch_stamp(self) -> Path:
+        if self._stamp is None:
+            common = self.refs.git("rev-parse", "--git-common-dir").stdout.strip()
+            self._stamp = (self.refs.repo / common / FETCHED_AT_FILE).absolute()
+        return self._stamp
+
+    def _stamp_fetch(self) -> None:
+        with contextlib.suppress(OSError, ShatagError):  # only the age of a later stale read
+            self._fetch_stamp().write_text(f"{self._clock():.0f}\n", encoding="utf-8")
+
+    def _local_copy(
+        self, namespaces: tuple[str, ...], exc: LedgerUnavailable
+    ) -> list[tuple[str, str]]:
+        """The ledger refs as last fetched into this clone, when the remote cannot be reached
+        (:attr:`stale` says so); still LEDGER_UNAVAILABLE when this clone never fetched."""
+        try:
+            fetched = float(self._fetch_stamp().read_text(encoding="utf-8").strip())
+        except (OSError, ValueError, ShatagError):
+            raise exc from None
+        listing = self.refs.git(
+            "for-each-ref", "--sort=-committerdate", "--format=%(objectname) %(refname)",
+            *namespaces,
+        ).stdout  # fmt: skip
+        pairs = (line.partition(" ") for line in listing.splitlines())
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(fetched))
+        self.stale = (
+            f"the state remote {self.remote!r} cannot be reached ({exc.message}); this is the "
+            f"copy of the ledger last fetched at {when}, {_age(self._clock() - fetched)} ago"
+        )
+        log.debug("%s", self.stale)
+        return [(oid, ref) for oid, _, ref in pairs if oid and ref]
 
     def head(self, ref: str) -> str:
         """The commit of ``ref`` as last fetched ('' when the remote has no such ref)."""
@@ -307,6 +364,19 @@ class GitHistoryStore(RecordQueries):
                 yield record
 
 
+def _age(seconds: float) -> str:
+    """``42 s``, ``7 min``, ``3 h``, ``2 d``.
+
+    >>> _age(42), _age(420), _age(3 * 3600 + 5), _age(2 * 86400)
+    ('42 s', '7 min', '3 h', '2 d')
+    """
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 # -- the seam: one environment's Ledger (shatag.ledger) on a shared GitLedger ----------------
 
 _SHARED: dict[tuple[str, str, float, float], GitLedger] = {}
@@ -337,6 +407,11 @@ class GitEnvLedger:
     @property
     def env(self) -> str:
         return self._env
+
+    @property
+    def stale(self) -> str:
+        """Why reads came from the last fetched copy, and how old it is (``""``: fresh)."""
+        return self.ledger.stale
 
     def _store(self) -> GitHistoryStore:
         return self.ledger.store(self._env)

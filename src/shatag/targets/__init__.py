@@ -32,7 +32,7 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError
@@ -121,6 +121,31 @@ class Target(Protocol):
     def journal(self) -> dict[str, Any]: ...
 
 
+#: How one target compares with the release the ledger says is current (``status``):
+#: ``in_sync`` -- it runs that release; ``drift`` -- it runs (or pins) something else;
+#: ``down`` -- nothing runs, or it does not answer; ``unobservable`` -- the kind cannot tell;
+#: ``none`` -- the ledger records no release to compare with.
+ObservedState = Literal["in_sync", "drift", "down", "unobservable", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What runs on one target, as read from the running system (``status``)."""
+
+    state: ObservedState
+    #: What runs, as precisely as the kind can say (pinned references or ``sha256:`` digests,
+    #: comma-separated), ``""`` when nothing runs.
+    running: str = ""
+    #: Why, for a person: which check decided the state.
+    detail: str = ""
+
+
+def not_observable(spec: Any, ctx: TargetContext, image: ImageRef | None) -> Observed:
+    """The default of a kind that declares no ``observe``."""
+    del ctx, image
+    return Observed("unobservable", detail=f"the {spec.kind} kind cannot report what runs")
+
+
 S = TypeVar("S", bound=TargetSpec)
 
 
@@ -141,6 +166,9 @@ class TargetKind(Generic[S]):
     #: Keys whose values are file paths: relative ones resolve against the directory of the
     #: configuration file that names them (issue 13), before ``parse`` sees them.
     paths: frozenset[str] = frozenset()
+    #: ``observe(spec, ctx, image)``: what runs, compared with ``image`` (the ledger's current
+    #: release; ``None``: it records none) -- read from the running system, changing nothing.
+    observe: Callable[[S, TargetContext, ImageRef | None], Observed] = not_observable
 
 
 #: The registry: one line per kind, its name → the module that defines its ``KIND``.
@@ -222,6 +250,11 @@ def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     return kind.recover(entry, ctx)
 
 
+def observe(spec: TargetSpec, ctx: TargetContext, image: ImageRef | None) -> Observed:
+    """What runs on one configured target, compared with ``image`` (:class:`Observed`)."""
+    return KINDS[spec.kind].observe(spec, ctx, image)
+
+
 def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Complete an interrupted ``commit`` (the deploy was already recorded as done)."""
     kind = KINDS.get(str(entry.get("kind")))
@@ -231,12 +264,16 @@ def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
 __all__ = [
     "KINDS",
     "KIND_MODULES",
+    "Observed",
+    "ObservedState",
     "Target",
     "TargetContext",
     "TargetKind",
     "TargetSpec",
     "finish",
     "make_target",
+    "not_observable",
+    "observe",
     "parse_target",
     "recover",
 ]

@@ -23,7 +23,7 @@ from shatag.targets import Target, TargetSpec
 from shatag.targets._spec import KindSpec, converted, names_in_journal, parse_prelude
 
 if TYPE_CHECKING:
-    from shatag.targets import TargetContext, TargetKind
+    from shatag.targets import Observed, TargetContext, TargetKind
 
 
 class FileSpec(TargetSpec, Protocol):
@@ -275,4 +275,58 @@ def file_kind(
     back, a commit leaves nothing behind."""
     from shatag.targets import TargetKind
 
-    return TargetKind(name, keys, parse, target.make, restore_file, nothing_to_finish, FILE_PATHS)
+    return TargetKind(
+        name, keys, parse, target.make, restore_file, nothing_to_finish, FILE_PATHS,
+        observe=observe_file(target),
+    )  # fmt: skip
+
+
+def observe_file(
+    target: type[FileTarget[F]],
+) -> Callable[[F, TargetContext, ImageRef | None], Observed]:
+    """The ``observe`` hook of a file kind (``status``, issue 23 item 5): the file pins the
+    ledger's release when rendering it for that release changes no byte; otherwise the lines
+    a deploy would replace say what it pins instead. An absent file is ``down``."""
+
+    def observe(spec: F, ctx: TargetContext, image: ImageRef | None) -> Observed:
+        from shatag.targets import Observed
+
+        edit = target.make(spec, ctx)
+        try:
+            current = edit._read()
+        except ConfigError as exc:
+            return Observed("down", detail=exc.message)
+        if current is None:
+            return Observed("down", detail=f"{edit.path} does not exist")
+        if image is None:
+            return Observed("none", pinned_in(current), f"{edit.path} (no release recorded)")
+        try:
+            diff = _diff(edit.path, current, edit.render(current, image))
+        except ConfigError as exc:
+            return Observed("drift", detail=f"cannot pin {image.pinned} in it: {exc.message}")
+        if not diff:
+            return Observed("in_sync", image.pinned, f"{edit.path} pins it")
+        removed = "".join(
+            line[1:]
+            for line in diff.splitlines(keepends=True)
+            if line[:1] == "-" and line[:3] != "---"
+        )
+        running = pinned_in(removed) or "something else"
+        return Observed("drift", running, f"{edit.path} pins {running}, not {image.pinned}")
+
+    return observe
+
+
+def pinned_in(text: str) -> str:
+    """The ``sha256:`` digests (else the 40-hex SHAs) a text names, comma-separated.
+
+    >>> pinned_in("image: r/api:" + "a" * 40 + "@sha256:" + "b" * 64)
+    'sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'
+    >>> pinned_in("tag: latest")
+    ''
+    """
+    import re
+
+    digests = re.findall(r"sha256:[0-9a-f]{64}", text)
+    found = digests or re.findall(r"(?<![0-9a-f])[0-9a-f]{40}(?![0-9a-f])", text)
+    return ", ".join(dict.fromkeys(found))

@@ -35,7 +35,7 @@ from shatag._sys.docker import DockerEngine, is_running, labels_of
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
 from shatag.limits import clip, number, whole
-from shatag.targets import Target, TargetContext, TargetKind
+from shatag.targets import Observed, Target, TargetContext, TargetKind
 from shatag.targets._spec import KindSpec, check_keys, converted, names_in_journal, parse_pin
 from shatag.targets.docker.app import (
     check_names,
@@ -553,4 +553,11 @@ def make(spec: DockerSpec, ctx: TargetContext) -> Target:
     )
 
 
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish)
+def _observe(spec: DockerSpec, ctx: TargetContext, image: ImageRef | None) -> Observed:
+    """What runs (``status``): :mod:`shatag.targets.docker.observe`."""
+    from shatag.targets.docker.observe import observe
+
+    return observe(spec, ctx, image)
+
+
+KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish, observe=_observe)

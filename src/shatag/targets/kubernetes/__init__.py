@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed, ToolFailure
 from shatag.limits import number
-from shatag.targets import TargetContext, TargetKind
+from shatag.targets import Observed, TargetContext, TargetKind
 from shatag.targets._spec import KindSpec, converted, parse_prelude
 
 if TYPE_CHECKING:
@@ -360,5 +360,14 @@ def make(spec: KubernetesSpec, ctx: TargetContext) -> KubernetesTarget:
     return KubernetesTarget(spec, ctx)
 
 
+def _observe(spec: KubernetesSpec, ctx: TargetContext, image: ImageRef | None) -> Observed:
+    """What runs (``status``): :mod:`shatag.targets.kubernetes.observe`."""
+    from shatag.targets.kubernetes.observe import observe
+
+    return observe(spec, ctx, image)
+
+
 #: ``kubeconfig`` is a path key: a relative one resolves against the configuration file's directory.
-KIND: Final = TargetKind(NAME, KEYS, parse, make, recover, finish, paths=frozenset({"kubeconfig"}))
+KIND: Final = TargetKind(
+    NAME, KEYS, parse, make, recover, finish, paths=frozenset({"kubeconfig"}), observe=_observe
+)
