@@ -41,6 +41,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "build_source": "commit",
     "build_inputs": [],
     "source_url": "",
+    # issue 23, item 7: `docker build --build-arg NAME=<template>` ({sha}, {branch}, ...).
+    "build_args": {},
     "default_env": "",
     "environments": {
         "local": {
@@ -86,4 +88,4 @@ def invoke_defaults() -> dict[str, Any]:
 
 #: Keys only a file sets: mappings Invoke would deep-merge with a built-in default (the built-in
 #: ``local`` environment would stay next to the configured ones), and no variable can express.
-FILE_ONLY: Final = frozenset({"environments"})
+FILE_ONLY: Final = frozenset({"environments", "build_args"})

@@ -23,7 +23,9 @@ those exist, and ``--env`` is required unless ``default_env`` names one.
 from __future__ import annotations
 
 import copy
+import re
 import shlex
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,11 @@ PATH_KEYS: Final = frozenset(
 #: Key files, unless they name a KMS/env/k8s reference (``scheme://…``).
 KEY_PATH_KEYS: Final = frozenset({"cosign_key", "cosign_public_key"})
 _ENV_KEYS: Final = frozenset({"repository_type", "targets", "apply", "apply_timeout_sec"})
+BUILD_ARG_PLACEHOLDERS: Final = ("sha", "short_sha", "branch", "repository")
+_ARG_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ARG_HINT: Final = (
+    "use {sha}, {short_sha}, {branch} or {repository} (write {{ and }} for literal braces)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +161,8 @@ class Settings:
     build_source: BuildSource = "commit"
     build_inputs: tuple[str, ...] = ()
     source_url: str = ""
+    #: ``NAME -> template`` of ``{sha}``, ``{short_sha}``, ``{branch}``, ``{repository}``.
+    build_args: Mapping[str, str] = field(default_factory=dict)
     default_env: str = ""
     environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
     #: Whether ``environments`` is the built-in demo (no ``environments`` configured).
@@ -250,7 +259,9 @@ class Settings:
         path = _PathResolver(merged, dirs, base_dir)
         source = _str(merged, "build_source")
         if source not in BUILD_SOURCES:
-            raise ConfigError(f"shatag.build_source must be commit or worktree, not {source!r}")
+            raise ConfigError(
+                f"shatag.build_source must be commit, worktree or directory, not {source!r}"
+            )
         environments = _environments(merged["environments"], env_dir)
         default_env = _str(merged, "default_env")
         if default_env and default_env not in environments:
@@ -284,14 +295,47 @@ class Settings:
             deploy_lock_timeout_sec=_positive(merged, "deploy_lock_timeout_sec", allow_zero=True),
             metrics_textfile=str(path("metrics_textfile")) if merged["metrics_textfile"] else "",
             metrics_pushgateway=_str(merged, "metrics_pushgateway"),
-            build_source="worktree" if source == "worktree" else "commit",
+            build_source=next(s for s in BUILD_SOURCES if s == source),
             build_inputs=check_input_paths(_list(merged, "build_inputs")),
             source_url=_str(merged, "source_url"),
+            build_args=_build_args(merged["build_args"]),
             default_env=default_env,
             environments=environments,
             builtin_environments=not configured_envs,
             base_dir=env_dir if env_dir is not None else Path(),
         )
+
+
+def _build_args(raw: object) -> dict[str, str]:
+    """``build_args``: ``NAME -> template`` (issue 23, item 7); the placeholders are exactly
+    ``{sha}``, ``{short_sha}``, ``{branch}`` and ``{repository}`` (``{{``/``}}``: braces)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("shatag.build_args must be a mapping NAME: template")
+    out: dict[str, str] = {}
+    for name, text in raw.items():
+        if not isinstance(name, str) or not _ARG_NAME.fullmatch(name):
+            raise ConfigError(
+                f"shatag.build_args: {name!r} is not a build argument name (ASCII letters, "
+                "digits and _, not starting with a digit)"
+            )
+        where = f"shatag.build_args.{name}"
+        if not isinstance(text, str):
+            raise ConfigError(f"{where} must be a template string, not {type(text).__name__}")
+        try:
+            parts = list(string.Formatter().parse(text))
+        except ValueError as exc:  # a lone "{" or "}"
+            raise ConfigError(f"{where}: {exc} in {text!r}; {_ARG_HINT}") from None
+        for _literal, field_name, spec, conversion in parts:
+            if field_name is not None and (
+                field_name not in BUILD_ARG_PLACEHOLDERS or spec or conversion
+            ):
+                raise ConfigError(
+                    f"{where}: unknown placeholder {{{field_name}}} in {text!r}; {_ARG_HINT}"
+                )
+        out[name] = text
+    return out
 
 
 def _choices(merged: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -1,48 +1,66 @@
-"""The commit's archive unpacks on Pythons with and without tarfile extraction filters
-(Debian 12's /usr/bin/python3 is 3.11.2, which has none)."""
+"""The commit's tree is written byte for byte (issue 24, item 1): modes, symlinks, mtimes, and
+no path that leaves the destination (was: the ``git archive`` tar extraction)."""
 
 from __future__ import annotations
 
-import io
-import tarfile
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from shatag._sys.source import _extract
+from shatag._sys import gittree
 from shatag.errors import SourceMismatch
 
-
-def _archive(members: dict[str, bytes]) -> tarfile.TarFile:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o755
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    return tarfile.open(fileobj=buf)
+ENV = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t.invalid",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t.invalid",
+    "GIT_COMMITTER_DATE": "1700000000 +0000",
+}
 
 
-@pytest.mark.parametrize("filters", [True, False], ids=["with-filters", "without-filters"])
-def test_extract_unpacks_the_tree_keeping_modes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filters: bool
-) -> None:
-    if not filters:
-        monkeypatch.delattr(tarfile, "tar_filter", raising=False)
-    with _archive({"Dockerfile": b"FROM scratch\n", "www/api.json": b"{}\n"}) as tar:
-        _extract(tar, tmp_path)
-    assert (tmp_path / "Dockerfile").read_bytes() == b"FROM scratch\n"
-    assert (tmp_path / "www" / "api.json").stat().st_mode & 0o777 == 0o755
+def _git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return out.stdout.strip()
 
 
-def test_extract_without_filters_refuses_a_path_outside_dest(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delattr(tarfile, "tar_filter", raising=False)
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    with _archive({"../escape": b"x"}) as tar, pytest.raises(SourceMismatch):
-        _extract(tar, dest)
-    assert not (tmp_path / "escape").exists()
+def test_export_keeps_bytes_modes_symlinks_and_the_commit_time(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "www").mkdir(parents=True)
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "Dockerfile").write_bytes(b"FROM scratch\r\n")
+    (repo / "www" / "run.sh").write_bytes(b"#!/bin/sh\n")
+    (repo / "www" / "run.sh").chmod(0o755)
+    (repo / "www" / "link").symlink_to("run.sh")
+    (repo / ".gitattributes").write_text("Dockerfile export-ignore\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "one")
+    sha = _git(repo, "rev-parse", "HEAD")
+    dest = tmp_path / "out"
+    found = gittree.export_tree(gittree.top_repo(repo, {}), sha, "", dest, env={})
+    assert found == ()
+    assert (dest / "Dockerfile").read_bytes() == b"FROM scratch\r\n"
+    assert (dest / "www" / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert (dest / "Dockerfile").stat().st_mode & 0o777 == 0o644
+    assert os.readlink(dest / "www" / "link") == "run.sh"
+    assert (dest / "www" / "run.sh").stat().st_mtime == 1700000000
+    tree = _git(repo, "rev-parse", "HEAD^{tree}")
+    with pytest.raises(SourceMismatch, match="a tree, not a commit"):
+        gittree.export_tree(gittree.top_repo(repo, {}), tree, "", tmp_path / "again", env={})
+
+
+@pytest.mark.parametrize("path", [b"../escape", b"/abs", b"a/../../b", b".git/config", b"a//b"])
+def test_a_tree_path_that_could_leave_the_destination_is_refused(path: bytes) -> None:
+    listing = b"100644 blob " + b"a" * 40 + b"\t" + path + b"\0"
+    with pytest.raises(SourceMismatch, match="unsafe path"):
+        gittree._parse_listing(listing)

@@ -166,6 +166,7 @@ class DockerEngine:
         labels: Mapping[str, str],
         timeout: float,
         on_line: Callable[[str], None],
+        build_args: Mapping[str, str] | None = None,
     ) -> BuiltImage:
         """Clean build (no cache), return the local image ID (config digest)."""
         builder = self.builder()
@@ -183,6 +184,8 @@ class DockerEngine:
             argv += ["--file", str(dockerfile), "--iidfile", str(iidfile)]
             for key, value in labels.items():
                 argv += ["--label", f"{key}={value}"]
+            for key, value in (build_args or {}).items():
+                argv += ["--build-arg", f"{key}={value}"]
             for tag in tags:
                 argv += ["--tag", tag]
             argv.append(str(context))

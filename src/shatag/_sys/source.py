@@ -9,8 +9,15 @@ does. Files the build needs that git does not track (a downloaded binary, a gene
 declared as ``build_inputs``: copied from the work tree into the scratch context and listed in the
 build record with their sha256.
 
+The commit's tree is written byte for byte (:mod:`shatag._sys.gittree`): submodules at their
+recorded SHAs, LFS content, no ``.gitattributes`` export rule and no git configuration of the
+builder changes a byte (issue 24, item 1). A build input never brings in anything from outside
+the context: a symlink leaving it is refused (issue 24, item 2).
+
 ``build_source: worktree`` builds the context directory as it is, after checking that no tracked
-file is modified (the check runs before the build starts).
+file is modified (the check runs before the build starts). ``build_source: directory`` builds a
+directory that is not a git checkout as it is; it must be set explicitly, and such an image never
+goes to the canonical repository (nothing proves which commit it holds).
 
 >>> normalize_remote("git@github.com:owner/api.git")
 'https://github.com/owner/api'
@@ -27,18 +34,14 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
-from shatag._sys import subproc
-from shatag.errors import BuildFailure, ConfigError, SourceMismatch, ToolFailure
+from shatag._sys import gittree, subproc
+from shatag.errors import BuildFailure, ConfigError, InvalidInput, SourceMismatch
 
-if TYPE_CHECKING:
-    import tarfile
-
-BuildSource = Literal["commit", "worktree"]
-BUILD_SOURCES: Final[tuple[BuildSource, ...]] = ("commit", "worktree")
+BuildSource = Literal["commit", "worktree", "directory"]
+BUILD_SOURCES: Final[tuple[BuildSource, ...]] = ("commit", "worktree", "directory")
 GIT_TIMEOUT_SEC: Final = 600.0
-_COPY_BUFSIZE: Final = 1 << 20
 _SCP_LIKE: Final = re.compile(r"^(?:[\w.+-]+@)?(?P<host>[\w.-]+):(?P<path>(?!/)[^\s]+)$")
 #: ``git config --get-regexp`` pages its output on a terminal: it runs with ``--no-pager``, so
 #: a caller's ``GIT_PAGER`` or a pty can never hold it (the chokepoint itself uses pipes).
@@ -133,21 +136,43 @@ def check_input_paths(
     return tuple(out)
 
 
+def _inside(context: Path, path: Path, rel: str) -> None:
+    """CONFIG_ERROR unless ``path`` (symlinks resolved) lies inside ``context``."""
+    real = path.resolve()
+    if not real.is_relative_to(context.resolve()):
+        raise ConfigError(
+            f"build input {rel} is a symlink to {real}, outside the build context {context}; "
+            "a build input never brings anything from outside the context into the image — "
+            "copy the file into the context instead (nothing was built)"
+        )
+
+
+def _input_files(context: Path, rel: str) -> list[Path]:
+    """The files of one declared input, every symlink on the way checked to stay inside."""
+    source = context / rel
+    _inside(context, source, rel)
+    if source.is_dir():
+        files = []
+        for path in sorted(source.rglob("*")):
+            if path.is_symlink():
+                _inside(context, path, path.relative_to(context).as_posix())
+            if path.is_file():
+                files.append(path)
+        return files
+    if source.is_file():
+        return [source]
+    raise BuildFailure(
+        f"build input {rel} does not exist in the build context {context}; create it "
+        "before building (it is declared in shatag.build_inputs)"
+    )
+
+
 def hash_inputs(context: Path, paths: Sequence[str]) -> tuple[BuildInput, ...]:
-    """sha256 and size of every declared build input (a directory: each file under it)."""
+    """sha256 and size of every declared build input (a directory: each file under it); a
+    symlink out of the context is refused before anything is read."""
     found: list[BuildInput] = []
     for rel in paths:
-        source = context / rel
-        if source.is_dir():
-            files = sorted(p for p in source.rglob("*") if p.is_file())
-        elif source.is_file():
-            files = [source]
-        else:
-            raise BuildFailure(
-                f"build input {rel} does not exist in the build context {context}; create it "
-                "before building (it is declared in shatag.build_inputs)"
-            )
-        for file in files:
+        for file in _input_files(context, rel):
             with file.open("rb") as fh:
                 digest = hashlib.file_digest(fh, "sha256")
             found.append(
@@ -158,23 +183,52 @@ def hash_inputs(context: Path, paths: Sequence[str]) -> tuple[BuildInput, ...]:
     return tuple(found)
 
 
-def _extract(tar: tarfile.TarFile, dest: Path) -> None:
-    """Unpack ``tar`` (a ``git archive`` of the user's own commit) into ``dest``.
+def require_commit(git: GitContext, sha: str, env: Mapping[str, str]) -> None:
+    """``sha`` names a commit object of the repository (not a tree, a tag, a blob)."""
+    repo = gittree.Repo(("-C", str(git.toplevel)), ())
+    gittree.commit_time(repo, sha, env, what=str(git.toplevel))
 
-    The "tar" filter keeps symlinks and modes and refuses paths outside ``dest``; Pythons
-    before 3.11.4 (Debian 12's 3.11.2) lack extraction filters, so there the same refusal is
-    made here first (git trees cannot hold such paths, nor a path below a symlink).
-    """
-    import tarfile  # lazy: only a build from a commit unpacks an archive (issue 17)
 
-    if hasattr(tarfile, "tar_filter"):
-        tar.extractall(dest, filter="tar")
-        return
-    for member in tar.getmembers():
-        parts = Path(member.name).parts
-        if member.name.startswith("/") or ".." in parts or member.isdev():
-            raise SourceMismatch(f"the commit's archive holds an unsafe path {member.name!r}")
-    tar.extractall(dest)  # noqa: S202 -- every member was checked just above
+def main_branch_holding(
+    git: GitContext, sha: str, branches: Sequence[str], env: Mapping[str, str]
+) -> str | None:
+    """The first local or remote-tracking head of a ``main_branches`` branch from which
+    ``sha`` is reachable (``refs/heads/main``, ``refs/remotes/origin/main``), else ``None``."""
+    patterns = [p for b in branches for p in (f"refs/heads/{b}", f"refs/remotes/*/{b}")]
+    argv = ["git", "-C", str(git.toplevel), "for-each-ref", "--format=%(refname)"]
+    result = subproc.run(
+        [*argv, "--contains", sha, *patterns],
+        timeout=GIT_TIMEOUT_SEC,
+        env=gittree.clean_env(env),
+        check=False,
+    )
+    refs = result.stdout.split() if result.returncode == 0 else []
+    return refs[0] if refs else None
+
+
+def check_route(
+    git: GitContext | None,
+    sha: str,
+    branch: str,
+    main_branches: Sequence[str],
+    env: Mapping[str, str],
+) -> None:
+    """FR-016 by where the commit is: a main branch is claimed only for a commit reachable
+    from a main branch's head; a directory build is never canonical (issue 24, items 1-2)."""
+    if git is None:
+        raise InvalidInput(
+            f"--branch={branch} is a main branch, but build_source: directory builds a "
+            "directory, not a commit, and never goes to the canonical repository; pass the "
+            "branch the work is on (e.g. --branch=local), which goes to staging"
+        )
+    if main_branch_holding(git, sha, main_branches, env) is None:
+        heads = ", ".join(main_branches)
+        raise InvalidInput(
+            f"--branch={branch} is a main branch, but commit {sha} is not reachable from {heads} "
+            f"(local or remote-tracking heads) in {git.toplevel}: it is not on {branch}. "
+            "Pass the branch it is on (--branch=NAME, it goes to staging), or merge it first "
+            "(nothing was built)"
+        )
 
 
 def export_commit(
@@ -185,31 +239,14 @@ def export_commit(
     inputs: Sequence[str],
     context: Path,
     env: Mapping[str, str],
-) -> None:
-    """Unpack the commit's tree of the context into ``dest`` and add the build inputs."""
-    archive = dest.parent / f"{dest.name}.tar"
-    tree = f"{sha}:{git.prefix}"
+) -> tuple[gittree.Submodule, ...]:
+    """Write the commit's tree of the context into ``dest`` byte for byte and add the build
+    inputs; the submodules written, with their recorded SHAs."""
+    repo = gittree.top_repo(git.toplevel, env)
     try:
-        subproc.run(
-            ["git", "-C", str(git.toplevel), "archive", "--format=tar", "-o", str(archive), tree],
-            timeout=GIT_TIMEOUT_SEC,
-            env=env,
-        )
-    except ToolFailure as exc:
-        where = git.prefix.rstrip("/") or "the repository root"
-        raise SourceMismatch(
-            f"cannot read {where} at commit {sha} from {git.toplevel} ({exc.message}); fetch the "
-            "commit (`git fetch`) or pass the SHA of a commit this repository holds"
-        ) from None
-    dest.mkdir(parents=True)
-    import tarfile
-
-    try:
-        # 1 MiB copies, not 16 KiB ones: a 50 MB context unpacks with two thirds of the CPU.
-        with tarfile.TarFile(archive, copybufsize=_COPY_BUFSIZE) as tar:  # plain tar
-            _extract(tar, dest)
-    finally:
-        archive.unlink(missing_ok=True)
+        submodules = gittree.export_tree(repo, sha, git.prefix, dest, env=env)
+    except SourceMismatch as exc:
+        raise SourceMismatch(f"{exc.message} ({git.toplevel})") from None
     for rel in inputs:
         target = dest / rel
         if target.exists() or target.is_symlink():
@@ -223,6 +260,7 @@ def export_commit(
             shutil.copytree(source, target, symlinks=True)
         else:
             shutil.copy2(source, target)
+    return submodules
 
 
 def check_clean(context: Path, sha: str, env: Mapping[str, str]) -> None:

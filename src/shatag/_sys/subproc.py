@@ -68,12 +68,15 @@ def run(
     on_line: Callable[[str], None] | None = None,
     cwd: str | None = None,
     stdin: str = "",
+    stdout_to: IO[bytes] | None = None,
 ) -> Result:
     """Run ``argv`` and return its :class:`Result`.
 
     ``env`` is merged over the current environment (secrets travel only this way).
     ``on_line`` receives each output line (stdout and stderr, masked) as it arrives.
     ``stdin`` is written to the program's standard input (e.g. ``git cat-file --batch``).
+    ``stdout_to``: a binary file the program's standard output goes to, byte for byte (blobs
+    of ``git cat-file --batch``); ``Result.stdout`` is then empty.
     """
     from shatag.masking import registered
 
@@ -89,7 +92,7 @@ def run(
         proc = subprocess.Popen(
             [binary, *argv[1:]],
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if stdout_to is None else stdout_to,
             stderr=subprocess.PIPE,
             env=merged_env,
             cwd=cwd,

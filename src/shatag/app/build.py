@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from shatag._sys import gittree, subproc
 from shatag._sys import source as source_mod
-from shatag._sys import subproc
 from shatag._sys.docker import BuiltImage, DockerEngine
 from shatag.config import Settings
 from shatag.core import (
@@ -40,6 +40,7 @@ from shatag.errors import (
     PushFailure,
     RegistryAuthError,
     RegistryUnavailable,
+    SourceMismatch,
     ToolFailure,
 )
 from shatag.ledger.lock import build_lock
@@ -63,6 +64,7 @@ class BuildEngine(Protocol):
         labels: Mapping[str, str],
         timeout: float,
         on_line: Callable[[str], None],
+        build_args: Mapping[str, str] | None = None,
     ) -> BuiltImage:
         """Clean build; the local image ID (config digest) and the builder used."""
         ...
@@ -122,6 +124,10 @@ class BuildRecord:
     build_source: str = ""
     #: Declared untracked inputs that went into the image: ``{path, sha256, size}`` each.
     build_inputs: list[dict[str, object]] = field(default_factory=list)
+    #: The submodules the context held, at the SHAs the commit records: ``{path, sha}`` each.
+    submodules: list[dict[str, str]] = field(default_factory=list)
+    #: ``NAME -> value``: the ``--build-arg`` values the image was built with.
+    build_args: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -174,6 +180,8 @@ class _Job:
     repo_type: RepositoryType
     sha: str
     registry: RegistryClient
+    meta_path: Path
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
     def record(self, digest: str, **fields: Any) -> BuildRecord:
         return BuildRecord(
@@ -223,13 +231,24 @@ def build(
     started = time.monotonic()
     sha = validate_sha(request.sha)
     branch = validate_branch(request.branch)
+    if request.sign:
+        _check_signing(settings, env)
+    git = _source_checks(settings, sha, env)
     repo_type = route_repository(branch, settings.main_branches)
+    if repo_type is RepositoryType.CANONICAL:
+        source_mod.check_route(git, sha, branch, settings.main_branches, env)
     repo = settings.repository(repo_type)
     registry = open_registry(settings.registry, repo, env=env)
     meta_path = metadata_path(settings, request)
     ensure_writable(meta_path)
 
-    job = _Job(settings, repo, repo_type, sha, registry)
+    build_args = {
+        name: text.format_map(
+            {"sha": sha, "short_sha": short_sha(sha), "branch": branch, "repository": str(repo)}
+        )
+        for name, text in settings.build_args.items()
+    }
+    job = _Job(settings, repo, repo_type, sha, registry, meta_path, build_args)
     existing = registry.manifest_digest(sha)
     if existing is None:
         _refuse_silent_republish(job, meta_path)
@@ -240,7 +259,7 @@ def build(
             record = _reuse(job, existing, meta_path)
         else:
             record, local_sbom = _build_new(
-                job, existing, env=env, on_line=on_line, docker=docker, pool=pool
+                job, existing, git, env=env, on_line=on_line, docker=docker, pool=pool
             )
         record.branch = branch
         record.build_duration_sec = round(time.monotonic() - started, 3)
@@ -268,9 +287,40 @@ def build(
     return record
 
 
+def _check_signing(settings: Settings, env: Mapping[str, str]) -> None:
+    """``--sign``: cosign and the key (or a keyless OIDC token) are checked before anything is
+    built or pushed, so a missing key never leaves an unsigned image behind (issue 24, item 7)."""
+    from shatag.supplychain.signing import cosign_version, signing_flags
+
+    signing_flags(settings.signing, cosign_version(settings.signing, env), env)
+
+
+def _source_checks(
+    settings: Settings, sha: str, env: Mapping[str, str]
+) -> source_mod.GitContext | None:
+    """Before the registry is asked: the context exists; it is a git checkout holding ``sha``
+    as a commit object, or ``build_source: directory`` says it is not one (issue 24, items
+    1-2). The context's git repository, ``None`` for a directory build."""
+    context = settings.context
+    if not context.is_dir():
+        raise BuildFailure(f"build context {context} does not exist or is not a directory")
+    if settings.build_source == "directory":
+        return None
+    git = source_mod.probe(context, env)
+    if git is None:
+        raise SourceMismatch(
+            f"the build context {context} is not in a git checkout, so nothing proves which "
+            f"commit {sha} it holds; build from a git checkout, or set build_source: directory "
+            "explicitly (such an image goes to the staging repository only)"
+        )
+    source_mod.require_commit(git, sha, env)
+    return git
+
+
 def _build_new(
     job: _Job,
     existing: str | None,
+    git: source_mod.GitContext | None,
     *,
     env: Mapping[str, str],
     on_line: Callable[[str], None],
@@ -280,9 +330,6 @@ def _build_new(
     """Build the image from its prepared context and push it (``existing``: the digest the
     SHA tag held, for ``--rebuild``); the record and the pending local SBOM scan."""
     settings, repo, sha = job.settings, job.repo, job.sha
-    context = settings.context
-    if not context.is_dir():
-        raise BuildFailure(f"build context {context} does not exist or is not a directory")
     engine: BuildEngine = docker or DockerEngine(env)
 
     def start_scan(image_id: str) -> Callable[[], bytes]:
@@ -293,7 +340,7 @@ def _build_new(
         # Which builder to use (a docker call) is asked while git exports the context;
         # a context that fails its checks drops the answer (issue 17).
         probing = pool.submit(engine.builder)
-        prepared = _prepare_context(settings, sha, Path(scratch), env=env, submit=pool.submit)
+        prepared = _prepare_context(settings, sha, git, Path(scratch), env=env, submit=pool.submit)
         probing.result()
         record, local_sbom = _build_and_push(
             job,
@@ -307,6 +354,8 @@ def _build_new(
         )
     record.build_source = prepared.source
     record.build_inputs = [i.as_dict() for i in prepared.inputs]
+    record.submodules = [s.as_dict() for s in prepared.submodules]
+    record.build_args = dict(job.build_args)
     return record, local_sbom
 
 
@@ -319,11 +368,13 @@ class _Context:
     source: str
     inputs: tuple[source_mod.BuildInput, ...]
     labels: Mapping[str, str]
+    submodules: tuple[gittree.Submodule, ...] = ()
 
 
 def _prepare_context(
     settings: Settings,
     sha: str,
+    git: source_mod.GitContext | None,
     scratch: Path,
     *,
     env: Mapping[str, str],
@@ -333,22 +384,22 @@ def _prepare_context(
 
     ``commit`` (default): the commit's tree of the context, from git, plus the declared build
     inputs, unpacked under ``scratch``. ``worktree``: the context directory itself, when HEAD is
-    ``sha`` and no tracked file is modified. Outside git: the directory as given (the operator
-    vouches for it with ``--sha``).
+    ``sha`` and no tracked file is modified. ``directory`` (``git`` is ``None``): the directory
+    as given (the operator vouches for it with ``--sha``; staging only).
 
     ``submit`` (an executor's): the source URL (a ``git config`` call) is looked up alongside
     the export instead of after it.
     """
     context = settings.context
-    git = source_mod.probe(context, env)
     url_of = functools.partial(
         source_mod.source_url, settings.source_url, env=env, context=context, git=git
     )
     looking_up = submit(url_of) if submit is not None else None
     inputs = source_mod.hash_inputs(context, settings.build_inputs)
+    submodules: tuple[gittree.Submodule, ...] = ()
     if git is not None and settings.build_source == "commit":
         path = scratch / "context"
-        source_mod.export_commit(
+        submodules = source_mod.export_commit(
             git, sha, path, inputs=settings.build_inputs, context=context, env=env
         )
         kind, where = "commit", f"commit {sha} ({context})"
@@ -364,7 +415,7 @@ def _prepare_context(
     url = looking_up.result() if looking_up is not None else url_of()
     if url:
         labels["org.opencontainers.image.source"] = url
-    return _Context(path, dockerfile, kind, inputs, labels)
+    return _Context(path, dockerfile, kind, inputs, labels, submodules)
 
 
 def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
@@ -403,6 +454,8 @@ def _reuse(job: _Job, digest: str, meta_path: Path) -> BuildRecord:
         # What went into the image is known from its build's record only.
         build_source=recorded.get("build_source", ""),
         build_inputs=[dict(i) for i in recorded.get("build_inputs", []) if isinstance(i, dict)],
+        submodules=[dict(i) for i in recorded.get("submodules", []) if isinstance(i, dict)],
+        build_args={str(k): str(v) for k, v in recorded.get("build_args", {}).items()},
         extra=extra,
     )
 
@@ -485,6 +538,7 @@ def _build_and_push(
         labels=labels,
         timeout=settings.build_timeout_sec,
         on_line=on_line,
+        build_args=job.build_args,
     )
     # The SBOM scan starts as soon as the image exists (issue 17): it reads the local image by
     # ID, so it overlaps the source check, the lock, the tagging and the push. Its result is
@@ -500,6 +554,10 @@ def _build_and_push(
         ):
             # Re-ask the registry right before pushing: another build of this SHA may have won.
             current = registry.manifest_digest(sha)
+            if current is not None and existing is None:
+                # Another build of this SHA pushed while this one built: its image is the
+                # published one (FR-009: never pushed over); this run reuses it (issue 24).
+                return _reuse(job, current, job.meta_path), None
             if current is not None:
                 return _compare_rebuild(job, current, built), None
             if existing is not None:

@@ -52,6 +52,10 @@ class BuildMetadata(TypedDict, total=False):
     build_source: str
     #: ``{path, sha256, size}`` each (:class:`shatag._sys.source.BuildInput`).
     build_inputs: list[dict[str, object]]
+    #: ``{path, sha}`` each: the submodules the context held (issue 24).
+    submodules: list[dict[str, str]]
+    #: ``NAME -> value``: the rendered ``build_args`` (issue 23, item 7).
+    build_args: dict[str, str]
     manifest_kind: str
     error_code: str
 
@@ -61,6 +65,8 @@ _NOT_TEXT: Final[dict[str, tuple[type, ...]]] = {
     "build_duration_sec": (int, float),
     "reused": (bool,),
     "build_inputs": (list,),
+    "submodules": (list,),
+    "build_args": (dict,),
 }
 _KEYS: Final = frozenset(BuildMetadata.__annotations__)
 
