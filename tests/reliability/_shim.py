@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -94,14 +95,14 @@ class DockerShim:
             with_claim.rmdir()
         (self.root / "hold").write_text(f"{pattern}\n{when}\n")
 
-    def wait_held(self, timeout: float, alive: object = None) -> bool:
+    def wait_held(self, timeout: float, alive: Callable[[], bool] | None = None) -> bool:
         """True once the held call is waiting; False after ``timeout`` or once ``alive()``
         (the run) says it has ended."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if (self.root / "held").exists():
                 return True
-            if callable(alive) and not alive():
+            if alive is not None and not alive():
                 return (self.root / "held").exists()
             time.sleep(0.02)
         return (self.root / "held").exists()
@@ -121,3 +122,15 @@ class DockerShim:
 
     def reset(self) -> None:
         (self.root / "calls.log").unlink(missing_ok=True)
+
+    def wait_calls(self, n: int, timeout: float, alive: Callable[[], bool] | None = None) -> bool:
+        """True once ``n`` calls have started (since the last :meth:`reset`); False after
+        ``timeout`` or once ``alive()`` (the run) says it has ended first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.calls()) >= n:
+                return True
+            if alive is not None and not alive():
+                return False
+            time.sleep(0.005)
+        return False
