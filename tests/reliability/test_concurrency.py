@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import InvResult, inv_argv
+from tests.reliability._shim import HeldApply, has_open
 from tests.reliability.conftest import Ledger, Site, World, describe, error_code, wait_for
 
 
@@ -35,41 +33,6 @@ def _finish(procs: list[subprocess.Popen[str]], ledger: Ledger) -> list[InvResul
 def _together(env: Any, argvs: list[list[str]], ledger: Ledger) -> list[InvResult]:
     """Start every command at once; wait for all."""
     return _finish(_start(env, argvs), ledger)
-
-
-@dataclass(frozen=True)
-class HeldApply:
-    """An ``apply`` step that writes the deploying process's pid to ``started`` and then holds
-    until ``go`` appears (at most 60 s): the lock's winner keeps it until the test has seen
-    what it waits for (issue 27: an event, not a `sleep 2` window)."""
-
-    started: Path
-    go: Path
-
-    @property
-    def command(self) -> str:
-        wait = f"while [ ! -e {self.go} ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done"
-        return f"sh -c 'echo $PPID > {self.started}; n=0; {wait}'"
-
-    def winner(self, procs: list[subprocess.Popen[str]]) -> subprocess.Popen[str] | None:
-        """The process in its apply step (None if none got there within 120 s)."""
-        if not wait_for(
-            lambda: self.started.exists() and bool(self.started.read_text().strip()), 120
-        ):
-            return None
-        pid = int(self.started.read_text())
-        return next((p for p in procs if p.pid == pid), None)
-
-
-def _has_open(pid: int, path: Path) -> bool:
-    """Whether process ``pid`` holds ``path`` open (it is polling that lock file)."""
-    fds = Path(f"/proc/{pid}/fd")
-    with contextlib.suppress(OSError):
-        for fd in fds.iterdir():
-            with contextlib.suppress(OSError):
-                if Path(os.readlink(fd)) == path:
-                    return True
-    return False
 
 
 def test_two_deploys_at_once_without_waiting(
@@ -136,7 +99,7 @@ def test_two_deploys_at_once_waiting(
     lock_file = (site.state / site.env_name / "deploy.lock").resolve()
     winner = held.winner(procs)
     other = next(p for p in procs if p is not winner)
-    waiting = winner is not None and wait_for(lambda: _has_open(other.pid, lock_file), 120)
+    waiting = winner is not None and wait_for(lambda: has_open(other.pid, lock_file), 120)
     held.go.touch()
     results = _finish(procs, ledger)
     after = site.snapshot()

@@ -30,7 +30,7 @@ from shatag._testing.localregistry import free_port
 from shatag.targets.docker.proxy import NETWORK_SUFFIX as NET
 from shatag.targets.docker.proxy import owner_labels
 from tests.conftest import InvResult
-from tests.reliability._shim import DockerShim
+from tests.reliability._shim import PathShim
 from tests.reliability.conftest import Ledger, Site, World, describe, error_code, wait_for
 
 BRIDGE = "shatagrel0"
@@ -296,7 +296,7 @@ def test_daemon_stopped_during_deploy(
     first = site.deploy(ledger, a)
     assert first.returncode == 0, first.stderr[-600:]
     old_id = _container(daemon, name)[0]
-    shim = DockerShim(site.dir / "shim")
+    shim = PathShim(site.dir / "shim")
     shim.hold(at.held, at.when)
     ledger.count("faults_injected")
     argv = inv_argv("-f", str(site.config), "deploy", f"--sha={b.sha}", "--env=rel")

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE, App, InvResult, new_app
-from tests.reliability._shim import DockerShim
+from tests.reliability._shim import PathShim
 from tests.reliability._traffic import DockerSite, Load, docker, make_docker_site
 from tests.reliability.conftest import Built, Ledger, World, error_code, rinv
 
@@ -235,15 +235,15 @@ def _start(site: DockerSite, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _shimmed(site: DockerSite) -> DockerShim:
+def _shimmed(site: DockerSite) -> PathShim:
     """Every docker call of the site's runs goes through a logging shim (issue 27): a fault
     is sent once the run has started its k-th docker call, never after a delay."""
-    shim = DockerShim(site.dir / "shim")
+    shim = PathShim(site.dir / "shim")
     site.extra_env = {"PATH": shim.env(site.env)["PATH"]}
     return shim
 
 
-def _span(site: DockerSite, ledger: Ledger, releases: dict[str, Built], shim: DockerShim) -> int:
+def _span(site: DockerSite, ledger: Ledger, releases: dict[str, Built], shim: PathShim) -> int:
     """The docker calls of a normal switch (deploy B then back to A: the larger), over which
     the signals are spread."""
     counts = []
@@ -254,7 +254,7 @@ def _span(site: DockerSite, ledger: Ledger, releases: dict[str, Built], shim: Do
     return max(counts)
 
 
-def _at_call(shim: DockerShim, proc: subprocess.Popen[bytes], k: int) -> tuple[bool, str]:
+def _at_call(shim: PathShim, proc: subprocess.Popen[bytes], k: int) -> tuple[bool, str]:
     """Wait until the run has started its ``k``-th docker call (k = 0: it has started).
     Returns whether it is still running, and that call (``#k <words>``) for the report."""
     reached = shim.wait_calls(k, 120, lambda: proc.poll() is None)
