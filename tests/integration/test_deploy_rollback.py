@@ -26,7 +26,7 @@ from shatag._testing.localregistry import LocalRegistry, free_port
 from shatag.core import parse_repository
 from shatag.supplychain.registry import RegistryClient
 from tests.conftest import EXAMPLE, ROOT, App, InvResult, cli_env, inv_argv, new_app, run_inv
-from tests.reliability._shim import DockerShim
+from tests.reliability._shim import PathShim
 
 SDL_TEXT = """\
 ---
@@ -569,7 +569,7 @@ def test_kill_9_during_deploy_leaves_a_consistent_state(
     journal = site.dir / "state" / "production" / "pending.json"
     # Inside the switch: a PATH shim holds the `docker run` of the new container once it has
     # returned (the old one stopped and parked, the new one started), and the kill lands there.
-    shim = DockerShim(site.dir / "shim")
+    shim = PathShim(site.dir / "shim")
     shim.hold("run *", "after")
     proc = subprocess.Popen(
         inv_argv("-f", str(site.config), "deploy", f"--sha={world.b.sha}", "--env=production"),
