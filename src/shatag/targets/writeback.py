@@ -241,7 +241,6 @@ class PushedFiles:
         self.parts = parts
         self.clone = clone
         self.env_name = env_name
-        self.path = parts[0].path
         self._image: ImageRef | None = None
         self._head = ""
         self._base: dict[str, str] = {}
@@ -251,6 +250,10 @@ class PushedFiles:
     @property
     def label(self) -> str:
         return " + ".join(p.label for p in self.parts)
+
+    @property
+    def path(self) -> Path:
+        return self.parts[0].path
 
     @property
     def _rels(self) -> list[str]:
