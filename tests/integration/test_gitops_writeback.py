@@ -27,7 +27,7 @@ REPO = parse_repository("registry.example:5000/api")
 
 
 def image(n: int) -> ImageRef:
-    return ImageRef(REPO, f"{n:x}" * 40, "sha256:" + f"{n:x}" * 64)
+    return ImageRef(REPO, f"{n:040x}", f"sha256:{n:064x}")
 
 
 DEPLOYMENT = """\
