@@ -20,7 +20,7 @@ from shatag.core import ImageRef, parse_repository
 from shatag.errors import ConfigError, DeployFailed
 from shatag.targets import Target, TargetContext, make_target, parse_target, recover
 from shatag.targets.files import merge_shared_files
-from shatag.targets.writeback import PushedFiles
+from shatag.targets.writeback import PushedFile
 from tests.conftest import TOOLS_BIN
 
 REPO = parse_repository("registry.example:5000/api")
@@ -160,8 +160,8 @@ def test_a_stale_clone_pushes_one_commit_on_the_remote_head(remote: Path, tmp_pa
     stale_head = git(stale, "rev-parse", "HEAD").strip()
     moved = advance(remote, tmp_path, "5")
     targets = targets_of(stale)
-    assert len(targets) == 1, "one group, one commit"
-    assert isinstance(targets[0], PushedFiles)
+    assert [type(t) for t in targets] == [PushedFile, PushedFile]
+    assert len({id(t.group) for t in targets if isinstance(t, PushedFile)}) == 1, "one commit"
     img = image(1)
     deploy(targets, img)
 
@@ -214,8 +214,8 @@ def test_two_stale_clones_racing_both_land_without_force(remote: Path, tmp_path:
             t.join(120)
         assert errors == []
         for group in groups:
-            assert isinstance(group[0], PushedFiles)
-            pushes.append(group[0].clone.pushes)
+            assert isinstance(group[0], PushedFile)
+            pushes.append(group[0].group.clone.pushes)
     log = git(remote, "log", "--format=%s", "--first-parent", "main").splitlines()
     assert len(log) == 2 + 2 * rounds, "every deploy is one commit, none overwritten"
     assert sum(1 for s in log if s.startswith("shatag: env0")) == rounds
@@ -277,13 +277,25 @@ def test_a_crash_after_the_push_is_taken_back_from_the_journal(
 ) -> None:
     runner = clone(remote, tmp_path / "runner")
     before = git(remote, "rev-parse", "main").strip()
-    (group,) = targets_of(runner, renderer="none")
-    group.prepare(image(4))
-    entry = group.journal()  # what the deploy stores durably before apply
-    group.apply()  # pushed; then the runner is killed: no commit(), no restore()
+    targets = targets_of(runner, renderer="none")
+    for target in targets:
+        target.prepare(image(4))
+    entries = [t.journal() for t in targets]  # what the deploy stores before any apply
+    for target in targets:
+        target.apply()  # pushed; then the runner is killed: no commit(), no restore()
     assert git(remote, "rev-parse", "main~1").strip() == before
-    done = recover(entry, TargetContext(env_name="production"))
-    assert "pushed the previous overlays/prod/kustomization.yaml, values.yaml" in done
+    # The next run recovers each entry its own target claims (as shatag.app.deploy does).
+    specs = [parse_target("t", {"kind": e["kind"], "path": e["path"], "name": "api",
+                                "git_push": True} if e["kind"] == "kustomize" else
+                          {"kind": e["kind"], "path": e["path"], "git_push": True})
+             for e in entries]  # fmt: skip
+    assert all(spec.matches_journal(e) for spec, e in zip(specs, entries, strict=True))
+    other_remote = parse_target("t", {"kind": "helm_values", "path": entries[1]["path"],
+                                      "git_push": True, "git_remote": "upstream"})  # fmt: skip
+    assert not other_remote.matches_journal(entries[1]), "pushed elsewhere: not this target's"
+    done = [recover(e, TargetContext(env_name="production")) for e in reversed(entries)]
+    assert "pushed the previous values.yaml to origin/main" in done[0]
+    assert "pushed the previous overlays/prod/kustomization.yaml to origin/main" in done[1]
     assert git(remote, "diff", before, "main") == ""
     assert (runner / "values.yaml").read_text() == VALUES
 

@@ -21,7 +21,7 @@ from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
 from shatag.targets import Target, TargetContext, TargetSpec
 from shatag.targets._spec import KindSpec, converted, names_in_journal, parse_prelude
-from shatag.targets.writeback import GitPush
+from shatag.targets.writeback import GitPush, matches_push
 
 if TYPE_CHECKING:
     from shatag.targets import TargetKind
@@ -58,8 +58,11 @@ class FileKindSpec(KindSpec):
         return None
 
     def matches_journal(self, entry: Mapping[str, Any]) -> bool:
-        """An entry of this kind about the same file (or one that names no file)."""
-        return names_in_journal(entry, self.KIND_NAME, path=self.path)
+        """An entry of this kind about the same file (or one that names no file), pushed where
+        this target pushes (or not at all, like it)."""
+        return names_in_journal(entry, self.KIND_NAME, path=self.path) and matches_push(
+            entry, self.git
+        )
 
 
 F = TypeVar("F", bound=FileSpec)
@@ -236,11 +239,11 @@ def _write(label: str, path: Path, text: str) -> None:
 
 
 def restore_file(entry: Mapping[str, Any], ctx: TargetContext) -> str:
-    """Put a file back as a journal entry recorded it (or remove it if it did not exist); the
-    entry of pushed files (:class:`~shatag.targets.writeback.PushedFiles`) puts back every file
-    and takes the push back where the branch still holds it."""
-    done = [_restore_one(entry), *(_restore_one(more) for more in entry.get("more", ()))]
-    if "git" in entry:
+    """Put a file back as a journal entry recorded it (or remove it if it did not exist); a
+    pushed file's entry (:class:`~shatag.targets.writeback.PushedFile`) also takes the push back
+    where the branch still holds it."""
+    done = [_restore_one(entry)]
+    if entry.get("git"):
         from shatag.targets.writeback import recover_pushed
 
         done.append(recover_pushed(entry, ctx.env, ctx.env_name))
@@ -298,19 +301,19 @@ class SharedFile(_FileEdit):
 
 def merge_shared_files(targets: list[Target]) -> list[Target]:
     """``targets`` with the file targets that name one real file (through symlinks, too)
-    merged into one :class:`SharedFile` at the first one's place, then those pushed to one
-    GitOps branch (``git_push``) into one :class:`~shatag.targets.writeback.PushedFiles` (public
-    as :func:`shatag.targets.merge_shared_files`)."""
+    merged into one :class:`SharedFile` at the first one's place; those pushed to one GitOps
+    branch (``git_push``) share one commit (public as
+    :func:`shatag.targets.merge_shared_files`)."""
     return _merge_pushed(_merge_same_file(targets))
 
 
 def _merge_pushed(targets: list[Target]) -> list[Target]:
-    """The file edits whose targets set ``git_push`` grouped by clone, remote and branch,
-    each group at its first member's place."""
-    from shatag.targets.writeback import Clone, PushedFiles
+    """Each file edit whose target sets ``git_push`` as a
+    :class:`~shatag.targets.writeback.PushedFile` of the group of its clone, remote and branch
+    (one commit per group)."""
+    from shatag.targets.writeback import Clone, PushedFile, PushGroup
 
-    groups: dict[tuple[str, str, str], list[_FileEdit]] = {}
-    clones: dict[tuple[str, str, str], Clone] = {}
+    groups: dict[tuple[str, str, str], PushGroup] = {}
     out: list[Target] = []
     for target in targets:
         first = target.parts[0] if isinstance(target, SharedFile) else target
@@ -321,10 +324,8 @@ def _merge_pushed(targets: list[Target]) -> list[Target]:
         ctx = first.ctx or TargetContext()
         clone = Clone.of(target.path, push, ctx.env, target.label)
         key = (os.path.realpath(clone.top), clone.remote, clone.branch)
-        if key not in groups:
-            groups[key], clones[key] = [], clone
-            out.append(PushedFiles(groups[key], clone, ctx.env_name))
-        groups[key].append(target)
+        group = groups.setdefault(key, PushGroup(clone, ctx.env_name))
+        out.append(PushedFile(target, group))
     return out
 
 

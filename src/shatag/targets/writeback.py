@@ -230,76 +230,64 @@ class Part(Protocol):
     def journal(self) -> dict[str, Any]: ...
 
 
-class PushedFiles:
-    """The file edits of one deploy that go to one clone's ``remote``/``branch``: one commit,
-    pushed in ``apply`` (see the module docstring)."""
+class PushGroup:
+    """The file edits of one deploy that go to one clone's ``remote``/``branch``: rendered on
+    the branch's head once every member is prepared, committed and pushed as **one** commit when
+    the last member is applied (see the module docstring). Each member is a :class:`PushedFile`
+    in the deploy's list, so each has its own journal entry (checked against its own target)."""
 
-    #: A pushed edit is always made (a branch that already holds it gets no new commit).
-    unchanged: bool = False
-
-    def __init__(self, parts: Sequence[Part], clone: Clone, env_name: str) -> None:
-        self.parts = parts
+    def __init__(self, clone: Clone, env_name: str) -> None:
         self.clone = clone
         self.env_name = env_name
+        self.parts: list[Part] = []
         self._image: ImageRef | None = None
         self._head = ""
-        self._base: dict[str, str] = {}
+        self.base: dict[str, str] = {}
         #: After a push: path -> (what was pushed, what the branch had before).
-        self._pushed: dict[str, tuple[str, str]] = {}
+        self.pushed: dict[str, tuple[str, str]] = {}
 
     @property
     def label(self) -> str:
         return " + ".join(p.label for p in self.parts)
 
-    @property
-    def path(self) -> Path:
-        return self.parts[0].path
+    def rel(self, part: Part) -> str:
+        return self.clone.relative(part.path)
 
-    @property
-    def _rels(self) -> list[str]:
-        return [self.clone.relative(p.path) for p in self.parts]
-
-    def plan(self, image: ImageRef) -> str:
-        diffs = "".join(p.plan(image) for p in self.parts)
-        return diffs + f"(committed and pushed to {self.clone.where} of {self.clone.top})\n"
-
-    def prepare(self, image: ImageRef) -> None:
+    def prepared(self, part: Part, image: ImageRef) -> None:
+        """A member is prepared; after the last one (members are prepared in order), fetch the
+        head and render every member's edit on it."""
         self._image = image
-        for part in self.parts:
-            part.prepare(image)  # the local file: its own checks, before anything is fetched
-        self._rebase(self.clone.fetch_head())
+        if part is self.parts[-1]:
+            self._rebase(self.clone.fetch_head())
 
     def _rebase(self, head: str) -> None:
         """Render every edit on the files as ``head`` has them."""
-        self._head, self._base = head, {}
-        for part, rel in zip(self.parts, self._rels, strict=True):
+        self._head, self.base = head, {}
+        for part in self.parts:
+            rel = self.rel(part)
             base = self.clone.read(head, rel)
             if base is None:
                 raise ConfigError(
                     f"{part.label}: {rel} is not on {self.clone.where}; commit and push it "
                     "before shatag pushes edits of it"
                 )
-            self._base[rel] = base
+            self.base[rel] = base
             part.rebase(base)
 
-    def apply(self) -> None:
-        for part in self.parts:
-            part.apply()
-        self._publish()
-
-    def _publish(self) -> None:
+    def publish(self) -> None:
+        """Commit every member's file on the head and push it, retrying a lost race."""
         assert self._image is not None  # noqa: S101 -- apply() after prepare()
         image = self._image
         for attempt in range(PUSH_RETRIES):
-            files = {rel: part.new for part, rel in zip(self.parts, self._rels, strict=True)}
-            if all(self._base[rel] == text for rel, text in files.items()):
+            files = {self.rel(part): part.new for part in self.parts}
+            if all(self.base[rel] == text for rel, text in files.items()):
                 log.info("%s: %s already holds this release; nothing to push", self.label,
                          self.clone.where)  # fmt: skip
                 return
             message = commit_message(self.env_name, image.sha, image.digest, list(files))
             commit = self.clone.commit(self._head, files, message)
             if self.clone.push(commit):
-                self._pushed = {rel: (text, self._base[rel]) for rel, text in files.items()}
+                self.pushed = {rel: (text, self.base[rel]) for rel, text in files.items()}
                 log.info("%s: pushed %s to %s", self.label, commit[:12], self.clone.where)
                 return
             log.info("%s: %s moved; fetching it and retrying", self.label, self.clone.where)
@@ -312,40 +300,74 @@ class PushedFiles:
             "the local files are put back"
         )
 
+    def take_back(self) -> None:
+        """Undo the push (once, whichever member's restore comes first)."""
+        if self.pushed:
+            pushed, self.pushed = self.pushed, {}
+            log.info("%s: %s", self.label, unpublish(self.clone, pushed, self.env_name))
+
+
+class PushedFile:
+    """One member of a :class:`PushGroup`: its file edit, pushed with the others."""
+
+    #: A pushed edit is always made (a branch that already holds it gets no new commit).
+    unchanged: bool = False
+
+    def __init__(self, part: Part, group: PushGroup) -> None:
+        self.part = part
+        self.group = group
+        group.parts.append(part)
+
+    @property
+    def label(self) -> str:
+        return self.part.label
+
+    @property
+    def path(self) -> Path:
+        return self.part.path
+
+    def plan(self, image: ImageRef) -> str:
+        clone = self.group.clone
+        return self.part.plan(image) + f"(pushed to {clone.where} of {clone.top})\n"
+
+    def prepare(self, image: ImageRef) -> None:
+        self.part.prepare(image)  # the local file: its own checks, before anything is fetched
+        self.group.prepared(self.part, image)
+
+    def apply(self) -> None:
+        self.part.apply()
+        if self.part is self.group.parts[-1]:
+            self.group.publish()
+
     def restore(self) -> None:
         try:
-            if self._pushed:
-                unpublish(self.clone, self._pushed, self.env_name)
-                self._pushed = {}
+            self.group.take_back()
         finally:
-            for part in self.parts:
-                part.restore()
+            self.part.restore()
 
     def commit(self) -> None:
-        self._pushed = {}
-        for part in self.parts:
-            part.commit()
+        self.group.pushed = {}
+        self.part.commit()
 
     def journal(self) -> dict[str, Any]:
-        """The first file's entry, the others' under ``more``, and what ``recover`` needs to
-        take a push back (a crash after the push and before history recorded it)."""
-        entries = [part.journal() for part in self.parts]
-        git = {
-            "top": str(self.clone.top), "remote": self.clone.remote, "branch": self.clone.branch,
-            "files": {rel: [part.new, self._base[rel]]
-                      for part, rel in zip(self.parts, self._rels, strict=True)},
-        }  # fmt: skip
-        return {**entries[0], "more": entries[1:], "git": git}
+        """The file's entry, and what ``recover`` needs to take its push back (a crash after
+        the push and before history recorded it): remote, branch, what is pushed and what the
+        branch had. The clone is found from the file's path, never taken from the entry."""
+        clone, rel = self.group.clone, self.group.rel(self.part)
+        git = {"remote": clone.remote, "branch": clone.branch, "pushed": self.part.new,
+               "before": self.group.base.get(rel)}  # fmt: skip
+        return {**self.part.journal(), "git": git}
 
 
-def unpublish(clone: Clone, pushed: Mapping[str, Sequence[str]], env_name: str) -> str:
+def unpublish(clone: Clone, pushed: Mapping[str, tuple[str, str | None]], env_name: str) -> str:
     """Push a commit that puts back each file (path -> (pushed, before)) the branch still
     holds as pushed; a file someone changed since is left as it is. What was done."""
     for attempt in range(PUSH_RETRIES):
         head = clone.fetch_head()
         files = {
-            rel: before for rel, (text, before) in pushed.items() if clone.read(head, rel) == text
-        }
+            rel: before for rel, (text, before) in pushed.items()
+            if before is not None and clone.read(head, rel) == text
+        }  # fmt: skip
         if not files:
             return f"{clone.where} no longer holds what was pushed; left as it is"
         message = f"shatag: {env_name}: take back the failed deploy's edit\n"
@@ -356,11 +378,26 @@ def unpublish(clone: Clone, pushed: Mapping[str, Sequence[str]], env_name: str) 
 
 
 def recover_pushed(entry: Mapping[str, Any], env: Mapping[str, str], env_name: str) -> str:
-    """Take back the push of a deploy killed before history recorded it (its journal entry)."""
+    """Take back the push of a deploy killed before history recorded it (its journal entry),
+    in the clone that holds the entry's file."""
     git = entry["git"]
     push = GitPush(remote=str(git["remote"]), branch=str(git["branch"]))
-    clone = Clone(Path(str(git["top"])), push, env, f"{entry.get('kind')}:{entry.get('path')}")
-    return unpublish(clone, {str(k): v for k, v in dict(git["files"]).items()}, env_name)
+    path = Path(str(entry["path"]))
+    clone = Clone.of(path, push, env, f"{entry.get('kind')}:{path}")
+    before = git.get("before")
+    pushed = {clone.relative(path): (str(git["pushed"]), None if before is None else str(before))}
+    return unpublish(clone, pushed, env_name)
+
+
+def matches_push(entry: Mapping[str, Any], push: GitPush | None) -> bool:
+    """A journal entry's write-back is the target's own: none when the target has none, else
+    the same remote (and branch, when the target names one)."""
+    git = entry.get("git")
+    if push is None or not isinstance(git, Mapping):
+        return push is None and git is None
+    return git.get("remote") == push.remote and (
+        not push.branch or git.get("branch") == push.branch
+    )
 
 
 def pause(attempt: int) -> None:
@@ -369,5 +406,6 @@ def pause(attempt: int) -> None:
 
 
 __all__ = [
-    "GIT_KEYS", "Clone", "GitPush", "PushedFiles", "commit_message", "parse_git", "recover_pushed",
+    "GIT_KEYS", "Clone", "GitPush", "PushGroup", "PushedFile", "commit_message", "matches_push",
+    "parse_git", "recover_pushed",
 ]  # fmt: skip
