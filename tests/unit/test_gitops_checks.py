@@ -224,7 +224,7 @@ def values_files(draw: st.DrawFn) -> tuple[str, str]:
     return "".join(lines), style
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values_files(), st.sampled_from(["tag+digest", "digest", "tag"]))
 def test_property_only_the_image_values_change(case: tuple[str, str], pin: str) -> None:
     text, _style = case
