@@ -250,3 +250,14 @@ def test_property_only_the_image_values_change(case: tuple[str, str], pin: str) 
             r"(\w+): (&tag )?(['\"{]?)", after
         )
         assert before.partition("  #")[2] == after.partition("  #")[2]
+
+
+def test_the_plan_says_where_the_edit_is_pushed(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(VALUES)
+    spec = parse_target("t", {"kind": "helm_values", "path": str(path), "git_push": True,
+                              "git_branch": "gitops"})  # fmt: skip
+    plan = make_target(spec, TargetContext()).plan(IMG)
+    assert f'+  tag: "{IMG.sha}@{IMG.digest}"' in plan
+    assert plan.endswith("(then committed and pushed to origin/gitops, without force)\n")
+    assert path.read_text() == VALUES

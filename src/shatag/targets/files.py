@@ -191,6 +191,15 @@ class FileTarget(_FileEdit, Generic[F]):
         """After the write: refuse (raise) an edit that does not take effect (default: every
         edit does)."""
 
+    def plan(self, image: ImageRef) -> str:
+        """The diff of the local file, and where ``git_push`` sends it."""
+        diff = super().plan(image)
+        push = self.spec.git
+        if push is None or not diff:
+            return diff
+        branch = push.branch or "the clone's branch"
+        return diff + f"(then committed and pushed to {push.remote}/{branch}, without force)\n"
+
     def _verify(self) -> None:
         self.verify()
 

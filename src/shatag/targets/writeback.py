@@ -327,8 +327,7 @@ class PushedFile:
         return self.part.path
 
     def plan(self, image: ImageRef) -> str:
-        clone = self.group.clone
-        return self.part.plan(image) + f"(pushed to {clone.where} of {clone.top})\n"
+        return self.part.plan(image)  # a file target's plan says where it is pushed
 
     def prepare(self, image: ImageRef) -> None:
         self.part.prepare(image)  # the local file: its own checks, before anything is fetched
