@@ -462,7 +462,7 @@ class DockerTarget:
         while True:
             left = self._daemon_wait_until - time.monotonic()
             try:
-                probe = self._cli.run(
+                probe = self._engine.run(
                     "version", "--format", "{{.Server.Version}}", check=False, timeout=10
                 )
                 if probe.returncode == 0:
