@@ -12,7 +12,10 @@ Names, all derived from the target's ``name`` and all labelled with the environm
 
 The switch:
 
-1. ``prepare``: ownership checks; pull the image by digest; the proxy image present (built if it
+1. ``prepare``: the proxy's host-level lock (one switch of it at a time on the host, from any
+   checkout) and its home in the host's ``runtime_dir``, an old home in a checkout adopted
+   (:meth:`~shatag.targets.docker.proxy.Proxy.adopt_home`, issue 23); ownership checks; pull
+   the image by digest; the proxy image present (built if it
    is the default); network and proxy up (re-created if missing, pointed at what served); the
    serving container is the one the proxy forwards to. If it runs this digest with these
    settings, the deploy is a **no-op** (``unchanged``): same container, nothing restarted.
@@ -644,13 +647,13 @@ def _journalled_proxy(
     entry: Mapping[str, Any], docker: DockerEngine, runtime_dir: Path | None
 ) -> Proxy:
     """The proxy of a journal entry, its home in ``runtime_dir`` when given (an entry written
-    before issue 23 names a home in its checkout), that home adopted if need be."""
+    before issue 23 names a home in its checkout); the caller adopts an old home under the
+    host lock."""
     spec = ProxySpec.from_dict(entry["proxy"])
     if runtime_dir is not None:
         spec = dataclasses.replace(spec, home=proxy_home(runtime_dir, spec.env_name, spec.target))
     proxy = Proxy(spec, docker)
     proxy.prepare_home()
-    proxy.adopt_home()
     return proxy
 
 
@@ -663,6 +666,7 @@ def recover_gated(
     lock = proxy.lock(DRAIN_TIMEOUT_SEC + 120.0)
     lock.acquire()
     try:
+        proxy.adopt_home()
         return _recover_gated(entry, docker, proxy)
     finally:
         lock.release()
@@ -698,6 +702,7 @@ def finish_gated(
     lock = proxy.lock(DRAIN_TIMEOUT_SEC + 120.0)
     lock.acquire()
     try:
+        proxy.adopt_home()
         return _finish_gated(entry, docker, proxy)
     finally:
         lock.release()
