@@ -51,7 +51,7 @@ StateBackend = Literal["local", "git"]
 
 #: Keys holding a file-system path: relative values resolve against their file's directory.
 PATH_KEYS: Final = frozenset(
-    {"context", "metadata_dir", "state_dir", "sbom_dir", "metrics_textfile"}
+    {"context", "metadata_dir", "state_dir", "runtime_dir", "sbom_dir", "metrics_textfile"}
 )
 #: Key files, unless they name a KMS/env/k8s reference (``scheme://…``).
 KEY_PATH_KEYS: Final = frozenset({"cosign_key", "cosign_public_key"})
@@ -142,6 +142,8 @@ class Settings:
     platform: str = "linux/amd64"
     metadata_dir: Path = Path("build/metadata")
     state_dir: Path = Path(".shatag")
+    #: Host-side runtime state of running services (the docker proxy's home), off any checkout.
+    runtime_dir: Path = Path("/var/lib/shatag")
     state_backend: StateBackend = "local"
     state_remote: str = "origin"
     state_lock_ttl_sec: float = 60.0
@@ -279,6 +281,7 @@ class Settings:
             platform=platform,
             metadata_dir=path("metadata_dir"),
             state_dir=path("state_dir"),
+            runtime_dir=path("runtime_dir"),
             state_backend="git" if backend == "git" else "local",
             state_remote=_remote(_str(merged, "state_remote")),
             state_lock_ttl_sec=_positive(merged, "state_lock_ttl_sec"),

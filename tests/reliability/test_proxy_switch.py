@@ -481,7 +481,8 @@ def test_env_secrets_and_volumes_reach_the_app_and_secrets_nothing_else(
         mounts = docker("inspect", "--format", "{{json .Mounts}}", container)
         labels = docker("inspect", "--format", "{{json .Config.Labels}}", container)
         argv_seen = result.stdout + result.stderr + json.dumps(site.history())
-        state_files = b"".join(p.read_bytes() for p in site.state.rglob("*") if p.is_file())
+        files = [*site.state.rglob("*"), *site.runtime.rglob("*")]
+        state_files = b"".join(p.read_bytes() for p in files if p.is_file())
         ok = (
             "APP_MODE=production" in env_seen
             and "WORKERS=3" in env_seen

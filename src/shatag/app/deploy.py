@@ -302,7 +302,12 @@ def run_switch(
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
         shared = settings.state_backend != "local"
-        recovered = recover_interrupted(ledger, env=env, trusted=envcfg.targets if shared else None)
+        recovered = recover_interrupted(
+            ledger,
+            env=env,
+            trusted=envcfg.targets if shared else None,
+            runtime_dir=settings.runtime_dir,
+        )
         image, signature = route.checked_image(settings, envcfg, ledger, env)
         return switch(
             settings,
@@ -372,9 +377,15 @@ def plan_switch(
     lock, no recovery, no file, no container, no history (issue 13, item 5)."""
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     image, signature = route.checked_image(settings, envcfg, ledger, env)
-    # state_dir: the docker kind finds its proxy (and what it serves) there; without it a
-    # serving target was planned as "nothing →" (issue 23, item 7).
-    ctx = TargetContext(env=env, env_name=envcfg.name, attempt="plan", state_dir=settings.state_dir)
+    # state_dir and runtime_dir: the docker kind finds its proxy (and what it serves) there;
+    # without them a serving target was planned as "nothing →" (issue 23, item 7).
+    ctx = TargetContext(
+        env=env,
+        env_name=envcfg.name,
+        attempt="plan",
+        state_dir=settings.state_dir,
+        runtime_dir=settings.runtime_dir,
+    )
     changes = tuple(
         TargetPlan(spec.label, make_target(spec, ctx).plan(image)) for spec in envcfg.targets
     )
@@ -464,7 +475,11 @@ def switch(
         attempt=attempt,
     )
     ctx = TargetContext(
-        env=env, env_name=envcfg.name, attempt=attempt, state_dir=settings.state_dir
+        env=env,
+        env_name=envcfg.name,
+        attempt=attempt,
+        state_dir=settings.state_dir,
+        runtime_dir=settings.runtime_dir,
     )
     # Targets that edit one file are merged: every edit applied together (issue 14, item 2).
     from shatag.targets.files import merge_shared_files  # lazy: a container deploy never needs it
@@ -670,6 +685,7 @@ def recover_interrupted(
     *,
     env: Mapping[str, str],
     trusted: tuple[TargetSpec, ...] | None = None,
+    runtime_dir: Path | None = None,
 ) -> tuple[str, ...]:
     """Finish what a killed deploy of the ledger's environment left behind (the caller holds
     the lock).
@@ -687,6 +703,8 @@ def recover_interrupted(
     done = ledger.find_attempt(attempt) if attempt else None
     entries = journal.get("targets", [])
     ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt)
+    if runtime_dir is not None:  # where the proxy's home is (else the default)
+        ctx = replace(ctx, runtime_dir=runtime_dir)
     notes: list[str] = []
     if trusted is not None:
         kept = [e for e in entries if _names_a_target(e, trusted)]

@@ -550,7 +550,7 @@ def _restore_steps(
 def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted switch described by a journal entry (after ``kill -9``)."""
     if entry.get("mode") == "proxy":
-        return recover_gated(entry, env=ctx.env)
+        return recover_gated(entry, env=ctx.env, runtime_dir=ctx.runtime_dir)
     docker = DockerEngine(ctx.env).client
     return _restore_previous(
         docker,
@@ -566,7 +566,7 @@ def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     from python_on_whales.exceptions import DockerException
 
     if entry.get("mode") == "proxy":
-        return finish_gated(entry, env=ctx.env)
+        return finish_gated(entry, env=ctx.env, runtime_dir=ctx.runtime_dir)
     docker = DockerEngine(ctx.env).client
     name = str(entry["name"]) + PREV_SUFFIX
     if _inspect(docker, name) is None:
@@ -584,7 +584,7 @@ def make(spec: DockerSpec, ctx: TargetContext) -> Target:
         target=spec.name,
         image=spec.proxy_image,
         port=spec.port,
-        home=proxy_home(ctx.state_dir, ctx.env_name, spec.name),
+        home=proxy_home(ctx.runtime_dir, ctx.env_name, spec.name),
     )
     return GatedDockerTarget(
         spec.app, proxy, env=ctx.env, env_name=ctx.env_name, attempt=ctx.attempt, label=spec.label
