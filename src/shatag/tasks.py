@@ -409,6 +409,50 @@ def history_(c: Context, env: str | None = None, limit: int = 20, json: bool = F
             print(format_catalog(name, rows))
 
 
+def _mark(c: Context, action: str, sha: str, env: str | None, reason: str) -> None:
+    environ = _environ()
+    _logging(environ)
+    fields: dict[str, Any] = {"image_sha": sha, "env": env or ""}
+    with _edge(action, environ, fields):
+        from shatag.app.quarantine import mark
+
+        settings = _settings(c, environ)
+        fields["env"] = settings.environment(env).name
+        done = mark(
+            settings,
+            "quarantine" if action == "quarantine" else "unquarantine",
+            sha,
+            env_name=env,
+            reason=reason,
+            env=environ,
+        )
+        if done is None:
+            output.emit_json({"phase": action, "image_sha": sha, "env": fields["env"]})
+            output.say(f"{sha} is not quarantined in {fields['env']}: nothing to lift")
+            return
+        output.emit_json({"phase": action, **done.as_line()})
+        verb = "quarantined" if action == "quarantine" else "lifted the quarantine of"
+        output.say(f"{verb} {sha} in {done.env} ({done.initiated_by}, {done.finished_at})")
+
+
+@task(
+    help={
+        "sha": "full 40-hex git SHA to block",
+        "reason": "why (required; shown to whoever tries to deploy it)",
+        "env": _ENV_HELP,
+    }
+)
+def quarantine(c: Context, sha: str = "", reason: str = "", env: str | None = None) -> None:
+    """Block a SHA in an environment: deploy, rollback and --plan of it are refused."""
+    _mark(c, "quarantine", sha, env, reason)
+
+
+@task(help={"sha": "full 40-hex git SHA to release", "reason": "why (optional)", "env": _ENV_HELP})
+def unquarantine(c: Context, sha: str = "", reason: str = "", env: str | None = None) -> None:
+    """Lift the quarantine of a SHA in an environment (recorded in its history too)."""
+    _mark(c, "unquarantine", sha, env, reason)
+
+
 @task(help={"sha": "full 40-hex git SHA whose image (canonical repository) to verify"})
 def verify(c: Context, sha: str = "") -> None:
     """Signature status of one SHA-tagged image (cosign, by digest; FR-014)."""
@@ -454,6 +498,8 @@ ns.add_task(rollback)
 ns.add_task(history_)
 ns.add_task(verify)
 ns.add_task(signatures)
+ns.add_task(quarantine)
+ns.add_task(unquarantine)
 ns.configure(
     {"shatag": invoke_defaults(), "tasks": {"executor_class": "shatag.tasks.FastExitExecutor"}}
 )
