@@ -53,7 +53,9 @@ PATH_KEYS: Final = frozenset(
 )
 #: Key files, unless they name a KMS/env/k8s reference (``scheme://…``).
 KEY_PATH_KEYS: Final = frozenset({"cosign_key", "cosign_public_key"})
-_ENV_KEYS: Final = frozenset({"repository_type", "targets", "apply", "apply_timeout_sec", "verify"})
+_ENV_KEYS: Final = frozenset(
+    {"repository_type", "targets", "apply", "apply_timeout_sec", "verify", "attest_deployments"}
+)
 #: The keys of an environment's ``verify:`` block (docs/configuration.md, issue 25).
 VERIFY_KEYS: Final = frozenset({"signature", "sbom", "provenance", "signers", "source_repository"})
 SIGNER_KEYS: Final = frozenset({"key", "identity", "issuer"})
@@ -105,6 +107,8 @@ class EnvironmentConfig:
     apply_timeout_sec: float = 600.0
     #: The environment's ``verify:`` policy; ``None``: the global ``signature_policy`` applies.
     verify: VerifyPolicy | None = None
+    #: Attach a signed deployment attestation to the digest after each deploy/rollback.
+    attest_deployments: bool = False
 
 
 # -- the small configurations the adapters take (built from Settings in one place each) ------
@@ -457,6 +461,9 @@ def _environments(value: Any, base_dir: Path | None) -> dict[str, EnvironmentCon
                 f"shatag.environments.{name}.apply_timeout_sec",
             ),
             verify=_verify(f"shatag.environments.{name}.verify", spec.get("verify"), base_dir),
+            attest_deployments=_flag(
+                f"shatag.environments.{name}.attest_deployments", spec.get("attest_deployments")
+            ),
         )
     _check_claims(envs)
     return envs
@@ -546,6 +553,15 @@ def _verify(where: str, value: Any, base_dir: Path | None) -> VerifyPolicy | Non
             "set signature to soft or required"
         )
     return policy
+
+
+def _flag(where: str, value: Any) -> bool:
+    """A yes/no key: a boolean (``"true"``/``"false"`` from an environment variable too)."""
+    if value in (None, False, "false"):
+        return False
+    if value in (True, "true"):
+        return True
+    raise ConfigError(f"{where} must be true or false, not {limits.clip(value, 40)}")
 
 
 def _required(where: str, value: Any) -> bool:

@@ -468,6 +468,8 @@ def verify(c: Context, sha: str = "") -> None:
             f"({record.signature_reason}); sbom attestation {record.sbom_attestation_status} "
             f"({record.sbom_attestation_reason})"
         )
+        for deployment in record.deployments:
+            output.say(deployment.human_line())
 
 
 @task(

@@ -22,6 +22,7 @@ from shatag._testing.localregistry import LocalRegistry
 from shatag.app.deploy import DeployRequest, deploy, deploy_route, plan_switch
 from shatag.app.quarantine import mark
 from shatag.app.rollback import RollbackRequest, rollback, rollback_route
+from shatag.app.verify import verify_sha
 from shatag.config import Settings, SigningConfig
 from shatag.errors import NoRollbackTarget, PolicyViolation, Quarantined, SignatureRequired
 from shatag.ledger import open_ledger
@@ -547,3 +548,59 @@ def test_cli_build_sign_attaches_provenance_that_a_required_policy_accepts(
     deploy_ = inv(["-f", str(config), "deploy", f"--sha={app.sha}", "--env=prod"], env)
     assert deploy_.returncode == 0, deploy_.stderr
     assert json.loads(tfvars.read_text())["image_sha"] == app.sha
+
+
+# -- item 5: deployment attestations ------------------------------------------------------
+
+
+def test_deployments_are_attested_and_verify_lists_them_from_the_registry(
+    make_site: Callable[..., Site], world: World
+) -> None:
+    site = make_site(verify={"signature": "required"})
+    image = site.push(sha(1))
+    sign_image(world.signer(world.key_a), image, env=world.env)
+    site.push(sha(2))  # unsigned: fine under a soft environment
+    attesting = Settings.from_mapping(
+        {
+            "canonical_repository": site.repo,
+            "staging_repository": site.repo + "-staging",
+            "cosign_key": str(world.key_a[0]),
+            "cosign_public_key": str(world.key_a[1]),
+            "state_dir": str(site.root / "state"),
+            "environments": {
+                ENV: {
+                    "targets": [{"kind": "tfvars", "path": str(site.tfvars)}],
+                    "verify": {"signature": "required"},
+                    "attest_deployments": True,
+                }
+            },
+        }
+    )
+    first = site.deploy(sha(1), attesting)
+    assert first.warnings == ()
+    listed = verify_sha(attesting, sha(1), env=world.env).deployments
+    assert [(d.environment, d.action, d.initiated_by) for d in listed] == [
+        (ENV, "deploy", "policy-test")
+    ]
+    assert listed[0].finished_at == first.finished_at
+    # Without a signing key the attestation cannot be attached: a warning, the deploy stands.
+    no_key = Settings.from_mapping(
+        {
+            "canonical_repository": site.repo,
+            "staging_repository": site.repo + "-staging",
+            "cosign_public_key": str(world.key_a[1]),
+            "state_dir": str(site.root / "state"),
+            "environments": {
+                ENV: {
+                    "targets": [{"kind": "tfvars", "path": str(site.tfvars)}],
+                    "attest_deployments": True,
+                }
+            },
+        }
+    )
+    second = site.deploy(sha(2), no_key)
+    assert site.served() == sha(2)
+    assert len(second.warnings) == 1
+    assert "the deployment attestation was not attached" in second.warnings[0]
+    assert "CONFIG_ERROR" in second.warnings[0]
+    assert verify_sha(attesting, sha(2), env=world.env).deployments == ()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shatag._sys import signals, subproc
-from shatag.app.policy import check_image, refuse_quarantined
+from shatag.app.policy import attest_switch, check_image, refuse_quarantined
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, Repository, RepositoryType, ensure_immutable_tag, validate_sha
 from shatag.errors import (
@@ -325,7 +325,7 @@ def run_switch(
         shared = settings.state_backend != "local"
         recovered = recover_interrupted(ledger, env=env, trusted=envcfg.targets if shared else None)
         image, signature = route.checked_image(settings, envcfg, ledger, env)
-        return switch(
+        record = switch(
             settings,
             envcfg,
             image,
@@ -336,6 +336,8 @@ def run_switch(
             recovered=recovered,
             ledger=ledger,
         )
+    warning = attest_switch(settings, envcfg, record.release, signature, env=env)
+    return replace(record, warnings=(*record.warnings, warning)) if warning else record
 
 
 @dataclass(frozen=True, slots=True)

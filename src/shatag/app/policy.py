@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 
 from shatag.config import EnvironmentConfig, Settings, SigningConfig, VerifyPolicy
 from shatag.core import ImageRef
-from shatag.errors import PolicyViolation, Quarantined, SignatureRequired
+from shatag.errors import PolicyViolation, Quarantined, ShatagError, SignatureRequired
 from shatag.ledger import Ledger
 from shatag.ledger.history import HistoryRecord
-from shatag.supplychain import provenance
+from shatag.supplychain import deployments, provenance
 from shatag.supplychain.evidence import SignatureOutcome, verify_image
 from shatag.supplychain.sbom import verify_sbom_attestation
 from shatag.supplychain.signing import SignatureResult, verify_signature
@@ -52,6 +52,54 @@ def quarantine_message(env: str, mark: HistoryRecord) -> str:
         f"{mark.reason or 'no reason given'}. Nothing was changed; lift it with "
         f"`inv unquarantine --sha={mark.sha} --env={env}` once it is safe"
     )
+
+
+def attest_switch(
+    settings: Settings,
+    envcfg: EnvironmentConfig,
+    release: HistoryRecord,
+    signature: SignatureOutcome,
+    *,
+    env: Mapping[str, str],
+) -> str | None:
+    """After a recorded deploy/rollback of an environment with ``attest_deployments: true``:
+    attach the signed deployment attestation (item 5). A failure is the returned warning."""
+    if not envcfg.attest_deployments:
+        return None
+    policy = envcfg.verify
+    rules = (
+        f"verify: signature={policy.signature} sbom={'required' if policy.sbom else 'optional'} "
+        f"provenance={'required' if policy.needs_provenance else 'optional'}"
+        if policy is not None
+        else f"signature_policy: {settings.signature_policy}"
+    )
+    predicate = deployments.deployment_predicate(
+        env=envcfg.name,
+        action=release.action,
+        sha=release.sha,
+        previous_sha=release.previous_sha,
+        targets=release.targets,
+        initiated_by=release.initiated_by,
+        started_at=release.started_at,
+        finished_at=release.finished_at,
+        checks={
+            "policy": rules,
+            "signature": f"{signature.status}/{signature.reason}",
+            "sbom_attestation": (
+                f"{signature.sbom_attestation_status}/{signature.sbom_attestation_reason}"
+            ),
+            "quarantine": "not quarantined",
+        },
+    )
+    image = f"{release.repository}@{release.digest}"
+    try:
+        deployments.attest_deployment(settings.signing, image, predicate, env=env)
+    except ShatagError as exc:
+        return (
+            f"the deployment attestation was not attached to {image} ({exc.code}: "
+            f"{exc.message}); the {release.action} itself succeeded and is recorded"
+        )
+    return None
 
 
 def check_image(
