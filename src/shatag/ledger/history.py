@@ -378,7 +378,9 @@ def format_catalog(env: str, rows: list[CatalogRow]) -> str:
                 str(row.get("action", "")),
                 str(row.get("sha", "")),
                 digest[:19] + "…" if len(digest) > 19 else digest,
-                f"{row.get('signature_status', '')}/{row.get('signature_reason', '')}",
+                f"{row.get('signature_status', '')}/{row.get('signature_reason', '')}"
+                if row.get("action") in SWITCH_ACTIONS
+                else "-",
                 result,
                 str(row.get("previous_sha", ""))[:12] or "-",
                 str(row.get("initiated_by", "")),
