@@ -604,3 +604,54 @@ def test_deployments_are_attested_and_verify_lists_them_from_the_registry(
     assert "the deployment attestation was not attached" in second.warnings[0]
     assert "CONFIG_ERROR" in second.warnings[0]
     assert verify_sha(attesting, sha(2), env=world.env).deployments == ()
+
+
+def test_a_named_base_image_resolves_to_its_digest_in_the_registry(
+    make_site: Callable[..., Site], world: World
+) -> None:
+    site = make_site()
+    base = site.push("1.0")  # a real image, tagged like a base image
+    settings = site.settings()
+    resolved = provenance.resolve_base(f"{site.repo}:1.0", settings.registry, env=world.env)
+    assert resolved.digest == base.rpartition("@")[2]
+    missing = provenance.resolve_base(f"{site.repo}:nope", settings.registry, env=world.env)
+    assert missing.digest == ""
+    dockerfile = f"FROM {site.repo}:1.0 AS base\nFROM base\nFROM scratch\n"
+    assert provenance.base_image_names(dockerfile) == [f"{site.repo}:1.0"]
+
+
+def test_cli_refuses_with_the_code_and_says_which_releases_the_walk_back_skips(
+    make_site: Callable[..., Site], world: World, inv: Callable[..., InvResult]
+) -> None:
+    site = make_site(verify={"signature": "soft"})
+    for n in (1, 2, 3):
+        image = site.push(sha(n))
+        if n != 2:
+            sign_image(world.signer(world.key_a), image, env=world.env)
+        site.deploy(sha(n))
+    config = site.root / "shatag.yaml"
+    config.write_text(
+        "shatag:\n"
+        f"  canonical_repository: {site.repo}\n"
+        f"  staging_repository: {site.repo}-staging\n"
+        f"  cosign_public_key: {world.key_a[1]}\n"
+        f"  state_dir: {site.root / 'state'}\n"
+        "  environments:\n"
+        f"    {ENV}:\n"
+        f"      targets: [{{kind: tfvars, path: {site.tfvars}}}]\n"
+        "      verify: {signature: required}\n"
+    )
+    env = {**world.env, "HOME": str(site.root)}
+    refused = inv(["-f", str(config), "deploy", f"--sha={sha(2)}", f"--env={ENV}"], env)
+    assert refused.returncode != 0
+    assert f"error: SIGNATURE_REQUIRED: environment '{ENV}' refuses" in refused.stderr
+    assert "signature: required, but no trusted signature verifies (no_signature" in refused.stderr
+    assert refused.record["error_code"] == "SIGNATURE_REQUIRED"
+    assert "Traceback" not in refused.stderr
+    assert site.served() == sha(3)
+
+    back = inv(["-f", str(config), "rollback", f"--env={ENV}"], env)
+    assert back.returncode == 0, back.stderr
+    assert f"shatag: rollback skips {sha(2)}: SIGNATURE_REQUIRED:" in back.stderr
+    assert back.record["image_sha"] == sha(1)
+    assert site.served() == sha(1)
