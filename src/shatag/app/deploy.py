@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shatag._sys import signals, subproc
+from shatag.app.policy import attest_switch, check_image, refuse_quarantined
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, Repository, RepositoryType, ensure_immutable_tag, validate_sha
 from shatag.errors import (
@@ -52,7 +53,7 @@ from shatag.ledger import Ledger, open_ledger
 from shatag.ledger.history import Action, HistoryRecord, initiated_by, utc_now
 from shatag.ledger.statedir import check_state_dir
 from shatag.ledger.statedir import describe as describe_os_error
-from shatag.supplychain.evidence import SignatureOutcome, verify_image
+from shatag.supplychain.evidence import SignatureOutcome
 from shatag.supplychain.metadata import load_metadata
 from shatag.supplychain.registry import RegistryClient, open_registry
 from shatag.targets import (
@@ -226,12 +227,31 @@ class Route:
     #: The error for a SHA found only in staging by a canonical environment.
     staging_only: type[ShatagError] = PolicyViolation
 
+    #: What :meth:`check` found per SHA in this command (a walk-back checks before choosing).
+    checked: dict[str, tuple[ImageRef, SignatureOutcome]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     def checked_image(
         self, settings: Settings, envcfg: EnvironmentConfig, ledger: Ledger, env: Mapping[str, str]
     ) -> tuple[ImageRef, SignatureOutcome]:
-        """The chosen SHA resolved in the registry, its digest guarded, its signature checked:
-        what :func:`run_switch` (under the lock) and :func:`plan_switch` check alike."""
-        sha = self.choose(ledger)
+        """The chosen SHA, :meth:`check`-ed: what :func:`run_switch` (under the lock) and
+        :func:`plan_switch` check alike."""
+        return self.check(settings, envcfg, ledger, env, self.choose(ledger))
+
+    def check(
+        self,
+        settings: Settings,
+        envcfg: EnvironmentConfig,
+        ledger: Ledger,
+        env: Mapping[str, str],
+        sha: str,
+    ) -> tuple[ImageRef, SignatureOutcome]:
+        """``sha`` not quarantined, resolved in the registry, its digest guarded, the
+        environment's verify policy met (:mod:`shatag.app.policy`); once per SHA."""
+        if sha in self.checked:
+            return self.checked[sha]
+        refuse_quarantined(ledger, sha)
         image = resolve_image(settings, envcfg, sha, env=env, staging_only=self.staging_only)
         expected = self.expected(ledger, image)
         if expected is not None and expected[0] != image.digest:
@@ -240,7 +260,8 @@ class Route:
                 f"{image.repository}:{image.sha} now points at {image.digest}, but {where} "
                 f"recorded {recorded}: {self.mismatch_advice}"
             )
-        return image, verify_image(settings.signing, image.by_digest, env=env)
+        self.checked[sha] = image, check_image(settings, envcfg, image, env=env)
+        return self.checked[sha]
 
 
 def recorded_elsewhere(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
@@ -309,7 +330,7 @@ def run_switch(
             runtime_dir=settings.runtime_dir,
         )
         image, signature = route.checked_image(settings, envcfg, ledger, env)
-        return switch(
+        record = switch(
             settings,
             envcfg,
             image,
@@ -320,6 +341,8 @@ def run_switch(
             recovered=recovered,
             ledger=ledger,
         )
+    warning = attest_switch(settings, envcfg, record.release, signature, env=env)
+    return replace(record, warnings=(*record.warnings, warning)) if warning else record
 
 
 @dataclass(frozen=True, slots=True)

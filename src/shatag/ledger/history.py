@@ -31,7 +31,10 @@ from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict
 from shatag.core import json_object, validate_env_name
 from shatag.ledger import shaindex
 
-Action = Literal["deploy", "rollback"]
+Action = Literal["deploy", "rollback", "quarantine", "unquarantine"]
+#: The actions that put a release in place; the others are marks on a SHA (issue 25).
+SWITCH_ACTIONS: Final = frozenset({"deploy", "rollback"})
+MARK_ACTIONS: Final = frozenset({"quarantine", "unquarantine"})
 Outcome = Literal["ok", "failed"]
 
 HISTORY_FILE: Final = "history.jsonl"
@@ -77,6 +80,7 @@ class HistoryLine(TypedDict):
     error: str
     attempt: str
     unchanged: NotRequired[list[str]]
+    reason: NotRequired[str]
 
 
 class CatalogRow(HistoryLine):
@@ -112,10 +116,18 @@ class HistoryRecord:
     #: Targets that already ran this release with these settings and were left as they were
     #: (issue 12: a re-deploy of the serving digest is a no-op, recorded as such).
     unchanged: tuple[str, ...] = field(default_factory=tuple)
+    #: Why a SHA was quarantined or released from quarantine (``inv quarantine``, issue 25).
+    reason: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.result == "ok"
+        """A successful deploy or rollback (a quarantine mark is never a release)."""
+        return self.result == "ok" and self.action in SWITCH_ACTIONS
+
+    @property
+    def is_switch(self) -> bool:
+        """A deploy or rollback attempt (not a quarantine mark)."""
+        return self.action in SWITCH_ACTIONS
 
     def as_line(self) -> HistoryLine:
         """The record as its JSON object, keys sorted as in :meth:`to_json` (``unchanged``
@@ -148,6 +160,8 @@ class HistoryRecord:
         )
         if self.unchanged:
             line["unchanged"] = list(self.unchanged)
+        if self.reason:
+            line["reason"] = self.reason
         return line
 
     def to_json(self) -> str:
@@ -161,7 +175,7 @@ class HistoryRecord:
             return None
         known = {f.name for f in fields(cls)}
         kept: dict[str, Any] = {k: v for k, v in data.items() if k in known}
-        if kept.get("action") not in ("deploy", "rollback") or kept.get("result") not in (
+        if kept.get("action") not in SWITCH_ACTIONS | MARK_ACTIONS or kept.get("result") not in (
             "ok",
             "failed",
         ):
@@ -228,6 +242,11 @@ class RecordQueries(abc.ABC):
         canonical with different digests)."""
         return next((r.digest for r in self.iter_newest() if _ran(r, sha, repository)), None)
 
+    def quarantine_of(self, sha: str) -> HistoryRecord | None:
+        """The quarantine mark that blocks ``sha`` (``None``: never quarantined, or lifted by
+        a newer ``unquarantine``)."""
+        return _blocking_mark(r for r in self.iter_newest() if r.sha == sha)
+
     def find_attempt(self, attempt: str, *, within: int = 50) -> HistoryRecord | None:
         """The record of one deploy attempt, if it is among the newest ``within``."""
         for record in self.newest(limit=within):
@@ -282,6 +301,9 @@ class HistoryStore(RecordQueries):
             if record is not None:
                 yield record
 
+    def quarantine_of(self, sha: str) -> HistoryRecord | None:
+        return _blocking_mark(_marks_of(self.path, sha))
+
     def digest_for(self, sha: str, repository: str | None = None) -> str | None:
         """:meth:`RecordQueries.digest_for` from the per-SHA index, else by a backwards scan
         that parses only the lines holding the SHA."""
@@ -298,6 +320,24 @@ class HistoryStore(RecordQueries):
             if record is not None and _ran(record, sha, repository):
                 return record.digest
         return None
+
+
+def _blocking_mark(records_of_sha: Iterable[HistoryRecord]) -> HistoryRecord | None:
+    for record in records_of_sha:
+        if record.action in MARK_ACTIONS:
+            return record if record.action == "quarantine" else None
+    return None
+
+
+def _marks_of(path: Path, sha: str) -> Iterator[HistoryRecord]:
+    """The quarantine marks of ``sha`` in the history file, newest first; only lines holding
+    the SHA and ``quarantine`` are parsed, so a deploy's check stays a byte scan."""
+    needle = sha.encode("ascii", "replace")
+    for raw in _reverse_lines(path):
+        if needle in raw and b"quarantine" in raw:
+            record = HistoryRecord.from_json(raw)
+            if record is not None and record.sha == sha:
+                yield record
 
 
 class _Records(Protocol):
@@ -329,6 +369,8 @@ def format_catalog(env: str, rows: list[CatalogRow]) -> str:
         result = str(row.get("result", ""))
         if row.get("error_code"):
             result += f" ({row['error_code']})"
+        if row.get("reason"):
+            result += f": {row['reason']}"
         table.append(
             (
                 "*" if row.get("current") else "",
@@ -336,7 +378,9 @@ def format_catalog(env: str, rows: list[CatalogRow]) -> str:
                 str(row.get("action", "")),
                 str(row.get("sha", "")),
                 digest[:19] + "…" if len(digest) > 19 else digest,
-                f"{row.get('signature_status', '')}/{row.get('signature_reason', '')}",
+                f"{row.get('signature_status', '')}/{row.get('signature_reason', '')}"
+                if row.get("action") in SWITCH_ACTIONS
+                else "-",
                 result,
                 str(row.get("previous_sha", ""))[:12] or "-",
                 str(row.get("initiated_by", "")),
@@ -438,6 +482,19 @@ def walk_back_target(newest_first: Iterable[HistoryRecord]) -> HistoryRecord | N
     >>> walk_back_target(reversed([r("A"), r("B"), r("A", "rollback")])) is None
     True
     """
+    candidates = walk_back_candidates(newest_first)
+    return candidates[0] if candidates else None
+
+
+def walk_back_candidates(newest_first: Iterable[HistoryRecord]) -> list[HistoryRecord]:
+    """Every release :func:`walk_back_target` could go to, nearest first: the stack below the
+    current release. ``inv rollback`` takes the first that passes today's policy and is not
+    quarantined (issue 25), saying which it skipped.
+
+    >>> r = lambda sha, action="deploy": HistoryRecord(action, "e", sha, "d", "ok")
+    >>> [c.sha for c in walk_back_candidates(reversed([r("A"), r("B"), r("C")]))]
+    ['B', 'A']
+    """
     window: list[HistoryRecord] = []
     for record in newest_first:
         if record.ok:
@@ -454,4 +511,4 @@ def walk_back_target(newest_first: Iterable[HistoryRecord]) -> HistoryRecord | N
             stack[-1] = record
         else:
             stack.append(record)
-    return stack[-2] if len(stack) >= 2 else None
+    return stack[-2::-1]
