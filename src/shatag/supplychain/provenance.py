@@ -239,7 +239,7 @@ def gather(
         invocation_id=invocation,
         started_on=_z(started),
         finished_on=_z(finished),
-        build_args=dict(getattr(record, "build_args", None) or {}),  # issue 24 records them
+        build_args=dict(record.build_args),
         build_inputs=list(record.build_inputs),
         base_images=[resolve_base(n, settings.registry, env) for n in base_image_names(text)],
     )
