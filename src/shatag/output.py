@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shatag.errors import InvalidInput
-from shatag.masking import mask
+from shatag.masking import mask, mask_record
 
 #: The command the user runs (``inv`` or ``shatag``): hints in messages name it (issue 13).
 PROGRAM = "inv"
@@ -44,9 +44,10 @@ def as_run(message: str) -> str:
 
 
 def emit_json(record: Mapping[str, Any], *, stream: TextIO | None = None) -> None:
-    """Write one JSON line (the machine record of a phase) to stdout."""
+    """Write one JSON line (the machine record of a phase) to stdout: its free text masked,
+    its identifying fields as they are (:func:`shatag.masking.mask_record`)."""
     out = stream or sys.stdout
-    out.write(mask(json.dumps(record, separators=(", ", ": "), default=str)) + "\n")
+    out.write(json.dumps(mask_record(record), separators=(", ", ": "), default=str) + "\n")
     out.flush()
 
 

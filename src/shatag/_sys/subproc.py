@@ -68,12 +68,15 @@ def run(
     on_line: Callable[[str], None] | None = None,
     cwd: str | None = None,
     stdin: str = "",
+    data: bool = False,
 ) -> Result:
     """Run ``argv`` and return its :class:`Result`.
 
     ``env`` is merged over the current environment (secrets travel only this way).
     ``on_line`` receives each output line (stdout and stderr, masked) as it arrives.
     ``stdin`` is written to the program's standard input (e.g. ``git cat-file --batch``).
+    ``data``: stdout is data shatag parses (a ledger record), returned as the program wrote
+    it -- masking would corrupt it (issue 24, item 3); the caller masks what it prints.
     """
     from shatag.masking import registered
 
@@ -112,15 +115,16 @@ def run(
     result = Result(
         command=shown,
         returncode=code,
-        stdout=mask(output.text("stdout"), secrets),
+        stdout=output.text("stdout") if data else mask(output.text("stdout"), secrets),
         stderr=mask(output.text("stderr"), secrets),
     )
     if check and code != 0:
+        said = result.stderr or mask(result.stdout, secrets)
         raise ToolFailure(
-            f"{argv[0]} exited with status {code}: {_tail(result.stderr or result.stdout)}",
+            f"{argv[0]} exited with status {code}: {_tail(said)}",
             command=shown,
             returncode=code,
-            output=result.stderr or result.stdout,
+            output=said,
         )
     return result
 

@@ -52,6 +52,7 @@ from shatag.ledger import Ledger, open_ledger
 from shatag.ledger.history import Action, HistoryRecord, initiated_by, utc_now
 from shatag.ledger.statedir import check_state_dir
 from shatag.ledger.statedir import describe as describe_os_error
+from shatag.masking import register_public
 from shatag.supplychain.evidence import SignatureOutcome, verify_image
 from shatag.supplychain.metadata import load_metadata
 from shatag.supplychain.registry import RegistryClient, open_registry
@@ -232,7 +233,9 @@ class Route:
         """The chosen SHA resolved in the registry, its digest guarded, its signature checked:
         what :func:`run_switch` (under the lock) and :func:`plan_switch` check alike."""
         sha = self.choose(ledger)
+        register_public([sha])
         image = resolve_image(settings, envcfg, sha, env=env, staging_only=self.staging_only)
+        register_public([image.digest, image.pinned])
         expected = self.expected(ledger, image)
         if expected is not None and expected[0] != image.digest:
             recorded, where = expected
@@ -241,6 +244,13 @@ class Route:
                 f"recorded {recorded}: {self.mismatch_advice}"
             )
         return image, verify_image(settings.signing, image.by_digest, env=env)
+
+
+def _publish_names(envcfg: EnvironmentConfig) -> None:
+    """The environment's and its targets' names are printed and recorded in clear: a
+    "secret" equal to one is not masked (issue 24, item 3) -- masking it would turn the
+    docker target's own ``shatag.target`` label into ``***`` (NOT_OWNED)."""
+    register_public([envcfg.name, *(name for t in envcfg.targets for name in (t.label, *t.claims))])
 
 
 def recorded_elsewhere(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
@@ -299,6 +309,7 @@ def run_switch(
     attempt, resolve the SHA in the registry, guard its digest, verify it, switch."""
     if settings.state_backend == "local":
         check_state_dir(settings.state_dir, envcfg.name)  # STATE_ERROR before any change
+    _publish_names(envcfg)
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
         shared = settings.state_backend != "local"
@@ -370,6 +381,7 @@ def plan_switch(
     """Every check :func:`run_switch` makes (registry, repository policy, digest guard,
     signature), then each target's :meth:`~shatag.targets.Target.plan`. Changes nothing: no
     lock, no recovery, no file, no container, no history (issue 13, item 5)."""
+    _publish_names(envcfg)
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     image, signature = route.checked_image(settings, envcfg, ledger, env)
     ctx = TargetContext(env=env, env_name=envcfg.name, attempt="plan")

@@ -229,11 +229,9 @@ class GitLedger:
             f"image: {record.image_ref or record.digest}\nprevious: {record.previous_sha or '-'}"
             f"\nby: {record.initiated_by}\nattempt: {record.attempt or '-'}\n"
         )
-        from shatag.masking import mask
-
         # Secrets (an apply command's output in ``error``) are masked before the record is
-        # pushed, as in the local history file (issue 14, item 4).
-        text = mask(record.to_json()) + "\n"
+        # pushed, as in the local history file (issue 14, item 4); its fields are kept.
+        text = record.to_stored_json() + "\n"
         for attempt in range(CAS_RETRIES):
             current = self.store(store.env)
             if record.attempt and current.find_attempt(record.attempt) is not None:

@@ -153,6 +153,13 @@ class HistoryRecord:
     def to_json(self) -> str:
         return json.dumps(self.as_line(), separators=(",", ":"), sort_keys=True)
 
+    def to_stored_json(self) -> str:
+        """:meth:`to_json` with the free text (``error``: an apply command's output) masked
+        and every identifying field as it is (issue 24, item 3): what the ledgers store."""
+        from shatag.masking import mask_record
+
+        return json.dumps(mask_record(self.as_line()), separators=(",", ":"), sort_keys=True)
+
     @classmethod
     def from_json(cls, line: str | bytes) -> HistoryRecord | None:
         """Parse one line; ``None`` for a torn, foreign or otherwise unusable line."""
@@ -248,11 +255,9 @@ class HistoryStore(RecordQueries):
 
     def append(self, record: HistoryRecord) -> None:
         """Append one record durably in O(1): one ``write`` of the full line, then ``fsync``."""
-        from shatag.masking import mask
-
         # Secrets (an apply command's output in ``error``) are masked before they are stored;
         # the file is private to its owner (issue 14, item 4).
-        line = (mask(record.to_json()) + "\n").encode("utf-8")
+        line = (record.to_stored_json() + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -1,0 +1,100 @@
+"""Issue 24, item 3: masking never touches recorded data (the pure pieces; the real deploy,
+rollback and docker labels are in tests/integration/test_issue24_records.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shatag._sys import subproc
+from shatag.ledger.history import HistoryRecord
+from shatag.masking import RECORD_FIELDS, mask, mask_record, register, register_public, reset
+from shatag.output import emit_json
+
+SHA = "ab" * 20
+DIGEST = "sha256:" + "cd" * 32
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    reset()
+    yield
+    reset()
+
+
+def test_identifying_fields_keep_their_value_and_free_text_is_masked() -> None:
+    register([SHA, "hunter2-token"])
+    record = {
+        "phase": "deploy",
+        "image_sha": SHA,
+        "targets": [f"docker:{SHA}"],
+        "message": f"apply printed hunter2-token for {SHA}",
+        "warnings": ["hunter2-token"],
+        "nested": {"sha": SHA, "note": "hunter2-token"},
+    }
+    assert mask_record(record) == {
+        "phase": "deploy",
+        "image_sha": SHA,
+        "targets": [f"docker:{SHA}"],
+        "message": "apply printed *** for ***",
+        "warnings": ["***"],
+        "nested": {"sha": SHA, "note": "***"},
+    }
+
+
+def test_a_secret_that_is_a_public_name_is_no_secret() -> None:
+    register([SHA, "app-prod-1", "hunter2-token"])
+    register_public([SHA, f"registry/app:{SHA}@{DIGEST}", "docker:app-prod-1"])
+    assert mask(f"deployed {SHA} to app-prod-1 with hunter2-token") == (
+        f"deployed {SHA} to app-prod-1 with ***"
+    )
+
+
+def test_a_history_record_is_stored_with_its_fields_and_its_error_masked() -> None:
+    register([SHA, "hunter2-token", "operator-x"])
+    record = HistoryRecord(
+        action="deploy",
+        env="production",
+        sha=SHA,
+        digest=DIGEST,
+        result="failed",
+        previous_sha=SHA,
+        initiated_by="operator-x",
+        error="apply said hunter2-token",
+        targets=("sdl:deploy.yaml",),
+    )
+    stored = json.loads(record.to_stored_json())
+    assert stored == {**json.loads(record.to_json()), "error": "apply said ***"}
+    assert HistoryRecord.from_json(record.to_stored_json()) is not None
+
+
+@given(secret=st.text(min_size=6, max_size=30).filter(lambda v: not v.isdigit()))
+def test_a_json_line_is_valid_json_with_its_identifiers_whatever_the_secret(secret: str) -> None:
+    reset()
+    register([secret])
+    record = {"image_sha": secret, "message": f"x{secret}y", "count": 3}
+
+    sink = io.StringIO()
+    emit_json(record, stream=sink)
+    shown = json.loads(sink.getvalue())
+    assert shown["image_sha"] == secret
+    assert shown["count"] == 3
+    assert secret not in shown["message"] or set(secret) <= set("*xy")
+
+
+def test_record_fields_cover_the_history_line() -> None:
+    line = HistoryRecord("deploy", "e", SHA, DIGEST, "ok").as_line()
+    assert set(line) - RECORD_FIELDS == {"error", "duration_sec"}
+
+
+def test_data_output_of_a_tool_is_returned_as_written() -> None:
+    register([SHA])
+    code = f"print('{SHA}')"
+    assert subproc.run([sys.executable, "-c", code], timeout=30, data=True).stdout == SHA + "\n"
+    assert subproc.run([sys.executable, "-c", code], timeout=30).stdout == "***\n"
