@@ -13,10 +13,17 @@ in :mod:`tests.integration.test_deploy_rollback`'s module world).
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration.test_deploy_rollback import Site, World, make_site, world
+import pytest
+
+from shatag.ledger.git import RECORD_FILE, GitLedger
+from shatag.ledger.history import HistoryRecord
+from tests._gitremote import GitRemote
+from tests.integration.test_deploy_rollback import TFVARS_TEXT, Site, World, make_site, world
 
 __all__ = ["make_site", "world"]  # fixtures used by the tests below
 
@@ -85,3 +92,114 @@ def test_a_real_secret_in_free_text_is_still_masked(
     assert lines[-1]["sha"] == world.a.sha
     assert canary not in json.dumps(lines)
     assert "***" in str(lines[-1]["error"])
+
+
+# -- item 4: ledger records are data, not instructions ------------------------------------------
+
+
+def _forge(site: Site, env: str, **fields: object) -> dict[str, object]:
+    """Append a hand-made record (what anyone who can write the ledger can do)."""
+    record: dict[str, object] = {
+        "action": "deploy",
+        "env": env,
+        "result": "ok",
+        "repository": site.world.canonical,
+        "attempt": "forged-" + env,
+        "finished_at": "2026-01-02T03:04:05.000Z",
+        **fields,
+    }
+    path = site.dir / "state" / env / "history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return record
+
+
+def test_the_walk_back_skips_a_record_of_a_sha_the_registry_does_not_hold(
+    world: World, make_site: Callable[..., Site]
+) -> None:
+    site = make_site()
+    a, b = world.a, world.b
+    assert site.deploy(a).returncode == 0
+    never_built = "f00d" * 10
+    _forge(site, "production", sha=never_built, digest="sha256:" + "0" * 64)
+    assert site.deploy(b).returncode == 0
+    back = site.rollback()
+    assert back.returncode == 0, back.stderr
+    assert back.record["image_sha"] == a.sha
+    site.assert_runs(a)
+    warning = next(line for line in back.stderr.splitlines() if never_built in line)
+    assert warning.startswith("shatag: skipped the deploy record of attempt forged-production")
+    assert "is not in the registry" in warning
+
+
+def test_a_forged_digest_elsewhere_blocks_only_what_it_must(
+    world: World, make_site: Callable[..., Site]
+) -> None:
+    site = make_site()
+    a, b = world.a, world.b
+    assert site.deploy(a).returncode == 0
+    assert site.deploy(b).returncode == 0
+    forged = "sha256:" + "e" * 64
+    # Written after production's history, so read first (newest history first).
+    _forge(site, "evil", sha=a.sha, digest=forged)
+    _forge(site, "evil", sha=b.sha, digest=forged)
+    # production ran A and B with the registry's digests: its own records decide.
+    again = site.deploy(b)
+    assert again.returncode == 0, again.stderr
+    back = site.rollback(f"--sha={a.sha}")
+    assert back.returncode == 0, back.stderr
+    site.assert_runs(a)
+    # a third environment that never ran A: production ran the registry's digest, so the
+    # forged record is a warning naming it, not a block.
+    spec = json.loads(site.config.read_text())
+    qa_file = site.dir / "qa.auto.tfvars.json"
+    qa_file.write_text(TFVARS_TEXT)
+    spec["shatag"]["environments"]["qa"] = {
+        "repository_type": "canonical",
+        "targets": [{"kind": "tfvars", "path": str(qa_file)}],
+    }
+    site.config.write_text(json.dumps(spec))
+    _forge(site, "evil", sha=a.sha, digest=forged)  # the newest history again
+    qa = site.inv("deploy", f"--sha={a.sha}", "--env=qa")
+    assert qa.returncode == 0, qa.stderr
+    assert json.loads(qa_file.read_text())["image_digest"] == a.digest
+    ignored = next(x for x in qa.stderr.splitlines() if "forged-evil" in x)
+    assert ignored.startswith("shatag: ignored the deploy record of attempt forged-evil")
+    assert forged in ignored
+    assert a.digest in ignored
+    # an environment that never ran B: the conflict blocks it, and names the record.
+    other = make_site()
+    _forge(other, "evil", sha=b.sha, digest=forged)
+    blocked = other.deploy(b)
+    assert blocked.returncode != 0
+    line = next(x for x in blocked.stderr.splitlines() if x.startswith("error: "))
+    assert line.startswith("error: DIGEST_MISMATCH: ")
+    for part in ("'evil'", "forged-evil", forged, b.digest, "2026-01-02T03:04:05.000Z"):
+        assert part in line, (part, line)
+    assert "now points at" not in line  # the registry is not blamed for a record
+
+
+def test_an_unreadable_record_on_the_git_ledger_is_reported_with_its_commit_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    remote = GitRemote(tmp_path)
+    writer = GitLedger(remote.clone(), "origin", env=dict(os.environ))
+    good = HistoryRecord(
+        action="deploy", env="production", sha="1" * 40, digest="sha256:" + "1" * 64, result="ok"
+    )
+    writer.store("production").append(good)
+    # A commit whose record.json is not JSON, pushed on top with plain git.
+    refs = writer.refs
+    ref = GitLedger.history_ref("production")
+    old = writer.head(ref)
+    bad = refs.commit("{not json\n", RECORD_FILE, old, "hand-made\n")
+    assert refs.push([(bad, ref, old)])
+    reader = GitLedger(remote.clone(), "origin", env=dict(os.environ))
+    with caplog.at_level(logging.WARNING, logger="shatag.ledger"):
+        assert reader.store("production").newest() == [good]
+        assert reader.store("production").current() == good  # reported once, not per query
+    reports = [r.getMessage() for r in caplog.records if bad in r.getMessage()]
+    assert len(reports) == 1, caplog.text
+    assert "refs/shatag/production" in reports[0]
+    assert "skipped" in reports[0]

@@ -240,8 +240,8 @@ class Route:
         if expected is not None and expected[0] != image.digest:
             recorded, where = expected
             raise DigestMismatch(
-                f"{image.repository}:{image.sha} now points at {image.digest}, but {where} "
-                f"recorded {recorded}: {self.mismatch_advice}"
+                f"the registry holds {image.repository}:{image.sha} as {image.digest}, but "
+                f"{where} recorded {recorded} for it: {self.mismatch_advice}"
             )
         return image, verify_image(settings.signing, image.by_digest, env=env)
 
@@ -253,13 +253,44 @@ def _publish_names(envcfg: EnvironmentConfig) -> None:
     register_public([envcfg.name, *(name for t in envcfg.targets for name in (t.label, *t.claims))])
 
 
-def recorded_elsewhere(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
-    """``(digest, where)`` another environment's history recorded for the image's SHA in its
-    repository, if any: the digest guard's fallback for deploy and rollback."""
-    found = ledger.known_digest(image.sha, str(image.repository))
-    if found is None:
-        return None
-    return found[1], f"the deployment history of {found[0]!r}"
+def recorded_elsewhere(ledger: Ledger, image: ImageRef, *, own: str = "") -> tuple[str, str] | None:
+    """``(digest, where)`` the environments' histories recorded for the image's SHA in its
+    repository, if any: the digest guard of deploy and rollback.
+
+    A record is data anyone with write access to the ledger may have written (issue 24, item
+    4), so a conflicting record blocks only what it must: the record of the ``own``
+    environment, if it ran the SHA, decides; else, when some environment ran the registry's
+    digest, a conflicting record elsewhere is a warning naming it; only when none did does
+    the first conflicting record stand (and the error names it)."""
+    found = ledger.records_of(image.sha, str(image.repository))
+    ran_here = next(((env, r) for env, r in found if env == own), None)
+    if ran_here is not None:
+        return ran_here[1].digest, describe_record(*ran_here)
+    agreeing = [(env, r) for env, r in found if r.digest == image.digest]
+    conflicting = [(env, r) for env, r in found if r.digest != image.digest]
+    if agreeing:
+        for env, record in conflicting:
+            log.warning(
+                "ignored %s: it says %s ran as %s, but the registry holds %s, as %s recorded",
+                describe_record(env, record),
+                image.sha,
+                record.digest,
+                image.digest,
+                describe_record(*agreeing[0]),
+            )
+        return image.digest, describe_record(*agreeing[0])
+    if conflicting:
+        return conflicting[0][1].digest, describe_record(*conflicting[0])
+    return None
+
+
+def describe_record(env: str, record: HistoryRecord) -> str:
+    """How an error or warning names one history record: environment, attempt, time, who."""
+    when = record.finished_at or record.started_at or "at an unknown time"
+    return (
+        f"the {record.action} record of attempt {record.attempt or '-'} ({when}, by "
+        f"{record.initiated_by}) in the deployment history of {env!r}"
+    )
 
 
 def deploy(
@@ -284,15 +315,16 @@ def deploy_route(
     def expected(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
         if request.metadata is not None:
             return _metadata_digest(envcfg, image, request.metadata)
-        return recorded_elsewhere(ledger, image)
+        return recorded_elsewhere(ledger, image, own=envcfg.name)
 
     route = Route(
         action="deploy",
         holder=f"deploy {sha[:12]} by {initiated_by(env)}",
         choose=lambda _ledger: sha,
         expected=expected,
-        mismatch_advice="the tag was re-pointed after it was built. Nothing was deployed; "
-        "investigate the registry before deploying this SHA",
+        mismatch_advice="either the tag was re-pointed after that record was written, or the "
+        "record is wrong. Nothing was deployed; compare the registry with that record before "
+        "deploying this SHA",
     )
     return envcfg, route
 

@@ -21,15 +21,26 @@ True
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shatag.app.deploy import DeployRecord, LineSink, Route, recorded_elsewhere, run_switch
+from shatag.app.deploy import (
+    DeployRecord,
+    LineSink,
+    Route,
+    describe_record,
+    recorded_elsewhere,
+    resolve_image,
+    run_switch,
+)
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, ensure_immutable_tag, validate_sha
 from shatag.errors import MissingTag, NoRollbackTarget
 from shatag.ledger import Ledger
-from shatag.ledger.history import initiated_by, walk_back_target
+from shatag.ledger.history import HistoryRecord, initiated_by, walk_back_candidates
+
+log = logging.getLogger("shatag.rollback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,30 +74,55 @@ def rollback_route(
     def choose(ledger: Ledger) -> str:
         if sha is not None:
             return sha
-        previous = walk_back_target(ledger.iter_newest())  # issue 14, item 11
+        candidates = walk_back_candidates(ledger.iter_newest())  # issue 14, item 11
+        previous = _first_held(settings, envcfg, candidates, env=env)
         if previous is None:
             current = ledger.current()
             now = f"it runs {current.sha}" if current else "it has no successful deployment"
             raise NoRollbackTarget(
                 f"environment {envcfg.name!r} has no earlier successful deployment with a "
-                f"different SHA to roll back to ({now}; releases it was rolled back from are "
-                "skipped); pass --sha=<40hex> explicitly"
+                f"different SHA to roll back to ({now}; releases it was rolled back from, and "
+                "records of SHAs the registry does not hold, are skipped); pass "
+                "--sha=<40hex> explicitly"
             )
         return previous.sha
 
     def expected(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
-        recorded = ledger.digest_for(image.sha, str(image.repository))
-        if recorded is not None:
-            return recorded, f"the deployment history of {envcfg.name!r}"
-        return recorded_elsewhere(ledger, image)
+        return recorded_elsewhere(ledger, image, own=envcfg.name)
 
     route = Route(
         action="rollback",
         holder=f"rollback {(sha or 'previous')[:12]} by {initiated_by(env)}",
         choose=choose,
         expected=expected,
-        mismatch_advice="the tag was rebuilt or re-pointed, so this is not the release that "
-        "ran. Nothing was changed; roll back by digest only after investigating",
+        mismatch_advice="either the tag was rebuilt or re-pointed, so this is not the release "
+        "that ran, or the record is wrong. Nothing was changed; roll back by digest only after "
+        "investigating",
         staging_only=MissingTag,
     )
     return envcfg, route
+
+
+def _first_held(
+    settings: Settings,
+    envcfg: EnvironmentConfig,
+    candidates: list[HistoryRecord],
+    *,
+    env: Mapping[str, str],
+) -> HistoryRecord | None:
+    """The nearest walk-back candidate whose SHA the environment's registry holds. A record
+    naming a SHA that was never built (or was deleted) is data, not an instruction: it is
+    skipped with a warning (issue 24, item 4)."""
+    for candidate in candidates:
+        try:
+            resolve_image(settings, envcfg, candidate.sha, env=env, staging_only=MissingTag)
+        except MissingTag:
+            log.warning(
+                "skipped %s as the rollback target: %s is not in the registry for %r",
+                describe_record(envcfg.name, candidate),
+                candidate.sha,
+                envcfg.name,
+            )
+            continue
+        return candidate
+    return None

@@ -233,7 +233,12 @@ class RecordQueries(abc.ABC):
         """The digest this environment last ran (or validated) for ``sha`` -- from
         ``repository`` only, when given (the same commit may be built into staging and
         canonical with different digests)."""
-        return next((r.digest for r in self.iter_newest() if _ran(r, sha, repository)), None)
+        record = self.record_for(sha, repository)
+        return record.digest if record is not None else None
+
+    def record_for(self, sha: str, repository: str | None = None) -> HistoryRecord | None:
+        """The newest record saying which digest ``sha`` ran as (see :meth:`digest_for`)."""
+        return next((r for r in self.iter_newest() if _ran(r, sha, repository)), None)
 
     def find_attempt(self, attempt: str, *, within: int = 50) -> HistoryRecord | None:
         """The record of one deploy attempt, if it is among the newest ``within``."""
@@ -295,13 +300,19 @@ class HistoryStore(RecordQueries):
                 if repository is None or indexed_repository == repository:
                     return digest
             return None
+        record = self.record_for(sha, repository)
+        return record.digest if record is not None else None
+
+    def record_for(self, sha: str, repository: str | None = None) -> HistoryRecord | None:
+        """:meth:`RecordQueries.record_for` by a backwards scan that parses only the lines
+        holding the SHA."""
         needle = sha.encode("ascii", "replace")
         for raw in _reverse_lines(self.path):
             if needle not in raw:  # skip parsing lines that cannot match: a miss stays fast
                 continue
             record = HistoryRecord.from_json(raw)
             if record is not None and _ran(record, sha, repository):
-                return record.digest
+                return record
         return None
 
 
@@ -368,6 +379,29 @@ def known_digest(
             if digest:
                 return env_dir.name, digest
     return None
+
+
+def records_of(
+    state_dir: Path, sha: str, repository: str | None = None
+) -> list[tuple[str, HistoryRecord]]:
+    """``(env, record)``: each environment's newest record of the digest ``sha`` ran as (in
+    ``repository``), most recently written history first. The per-SHA index answers which
+    environments hold the SHA; only those are read, backwards, up to the record."""
+    try:
+        env_dirs = [p for p in state_dir.iterdir() if (p / HISTORY_FILE).is_file()]
+    except OSError:
+        return []
+    env_dirs.sort(key=lambda p: (p / HISTORY_FILE).stat().st_mtime, reverse=True)
+    found: list[tuple[str, HistoryRecord]] = []
+    for env_dir in env_dirs:
+        with contextlib.suppress(ValueError):
+            store = HistoryStore(state_dir, env_dir.name)
+            if store.digest_for(sha, repository) is None:
+                continue
+            record = store.record_for(sha, repository)
+            if record is not None:
+                found.append((env_dir.name, record))
+    return found
 
 
 def _cut_torn_tail(fd: int) -> None:
@@ -443,6 +477,19 @@ def walk_back_target(newest_first: Iterable[HistoryRecord]) -> HistoryRecord | N
     >>> walk_back_target(reversed([r("A"), r("B"), r("A", "rollback")])) is None
     True
     """
+    candidates = walk_back_candidates(newest_first)
+    return candidates[0] if candidates else None
+
+
+def walk_back_candidates(newest_first: Iterable[HistoryRecord]) -> list[HistoryRecord]:
+    """The releases below the top of :func:`walk_back_target`'s stack, nearest first: where
+    the default rollback goes, and where it goes next when a record names a SHA the registry
+    does not hold (a ledger record is data, not an instruction: issue 24, item 4).
+
+    >>> r = lambda sha, action="deploy": HistoryRecord(action, "e", sha, "d", "ok")
+    >>> [c.sha for c in walk_back_candidates(reversed([r("A"), r("X"), r("B")]))]
+    ['X', 'A']
+    """
     window: list[HistoryRecord] = []
     for record in newest_first:
         if record.ok:
@@ -459,4 +506,4 @@ def walk_back_target(newest_first: Iterable[HistoryRecord]) -> HistoryRecord | N
             stack[-1] = record
         else:
             stack.append(record)
-    return stack[-2] if len(stack) >= 2 else None
+    return stack[-2::-1]
