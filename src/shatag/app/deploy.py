@@ -25,6 +25,7 @@ The environment's state (history, lock, journal) is reached through :mod:`shatag
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shlex
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from shatag._sys import signals, subproc
 from shatag.config import EnvironmentConfig, Settings
@@ -620,21 +621,45 @@ def _apply_all(
         # From here on a SIGTERM/SIGINT/SIGHUP is noted, not raised: the switch completes.
         signals.hold_to_end()
     except BaseException as exc:
+        where = applied[-1].label if applied else "the apply command"
         with signals.hold():  # the undo runs to its end, whatever signal comes next
             problems = _restore_all(applied)
+            failure = _os_failure(exc, where, undone=not problems)
             # A ledger that refuses the record or a state fs that fails the append is logged;
             # the original failure is what the operator needs (issue 14, item 9).
-            _record_failure(ledger, base, started, exc)
+            _record_failure(ledger, base, started, failure or exc)
             if not problems:
                 ledger.clear_journal()
             # else: keep the journal, so the next deploy/rollback of this environment restores
             # what this one could not (e.g. the docker daemon went away mid-switch).
         if problems:
             raise DeployFailed(
-                f"{exc}; restoring the previous state also failed: {'; '.join(problems)}"
+                f"{failure or exc}; restoring the previous state also failed: {'; '.join(problems)}"
             ) from None
+        if failure is not None:
+            raise failure from None
         raise
     return applied
+
+
+#: A file system that cannot take a write: a full disk, a quota, a read-only mount.
+_NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def _os_failure(exc: BaseException, where: str, *, undone: bool) -> ShatagError | None:
+    """The documented error for an OSError a target let through mid-switch (issue 24, item 7):
+    STATE_ERROR when the file system is full or read-only (the docker target's proxy state
+    lives in the state dir), else DEPLOY_FAILED -- never an ``OSError`` code in history."""
+    if not isinstance(exc, OSError):
+        return None
+    place = f" ({exc.filename})" if exc.filename else ""
+    then = "; every target was put back on the previous release" if undone else ""
+    if exc.errno in _NO_ROOM:
+        return StateError(
+            f"{where}: a write failed{place}: {describe_os_error(exc)}{then}. Free space (in "
+            "the state directory, or the file system named) and deploy again"
+        )
+    return DeployFailed(f"{where}: {describe_os_error(exc)}{place}{then}")
 
 
 def _commit_all(targets: list[Target], ledger: Ledger, envcfg: EnvironmentConfig) -> None:
