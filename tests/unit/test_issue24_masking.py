@@ -1,12 +1,15 @@
-"""Issue 24, item 3: masking never touches recorded data (the pure pieces; the real deploy,
-rollback and docker labels are in tests/integration/test_issue24_records.py)."""
+"""Issue 24, items 3 and 4: masking never touches recorded data, and an unreadable record is
+reported (the pure pieces; the real deploy, rollback, docker labels and git ledger are in
+tests/integration/test_issue24_records.py)."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -98,3 +101,24 @@ def test_data_output_of_a_tool_is_returned_as_written() -> None:
     code = f"print('{SHA}')"
     assert subproc.run([sys.executable, "-c", code], timeout=30, data=True).stdout == SHA + "\n"
     assert subproc.run([sys.executable, "-c", code], timeout=30).stdout == "***\n"
+
+
+def test_an_unreadable_line_of_the_local_history_is_reported_once_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shatag.ledger.history import HistoryStore
+
+    store = HistoryStore(tmp_path, "production")
+    first = HistoryRecord("deploy", "production", SHA, DIGEST, "ok", attempt="one")
+    second = HistoryRecord("deploy", "production", "ef" * 20, DIGEST, "ok", attempt="two")
+    store.append(first)
+    with store.path.open("ab") as fh:
+        fh.write(b'{"action": "deploy", "sha": 42}\n')  # JSON, but not a history record
+    store.append(second)
+    with caplog.at_level(logging.WARNING, logger="shatag.ledger"):
+        assert store.newest() == [second, first]
+        assert store.current() == second
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 1, reports
+    assert str(store.path) in reports[0]
+    assert "skipped" in reports[0]

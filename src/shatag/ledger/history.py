@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -33,6 +34,8 @@ from shatag.ledger import shaindex
 
 Action = Literal["deploy", "rollback"]
 Outcome = Literal["ok", "failed"]
+
+log = logging.getLogger("shatag.ledger")
 
 HISTORY_FILE: Final = "history.jsonl"
 _BLOCK: Final = 64 * 1024
@@ -291,6 +294,8 @@ class HistoryStore(RecordQueries):
             record = HistoryRecord.from_json(raw)
             if record is not None:
                 yield record
+            else:
+                _report_unreadable(self.path, raw)
 
     def digest_for(self, sha: str, repository: str | None = None) -> str | None:
         """:meth:`RecordQueries.digest_for` from the per-SHA index, else by a backwards scan
@@ -314,6 +319,24 @@ class HistoryStore(RecordQueries):
             if record is not None and _ran(record, sha, repository):
                 return record
         return None
+
+
+#: Unreadable lines already reported, as ``(history path, line)`` (once per process).
+_REPORTED: set[tuple[str, bytes]] = set()
+
+
+def _report_unreadable(path: Path, raw: bytes) -> None:
+    """A complete line that is not a history record (hand-edited, foreign) is skipped and
+    reported once: a record is data, not an instruction (issue 24, item 4)."""
+    key = (str(path), raw)
+    if key not in _REPORTED:
+        _REPORTED.add(key)
+        log.warning(
+            "skipped a line of %s: it is not a readable history record (%r...); it is not "
+            "counted as a deployment",
+            path,
+            raw[:60].decode("utf-8", "replace"),
+        )
 
 
 class _Records(Protocol):
