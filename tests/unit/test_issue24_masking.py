@@ -122,3 +122,16 @@ def test_an_unreadable_line_of_the_local_history_is_reported_once_and_skipped(
     assert len(reports) == 1, reports
     assert str(store.path) in reports[0]
     assert "skipped" in reports[0]
+
+
+def test_github_outputs_and_step_summary_keep_the_identifiers(tmp_path: Path) -> None:
+    from shatag.output import github_outputs, step_summary
+
+    register([SHA, "hunter2-token"])
+    env = {"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(tmp_path / "sum")}
+    github_outputs({"image_sha": SHA, "note": "hunter2-token"}, env=env)
+    step_summary("shatag deploy", {"previous_sha": SHA, "note": "hunter2-token"}, env=env)
+    assert (tmp_path / "out").read_text() == f"image_sha={SHA}\nnote=***\n"
+    summary = (tmp_path / "sum").read_text()
+    assert f"| previous_sha | `{SHA}` |" in summary
+    assert "| note | `***` |" in summary
