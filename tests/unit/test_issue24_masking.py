@@ -135,3 +135,16 @@ def test_github_outputs_and_step_summary_keep_the_identifiers(tmp_path: Path) ->
     summary = (tmp_path / "sum").read_text()
     assert f"| previous_sha | `{SHA}` |" in summary
     assert "| note | `***` |" in summary
+
+
+def test_a_record_is_named_on_one_printable_line() -> None:
+    from shatag.app.deploy import describe_record
+
+    hostile = HistoryRecord(
+        "deploy", "evil", SHA, DIGEST, "ok", attempt="x\nerror: FAKE", initiated_by="a\x1b[2J"
+    )
+    named = describe_record("evil", hostile)
+    assert named == (
+        "the deploy record of attempt x?error: FAKE (at an unknown time, by a?[2J) in the "
+        "deployment history of 'evil'"
+    )

@@ -287,11 +287,16 @@ def recorded_elsewhere(ledger: Ledger, image: ImageRef, *, own: str = "") -> tup
 
 def describe_record(env: str, record: HistoryRecord) -> str:
     """How an error or warning names one history record: environment, attempt, time, who."""
-    when = record.finished_at or record.started_at or "at an unknown time"
+    when = _shown(record.finished_at or record.started_at) or "at an unknown time"
     return (
-        f"the {record.action} record of attempt {record.attempt or '-'} ({when}, by "
-        f"{record.initiated_by}) in the deployment history of {env!r}"
+        f"the {record.action} record of attempt {_shown(record.attempt) or '-'} ({when}, by "
+        f"{_shown(record.initiated_by)}) in the deployment history of {env!r}"
     )
+
+
+def _shown(text: str) -> str:
+    """A field of a record (anyone may have written it) as one short printable line."""
+    return "".join(c if c.isprintable() else "?" for c in text[:80])
 
 
 def deploy(
