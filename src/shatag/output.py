@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shatag.errors import InvalidInput
-from shatag.masking import mask
+from shatag.masking import mask, mask_record
 
 #: The command the user runs (``inv`` or ``shatag``): hints in messages name it (issue 13).
 PROGRAM = "inv"
@@ -44,9 +44,10 @@ def as_run(message: str) -> str:
 
 
 def emit_json(record: Mapping[str, Any], *, stream: TextIO | None = None) -> None:
-    """Write one JSON line (the machine record of a phase) to stdout."""
+    """Write one JSON line (the machine record of a phase) to stdout: its free text masked,
+    its identifying fields as they are (:func:`shatag.masking.mask_record`)."""
     out = stream or sys.stdout
-    out.write(mask(json.dumps(record, separators=(", ", ": "), default=str)) + "\n")
+    out.write(json.dumps(mask_record(record), separators=(", ", ": "), default=str) + "\n")
     out.flush()
 
 
@@ -99,10 +100,10 @@ def github_outputs(values: Mapping[str, str], *, env: Mapping[str, str]) -> None
     if not target:
         return
     lines = []
-    for key, value in values.items():
+    for key, value in mask_record(values).items():  # identifiers as they are (issue 24)
         if "\n" in value or "\r" in value or "\n" in key:
             raise InvalidInput(f"GitHub output {key!r} must be a single line")
-        lines.append(mask(f"{key}={value}") + "\n")
+        lines.append(f"{key}={value}\n")
     with Path(target).open("a", encoding="utf-8") as fh:
         fh.writelines(lines)
 
@@ -113,8 +114,8 @@ def step_summary(title: str, rows: Mapping[str, Any], *, env: Mapping[str, str])
     if not target:
         return
     body = [f"### {title}", "", "| key | value |", "| --- | --- |"]
-    for key, value in rows.items():
-        cell = mask(str(value)).replace("|", "\\|").replace("\n", " ")
+    for key, value in mask_record(rows).items():  # identifiers as they are (issue 24)
+        cell = str(value).replace("|", "\\|").replace("\n", " ")
         body.append(f"| {key} | `{cell}` |")
     with Path(target).open("a", encoding="utf-8") as fh:
         fh.write("\n".join(body) + "\n\n")

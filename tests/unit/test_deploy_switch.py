@@ -14,7 +14,7 @@ import pytest
 from shatag.app.deploy import _metadata_digest, recover_interrupted, switch
 from shatag.config import Settings
 from shatag.core import ImageRef, parse_repository
-from shatag.errors import ConfigError, InvalidInput, PolicyViolation
+from shatag.errors import ConfigError, DeployFailed, InvalidInput, PolicyViolation
 from shatag.ledger import JOURNAL_FILE, open_ledger
 from shatag.ledger.history import HistoryStore, catalog, format_catalog
 from shatag.supplychain.evidence import SignatureOutcome
@@ -129,12 +129,17 @@ def test_apply_time_failure_restores_and_records_failed(
         raise OSError("disk full")
 
     monkeypatch.setattr(TfvarsTarget, "apply", broken_apply)
-    with pytest.raises(OSError, match="disk full"):
+    # A bare OSError is a documented code, in the error and in history (issue 24, item 7).
+    with pytest.raises(DeployFailed, match="disk full"):
         do_switch(settings, B)
     assert (tmp_path / "deploy.yaml").read_text() == sdl_before
     store = HistoryStore(settings.state_dir, "prod")
     newest = store.newest()
-    assert (newest[0].sha, newest[0].result, newest[0].error_code) == (B.sha, "failed", "OSError")
+    assert (newest[0].sha, newest[0].result, newest[0].error_code) == (
+        B.sha,
+        "failed",
+        "DEPLOY_FAILED",
+    )
     current = store.current()
     assert current is not None
     assert current.sha == A.sha

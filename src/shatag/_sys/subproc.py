@@ -69,6 +69,7 @@ def run(
     cwd: str | None = None,
     stdin: str = "",
     stdout_to: IO[bytes] | None = None,
+    data: bool = False,
 ) -> Result:
     """Run ``argv`` and return its :class:`Result`.
 
@@ -77,6 +78,8 @@ def run(
     ``stdin`` is written to the program's standard input (e.g. ``git cat-file --batch``).
     ``stdout_to``: a binary file the program's standard output goes to, byte for byte (blobs
     of ``git cat-file --batch``); ``Result.stdout`` is then empty.
+    ``data``: stdout is data shatag parses (a ledger record), returned as the program wrote
+    it -- masking would corrupt it (issue 24, item 3); the caller masks what it prints.
     """
     from shatag.masking import registered
 
@@ -115,15 +118,16 @@ def run(
     result = Result(
         command=shown,
         returncode=code,
-        stdout=mask(output.text("stdout"), secrets),
+        stdout=output.text("stdout") if data else mask(output.text("stdout"), secrets),
         stderr=mask(output.text("stderr"), secrets),
     )
     if check and code != 0:
+        said = result.stderr or mask(result.stdout, secrets)
         raise ToolFailure(
-            f"{argv[0]} exited with status {code}: {_tail(result.stderr or result.stdout)}",
+            f"{argv[0]} exited with status {code}: {_tail(said)}",
             command=shown,
             returncode=code,
-            output=result.stderr or result.stdout,
+            output=said,
         )
     return result
 

@@ -25,6 +25,7 @@ The environment's state (history, lock, journal) is reached through :mod:`shatag
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shlex
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from shatag._sys import signals, subproc
 from shatag.app.policy import attest_switch, check_image, refuse_quarantined
@@ -53,6 +54,7 @@ from shatag.ledger import Ledger, open_ledger
 from shatag.ledger.history import Action, HistoryRecord, initiated_by, utc_now
 from shatag.ledger.statedir import check_state_dir
 from shatag.ledger.statedir import describe as describe_os_error
+from shatag.masking import register_public
 from shatag.supplychain.evidence import SignatureOutcome
 from shatag.supplychain.metadata import load_metadata
 from shatag.supplychain.registry import RegistryClient, open_registry
@@ -252,25 +254,70 @@ class Route:
         if sha in self.checked:
             return self.checked[sha]
         refuse_quarantined(ledger, sha)
+        register_public([sha])
         image = resolve_image(settings, envcfg, sha, env=env, staging_only=self.staging_only)
+        register_public([image.digest, image.pinned])
         expected = self.expected(ledger, image)
         if expected is not None and expected[0] != image.digest:
             recorded, where = expected
             raise DigestMismatch(
-                f"{image.repository}:{image.sha} now points at {image.digest}, but {where} "
-                f"recorded {recorded}: {self.mismatch_advice}"
+                f"the registry holds {image.repository}:{image.sha} as {image.digest}, but "
+                f"{where} recorded {recorded} for it: {self.mismatch_advice}"
             )
         self.checked[sha] = image, check_image(settings, envcfg, image, env=env)
         return self.checked[sha]
 
 
-def recorded_elsewhere(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
-    """``(digest, where)`` another environment's history recorded for the image's SHA in its
-    repository, if any: the digest guard's fallback for deploy and rollback."""
-    found = ledger.known_digest(image.sha, str(image.repository))
-    if found is None:
-        return None
-    return found[1], f"the deployment history of {found[0]!r}"
+def _publish_names(envcfg: EnvironmentConfig) -> None:
+    """The environment's and its targets' names are printed and recorded in clear: a
+    "secret" equal to one is not masked (issue 24, item 3) -- masking it would turn the
+    docker target's own ``shatag.target`` label into ``***`` (NOT_OWNED)."""
+    register_public([envcfg.name, *(name for t in envcfg.targets for name in (t.label, *t.claims))])
+
+
+def recorded_elsewhere(ledger: Ledger, image: ImageRef, *, own: str = "") -> tuple[str, str] | None:
+    """``(digest, where)`` the environments' histories recorded for the image's SHA in its
+    repository, if any: the digest guard of deploy and rollback.
+
+    A record is data anyone with write access to the ledger may have written (issue 24, item
+    4), so a conflicting record blocks only what it must: the record of the ``own``
+    environment, if it ran the SHA, decides; else, when some environment ran the registry's
+    digest, a conflicting record elsewhere is a warning naming it; only when none did does
+    the first conflicting record stand (and the error names it)."""
+    found = ledger.records_of(image.sha, str(image.repository))
+    ran_here = next(((env, r) for env, r in found if env == own), None)
+    if ran_here is not None:
+        return ran_here[1].digest, describe_record(*ran_here)
+    agreeing = [(env, r) for env, r in found if r.digest == image.digest]
+    conflicting = [(env, r) for env, r in found if r.digest != image.digest]
+    if agreeing:
+        for env, record in conflicting:
+            log.warning(
+                "ignored %s: it says %s ran as %s, but the registry holds %s, as %s recorded",
+                describe_record(env, record),
+                image.sha,
+                record.digest,
+                image.digest,
+                describe_record(*agreeing[0]),
+            )
+        return image.digest, describe_record(*agreeing[0])
+    if conflicting:
+        return conflicting[0][1].digest, describe_record(*conflicting[0])
+    return None
+
+
+def describe_record(env: str, record: HistoryRecord) -> str:
+    """How an error or warning names one history record: environment, attempt, time, who."""
+    when = _shown(record.finished_at or record.started_at) or "at an unknown time"
+    return (
+        f"the {record.action} record of attempt {_shown(record.attempt) or '-'} ({when}, by "
+        f"{_shown(record.initiated_by)}) in the deployment history of {env!r}"
+    )
+
+
+def _shown(text: str) -> str:
+    """A field of a record (anyone may have written it) as one short printable line."""
+    return "".join(c if c.isprintable() else "?" for c in text[:80])
 
 
 def deploy(
@@ -295,15 +342,16 @@ def deploy_route(
     def expected(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
         if request.metadata is not None:
             return _metadata_digest(envcfg, image, request.metadata)
-        return recorded_elsewhere(ledger, image)
+        return recorded_elsewhere(ledger, image, own=envcfg.name)
 
     route = Route(
         action="deploy",
         holder=f"deploy {sha[:12]} by {initiated_by(env)}",
         choose=lambda _ledger: sha,
         expected=expected,
-        mismatch_advice="the tag was re-pointed after it was built. Nothing was deployed; "
-        "investigate the registry before deploying this SHA",
+        mismatch_advice="either the tag was re-pointed after that record was written, or the "
+        "record is wrong. Nothing was deployed; compare the registry with that record before "
+        "deploying this SHA",
     )
     return envcfg, route
 
@@ -320,6 +368,7 @@ def run_switch(
     attempt, resolve the SHA in the registry, guard its digest, verify it, switch."""
     if settings.state_backend == "local":
         check_state_dir(settings.state_dir, envcfg.name)  # STATE_ERROR before any change
+    _publish_names(envcfg)
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
         shared = settings.state_backend != "local"
@@ -398,6 +447,7 @@ def plan_switch(
     """Every check :func:`run_switch` makes (registry, repository policy, digest guard,
     signature), then each target's :meth:`~shatag.targets.Target.plan`. Changes nothing: no
     lock, no recovery, no file, no container, no history (issue 13, item 5)."""
+    _publish_names(envcfg)
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     image, signature = route.checked_image(settings, envcfg, ledger, env)
     # state_dir and runtime_dir: the docker kind finds its proxy (and what it serves) there;
@@ -616,21 +666,45 @@ def _apply_all(
         # From here on a SIGTERM/SIGINT/SIGHUP is noted, not raised: the switch completes.
         signals.hold_to_end()
     except BaseException as exc:
+        where = applied[-1].label if applied else "the apply command"
         with signals.hold():  # the undo runs to its end, whatever signal comes next
             problems = _restore_all(applied)
+            failure = _os_failure(exc, where, undone=not problems)
             # A ledger that refuses the record or a state fs that fails the append is logged;
             # the original failure is what the operator needs (issue 14, item 9).
-            _record_failure(ledger, base, started, exc)
+            _record_failure(ledger, base, started, failure or exc)
             if not problems:
                 ledger.clear_journal()
             # else: keep the journal, so the next deploy/rollback of this environment restores
             # what this one could not (e.g. the docker daemon went away mid-switch).
         if problems:
             raise DeployFailed(
-                f"{exc}; restoring the previous state also failed: {'; '.join(problems)}"
+                f"{failure or exc}; restoring the previous state also failed: {'; '.join(problems)}"
             ) from None
+        if failure is not None:
+            raise failure from None
         raise
     return applied
+
+
+#: A file system that cannot take a write: a full disk, a quota, a read-only mount.
+_NO_ROOM: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def _os_failure(exc: BaseException, where: str, *, undone: bool) -> ShatagError | None:
+    """The documented error for an OSError a target let through mid-switch (issue 24, item 7):
+    STATE_ERROR when the file system is full or read-only (the docker target's proxy state
+    lives in the state dir), else DEPLOY_FAILED -- never an ``OSError`` code in history."""
+    if not isinstance(exc, OSError):
+        return None
+    place = f" ({exc.filename})" if exc.filename else ""
+    then = "; every target was put back on the previous release" if undone else ""
+    if exc.errno in _NO_ROOM:
+        return StateError(
+            f"{where}: a write failed{place}: {describe_os_error(exc)}{then}. Free space (in "
+            "the state directory, or the file system named) and deploy again"
+        )
+    return DeployFailed(f"{where}: {describe_os_error(exc)}{place}{then}")
 
 
 def _commit_all(targets: list[Target], ledger: Ledger, envcfg: EnvironmentConfig) -> None:

@@ -25,7 +25,14 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from shatag.app.deploy import DeployRecord, LineSink, Route, recorded_elsewhere, run_switch
+from shatag.app.deploy import (
+    DeployRecord,
+    LineSink,
+    Route,
+    describe_record,
+    recorded_elsewhere,
+    run_switch,
+)
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, ensure_immutable_tag, validate_sha
 from shatag.errors import (
@@ -117,36 +124,53 @@ def rollback_route(
             now = f"it runs {current.sha}" if current else "it has no successful deployment"
             raise NoRollbackTarget(
                 f"environment {envcfg.name!r} has no earlier successful deployment with a "
-                f"different SHA to roll back to ({now}; releases it was rolled back from are "
-                "skipped); pass --sha=<40hex> explicitly"
+                f"different SHA to roll back to ({now}; releases it was rolled back from, and "
+                "records of SHAs the registry does not hold, are skipped); pass "
+                "--sha=<40hex> explicitly"
             )
-        return _first_passing(candidates, lambda c: route.check(settings, envcfg, ledger, env, c))
+        return _first_passing(
+            envcfg, candidates, lambda c: route.check(settings, envcfg, ledger, env, c)
+        )
 
     def expected(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
-        recorded = ledger.digest_for(image.sha, str(image.repository))
-        if recorded is not None:
-            return recorded, f"the deployment history of {envcfg.name!r}"
-        return recorded_elsewhere(ledger, image)
+        return recorded_elsewhere(ledger, image, own=envcfg.name)
 
     route = Route(
         action="rollback",
         holder=f"rollback {(sha or 'previous')[:12]} by {initiated_by(env)}",
         choose=choose,
         expected=expected,
-        mismatch_advice="the tag was rebuilt or re-pointed, so this is not the release that "
-        "ran. Nothing was changed; roll back by digest only after investigating",
+        mismatch_advice="either the tag was rebuilt or re-pointed, so this is not the release "
+        "that ran, or the record is wrong. Nothing was changed; roll back by digest only after "
+        "investigating",
         staging_only=MissingTag,
     )
     return envcfg, route
 
 
-def _first_passing(candidates: list[HistoryRecord], check: Callable[[str], object]) -> str:
-    """The nearest walk-back candidate that passes ``check`` (the route's quarantine and policy
-    check, issue 25); each one skipped is said on stderr; none: NO_ROLLBACK_TARGET naming why."""
+def _first_passing(
+    envcfg: EnvironmentConfig, candidates: list[HistoryRecord], check: Callable[[str], object]
+) -> str:
+    """The nearest walk-back candidate that passes ``check`` (the route's registry lookup,
+    quarantine and policy check); each one skipped is said on stderr; none: NO_ROLLBACK_TARGET
+    naming why.
+
+    A record naming a SHA the registry does not hold (never built, or deleted) is data, not an
+    instruction: skipped with a warning naming the record (issue 24, item 4). A release that
+    fails today's policy or is quarantined is skipped too (issue 25, item 3)."""
     skipped: list[str] = []
     for candidate in candidates:
         try:
             check(candidate.sha)
+        except MissingTag:
+            log.warning(
+                "skipped %s as the rollback target: %s is not in the registry for %r",
+                describe_record(envcfg.name, candidate),
+                candidate.sha,
+                envcfg.name,
+            )
+            skipped.append(f"{candidate.sha}: {MissingTag.code}: not in the registry")
+            continue
         except (Quarantined, PolicyViolation, SignatureRequired) as exc:
             note = f"{candidate.sha}: {exc.code}: {_short(exc)}"
             log.warning("rollback skips %s", note)

@@ -32,7 +32,7 @@ from typing import Final, Protocol
 from shatag._sys.fs import atomic_write_text
 from shatag.config import StateConfig
 from shatag.core import validate_env_name
-from shatag.ledger.history import HistoryRecord, HistoryStore, known_digest
+from shatag.ledger.history import HistoryRecord, HistoryStore, known_digest, records_of
 from shatag.ledger.journal import Journal, checked_journal
 from shatag.ledger.lock import env_lock
 
@@ -75,6 +75,13 @@ class Ledger(Protocol):
 
     def known_digest(self, sha: str, repository: str | None = None) -> tuple[str, str] | None:
         """``(env, digest)`` recorded for ``sha`` by *any* environment, newest history first."""
+        ...
+
+    def records_of(
+        self, sha: str, repository: str | None = None
+    ) -> list[tuple[str, HistoryRecord]]:
+        """``(env, record)``: each environment's newest record of the digest ``sha`` ran as
+        (in ``repository``), newest history first -- the digest guard names the record."""
         ...
 
     def find_attempt(self, attempt: str) -> HistoryRecord | None: ...
@@ -138,6 +145,11 @@ class LocalLedger:
 
     def known_digest(self, sha: str, repository: str | None = None) -> tuple[str, str] | None:
         return known_digest(self.state_dir, sha, repository)
+
+    def records_of(
+        self, sha: str, repository: str | None = None
+    ) -> list[tuple[str, HistoryRecord]]:
+        return records_of(self.state_dir, sha, repository)
 
     def find_attempt(self, attempt: str) -> HistoryRecord | None:
         return self._history.find_attempt(attempt)

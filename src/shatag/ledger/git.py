@@ -95,6 +95,8 @@ class GitLedger:
         #: why, and how old the copy is (``""``: fresh from the remote).
         self.stale = ""
         self._stamp: Path | None = None
+        #: Commits whose unreadable record was already reported (once per process).
+        self.reported: set[str] = set()
 
     @staticmethod
     def history_ref(env: str) -> str:
@@ -205,6 +207,19 @@ class GitLedger:
                     return env, digest
         return None
 
+    def records_of(
+        self, sha: str, repository: str | None = None
+    ) -> list[tuple[str, HistoryRecord]]:
+        """``(env, record)``: each environment's newest record of the digest ``sha`` ran as,
+        newest history first."""
+        found: list[tuple[str, HistoryRecord]] = []
+        for env in self.environments():
+            with contextlib.suppress(ShatagError):
+                record = self.store(env).record_for(sha, repository)
+                if record is not None:
+                    found.append((env, record))
+        return found
+
     def _blob(self, ref: str, name: str) -> str | None:
         oid = self.head(ref)
         return self.refs.blobs([f"{oid}:{name}"])[0] if oid else None
@@ -286,11 +301,9 @@ class GitLedger:
             f"image: {record.image_ref or record.digest}\nprevious: {record.previous_sha or '-'}"
             f"\nby: {record.initiated_by}\nattempt: {record.attempt or '-'}\n"
         )
-        from shatag.masking import mask
-
         # Secrets (an apply command's output in ``error``) are masked before the record is
-        # pushed, as in the local history file (issue 14, item 4).
-        text = mask(record.to_json()) + "\n"
+        # pushed, as in the local history file (issue 14, item 4); its fields are kept.
+        text = record.to_stored_json() + "\n"
         for attempt in range(CAS_RETRIES):
             current = self.store(store.env)
             if record.attempt and current.find_attempt(record.attempt) is not None:
@@ -350,6 +363,23 @@ class GitHistoryStore(RecordQueries):
                 self._ids = out.split()
         return self._ids
 
+    def _parsed(self, commit: str, blob: str | None) -> HistoryRecord | None:
+        """The record of one commit; an unreadable one (no ``record.json``, not a history
+        record) is reported with its commit, once per process, and skipped: a record on a
+        shared ref is data anyone with push access may have written (issue 24, item 4)."""
+        record = HistoryRecord.from_json(blob) if blob else None
+        if record is None and commit not in self.ledger.reported:
+            self.ledger.reported.add(commit)
+            what = "has no record.json" if blob is None else "is not a readable history record"
+            log.warning(
+                "skipped commit %s on %s: it %s (%r...); it is not counted as a deployment",
+                commit,
+                self.ledger.history_ref(self.env),
+                what,
+                (blob or "")[:60],
+            )
+        return record
+
     def iter_newest(self) -> Iterator[HistoryRecord]:
         ids = self._commit_ids()
         index = 0
@@ -357,7 +387,7 @@ class GitHistoryStore(RecordQueries):
             if index >= len(self._records):
                 chunk = ids[len(self._records) : len(self._records) + _CHUNK]
                 blobs = self.ledger.refs.blobs([f"{c}:{RECORD_FILE}" for c in chunk])
-                self._records += [HistoryRecord.from_json(b) if b else None for b in blobs]
+                self._records += [self._parsed(c, b) for c, b in zip(chunk, blobs, strict=True)]
             record = self._records[index]
             index += 1
             if record is not None:
@@ -436,6 +466,11 @@ class GitEnvLedger:
 
     def known_digest(self, sha: str, repository: str | None = None) -> tuple[str, str] | None:
         return self.ledger.known_digest(sha, repository)
+
+    def records_of(
+        self, sha: str, repository: str | None = None
+    ) -> list[tuple[str, HistoryRecord]]:
+        return self.ledger.records_of(sha, repository)
 
     def find_attempt(self, attempt: str) -> HistoryRecord | None:
         return self._store().find_attempt(attempt)

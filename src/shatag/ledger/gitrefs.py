@@ -39,14 +39,21 @@ class GitRefs:
         self.conflicts = 0
 
     def git(
-        self, *args: str, stdin: str = "", check: bool = True, raise_timeout: bool = False
+        self,
+        *args: str,
+        stdin: str = "",
+        check: bool = True,
+        raise_timeout: bool = False,
+        data: bool = False,
     ) -> subproc.Result:
         """Run ``git -C <repo> <args>``; a failure (or, unless ``raise_timeout``, a timeout)
         is LEDGER_UNAVAILABLE."""
         env = git_env(self.env)
         argv = git_argv(self.repo, *args)
         try:
-            return subproc.run(argv, timeout=self.timeout, env=env, stdin=stdin, check=check)
+            return subproc.run(
+                argv, timeout=self.timeout, env=env, stdin=stdin, check=check, data=data
+            )
         except ToolMissing:
             raise LedgerUnavailable(
                 "state_backend git needs the git program on PATH; install git or use "
@@ -158,7 +165,9 @@ class GitRefs:
         """The content of each ``<commit>:<path>`` (``None`` where missing), in one call."""
         if not specs:
             return []
-        out = self.git("cat-file", "--batch", stdin="".join(f"{s}\n" for s in specs)).stdout
+        # Records are data: read as stored, never masked (issue 24, item 3).
+        batch = "".join(f"{s}\n" for s in specs)
+        out = self.git("cat-file", "--batch", stdin=batch, data=True).stdout
         data = out.encode("utf-8")
         found: list[str | None] = []
         pos = 0

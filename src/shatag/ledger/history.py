@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -36,6 +37,8 @@ Action = Literal["deploy", "rollback", "quarantine", "unquarantine"]
 SWITCH_ACTIONS: Final = frozenset({"deploy", "rollback"})
 MARK_ACTIONS: Final = frozenset({"quarantine", "unquarantine"})
 Outcome = Literal["ok", "failed"]
+
+log = logging.getLogger("shatag.ledger")
 
 HISTORY_FILE: Final = "history.jsonl"
 _BLOCK: Final = 64 * 1024
@@ -167,6 +170,13 @@ class HistoryRecord:
     def to_json(self) -> str:
         return json.dumps(self.as_line(), separators=(",", ":"), sort_keys=True)
 
+    def to_stored_json(self) -> str:
+        """:meth:`to_json` with the free text (``error``: an apply command's output) masked
+        and every identifying field as it is (issue 24, item 3): what the ledgers store."""
+        from shatag.masking import mask_record
+
+        return json.dumps(mask_record(self.as_line()), separators=(",", ":"), sort_keys=True)
+
     @classmethod
     def from_json(cls, line: str | bytes) -> HistoryRecord | None:
         """Parse one line; ``None`` for a torn, foreign or otherwise unusable line."""
@@ -240,7 +250,12 @@ class RecordQueries(abc.ABC):
         """The digest this environment last ran (or validated) for ``sha`` -- from
         ``repository`` only, when given (the same commit may be built into staging and
         canonical with different digests)."""
-        return next((r.digest for r in self.iter_newest() if _ran(r, sha, repository)), None)
+        record = self.record_for(sha, repository)
+        return record.digest if record is not None else None
+
+    def record_for(self, sha: str, repository: str | None = None) -> HistoryRecord | None:
+        """The newest record saying which digest ``sha`` ran as (see :meth:`digest_for`)."""
+        return next((r for r in self.iter_newest() if _ran(r, sha, repository)), None)
 
     def quarantine_of(self, sha: str) -> HistoryRecord | None:
         """The quarantine mark that blocks ``sha`` (``None``: never quarantined, or lifted by
@@ -267,11 +282,9 @@ class HistoryStore(RecordQueries):
 
     def append(self, record: HistoryRecord) -> None:
         """Append one record durably in O(1): one ``write`` of the full line, then ``fsync``."""
-        from shatag.masking import mask
-
         # Secrets (an apply command's output in ``error``) are masked before they are stored;
         # the file is private to its owner (issue 14, item 4).
-        line = (mask(record.to_json()) + "\n").encode("utf-8")
+        line = (record.to_stored_json() + "\n").encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -300,6 +313,8 @@ class HistoryStore(RecordQueries):
             record = HistoryRecord.from_json(raw)
             if record is not None:
                 yield record
+            else:
+                _report_unreadable(self.path, raw)
 
     def quarantine_of(self, sha: str) -> HistoryRecord | None:
         return _blocking_mark(_marks_of(self.path, sha))
@@ -312,13 +327,19 @@ class HistoryStore(RecordQueries):
                 if repository is None or indexed_repository == repository:
                     return digest
             return None
+        record = self.record_for(sha, repository)
+        return record.digest if record is not None else None
+
+    def record_for(self, sha: str, repository: str | None = None) -> HistoryRecord | None:
+        """:meth:`RecordQueries.record_for` by a backwards scan that parses only the lines
+        holding the SHA."""
         needle = sha.encode("ascii", "replace")
         for raw in _reverse_lines(self.path):
             if needle not in raw:  # skip parsing lines that cannot match: a miss stays fast
                 continue
             record = HistoryRecord.from_json(raw)
             if record is not None and _ran(record, sha, repository):
-                return record.digest
+                return record
         return None
 
 
@@ -338,6 +359,24 @@ def _marks_of(path: Path, sha: str) -> Iterator[HistoryRecord]:
             record = HistoryRecord.from_json(raw)
             if record is not None and record.sha == sha:
                 yield record
+
+
+#: Unreadable lines already reported, as ``(history path, line)`` (once per process).
+_REPORTED: set[tuple[str, bytes]] = set()
+
+
+def _report_unreadable(path: Path, raw: bytes) -> None:
+    """A complete line that is not a history record (hand-edited, foreign) is skipped and
+    reported once: a record is data, not an instruction (issue 24, item 4)."""
+    key = (str(path), raw)
+    if key not in _REPORTED:
+        _REPORTED.add(key)
+        log.warning(
+            "skipped a line of %s: it is not a readable history record (%r...); it is not "
+            "counted as a deployment",
+            path,
+            raw[:60].decode("utf-8", "replace"),
+        )
 
 
 class _Records(Protocol):
@@ -407,6 +446,29 @@ def known_digest(
             if digest:
                 return env_dir.name, digest
     return None
+
+
+def records_of(
+    state_dir: Path, sha: str, repository: str | None = None
+) -> list[tuple[str, HistoryRecord]]:
+    """``(env, record)``: each environment's newest record of the digest ``sha`` ran as (in
+    ``repository``), most recently written history first. The per-SHA index answers which
+    environments hold the SHA; only those are read, backwards, up to the record."""
+    try:
+        env_dirs = [p for p in state_dir.iterdir() if (p / HISTORY_FILE).is_file()]
+    except OSError:
+        return []
+    env_dirs.sort(key=lambda p: (p / HISTORY_FILE).stat().st_mtime, reverse=True)
+    found: list[tuple[str, HistoryRecord]] = []
+    for env_dir in env_dirs:
+        with contextlib.suppress(ValueError):
+            store = HistoryStore(state_dir, env_dir.name)
+            if store.digest_for(sha, repository) is None:
+                continue
+            record = store.record_for(sha, repository)
+            if record is not None:
+                found.append((env_dir.name, record))
+    return found
 
 
 def _cut_torn_tail(fd: int) -> None:
@@ -488,7 +550,8 @@ def walk_back_target(newest_first: Iterable[HistoryRecord]) -> HistoryRecord | N
 
 def walk_back_candidates(newest_first: Iterable[HistoryRecord]) -> list[HistoryRecord]:
     """Every release :func:`walk_back_target` could go to, nearest first: the stack below the
-    current release. ``inv rollback`` takes the first that passes today's policy and is not
+    current release. ``inv rollback`` takes the first whose SHA the registry holds (a record
+    is data, not an instruction: issue 24, item 4), that passes today's policy and is not
     quarantined (issue 25), saying which it skipped.
 
     >>> r = lambda sha, action="deploy": HistoryRecord(action, "e", sha, "d", "ok")

@@ -360,12 +360,22 @@ class GatedDockerTarget:
             self._proxy.destroy()
             _restore_legacy(self._docker, self.spec.name)
         elif self._switched:
-            self._proxy.route(self._old_dial or None)
+            self._route_back()
         self._switched = False
         try:
             self._remove_attempt()
         finally:
             self._lock.release()
+
+    def _route_back(self) -> None:
+        """Point the proxy back at the old container. The upstream file is replaced
+        atomically, so a write that fails (a full state disk: issue 24, item 7) left it as it
+        was: if it still names the old container, traffic never moved and the new one can go."""
+        try:
+            self._proxy.route(self._old_dial or None)
+        except OSError:
+            if self._proxy.routed() != (self._old_dial or None):
+                raise
 
     def commit(self) -> None:
         try:
