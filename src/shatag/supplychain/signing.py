@@ -435,6 +435,21 @@ def verify_signature(
     return result
 
 
+def _run_verify_attestation(
+    config: SigningConfig, image_by_digest: str, env: Mapping[str, str], predicate_type: str
+) -> SignatureResult | Result:
+    """``cosign verify-attestation --type <predicate_type>`` against the configured trust: a
+    :class:`SignatureResult` when there is nothing to run (no trust, no cosign), else what
+    cosign answered."""
+    return _verify_with_trust(
+        config,
+        env,
+        ["verify-attestation", "--type", predicate_type],
+        _require_by_digest(image_by_digest),
+        "verify-attestation",
+    )
+
+
 def verify_attestation(
     config: SigningConfig,
     image_by_digest: str,
@@ -443,14 +458,7 @@ def verify_attestation(
     predicate_type: str = "spdxjson",
 ) -> SignatureResult:
     """Verify a cosign attestation of ``predicate_type`` on the image (same vocabulary)."""
-    image = _require_by_digest(image_by_digest)
-    outcome = _verify_with_trust(
-        config,
-        env,
-        ["verify-attestation", "--type", predicate_type],
-        image,
-        "verify-attestation",
-    )
+    outcome = _run_verify_attestation(config, image_by_digest, env, predicate_type)
     if isinstance(outcome, SignatureResult):
         return outcome
     return classify_verify_attestation(outcome.returncode, outcome.stdout, outcome.stderr)
@@ -466,14 +474,7 @@ def verify_attestation_statements(
     """:func:`verify_attestation`, plus the in-toto statements cosign verified (each line
     cosign prints is an envelope whose base64 ``payload`` is one statement). A verified
     answer whose output holds no readable statement is a tool error, never "verified"."""
-    image = _require_by_digest(image_by_digest)
-    outcome = _verify_with_trust(
-        config,
-        env,
-        ["verify-attestation", "--type", predicate_type],
-        image,
-        "verify-attestation",
-    )
+    outcome = _run_verify_attestation(config, image_by_digest, env, predicate_type)
     if isinstance(outcome, SignatureResult):
         return outcome, []
     result = classify_verify_attestation(outcome.returncode, outcome.stdout, outcome.stderr)
