@@ -28,12 +28,33 @@ from shatag._testing.localregistry import LocalRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "api"
+#: The docker target keeps its proxy's live state under ``runtime_dir`` on the host (issue 23,
+#: default /var/lib/shatag); the tests keep theirs in a directory of the run (:func:`runtime`).
+RUNTIME_ENV = "INVOKE_SHATAG_RUNTIME_DIR"
 TOOLS_BIN = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag/tools")) / "bin"
 
 
 def tools_path(base: str | None = None) -> str:
     """PATH with the pinned cosign/syft tools dir first."""
     return os.pathsep.join([str(TOOLS_BIN), base or os.environ.get("PATH", os.defpath)])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every deploy of the session -- CLI runs through :data:`RUNTIME_ENV`, in-process ones
+    through the built-in default -- keeps its runtime state in one directory of this run,
+    removed with the run's temporary files, never in the host's /var/lib/shatag."""
+    from shatag._defaults import DEFAULTS
+
+    path = tmp_path_factory.mktemp("runtime")
+    saved = os.environ.get(RUNTIME_ENV), DEFAULTS["runtime_dir"]
+    os.environ[RUNTIME_ENV] = DEFAULTS["runtime_dir"] = str(path)
+    yield path
+    if saved[0] is None:
+        os.environ.pop(RUNTIME_ENV, None)
+    else:
+        os.environ[RUNTIME_ENV] = saved[0]
+    DEFAULTS["runtime_dir"] = saved[1]
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +120,7 @@ def cli_env(registry: LocalRegistry, root: Path, name: str) -> dict[str, str]:
         "INVOKE_SHATAG_METADATA_DIR": str(root / "metadata"),
         "INVOKE_SHATAG_SBOM_DIR": str(root / "sbom"),
     }
-    for key in ("DOCKER_HOST", "SHATAG_BUILDER", "SHATAG_TOOLS_DIR"):
+    for key in ("DOCKER_HOST", "SHATAG_BUILDER", "SHATAG_TOOLS_DIR", RUNTIME_ENV):
         if key in os.environ:
             env[key] = os.environ[key]
     env.update(coverage_env())

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import coverage_env
+from tests.conftest import RUNTIME_ENV, coverage_env
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = ROOT / "specs" / "003-tag-api-container" / "contracts"
@@ -198,7 +198,7 @@ class World:
 
 def _child_env(home: Path) -> dict[str, str]:
     """The environment a task sees: PATH and docker access, no CI variables, no secrets."""
-    keep = ("PATH", "DOCKER_HOST", "SHATAG_TOOLS_DIR", "LANG", "LC_ALL")
+    keep = ("PATH", "DOCKER_HOST", "SHATAG_TOOLS_DIR", "LANG", "LC_ALL", RUNTIME_ENV)
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["HOME"] = str(home)
     env.setdefault("PATH", os.defpath)

@@ -33,13 +33,13 @@ class Px:
     def __init__(self, root: Path, env: dict[str, str], **target: object) -> None:
         self.name = f"shatag-itpx-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
-        self.env = env
         self.state = root / "state"
         self.runtime = root / "runtime"
+        # A variable, as CI would set it: it wins over any file (issue 23, item 7).
+        self.env = {**env, "INVOKE_SHATAG_RUNTIME_DIR": str(self.runtime)}
         self.config = root / f"{self.name}.json"
         spec = {
             "state_dir": str(self.state),
-            "runtime_dir": str(self.runtime),
             "environments": {
                 "prod": {
                     "targets": [

@@ -151,7 +151,9 @@ class DockerSite:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**self.world.env, **self.extra_env}
+        # runtime_dir as a variable, as CI would set it: it wins over any file (issue 23).
+        runtime = {"INVOKE_SHATAG_RUNTIME_DIR": str(self.runtime)}
+        return {**self.world.env, **runtime, **self.extra_env}
 
     @property
     def state(self) -> Path:
@@ -231,7 +233,6 @@ def make_docker_site(
     spec = {
         "shatag": {
             "state_dir": str(d / "state"),
-            "runtime_dir": str(root / "runtime"),
             "deploy_lock_timeout_sec": 120,
             "environments": {
                 "px": {
