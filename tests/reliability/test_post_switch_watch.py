@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE, App, new_app
-from tests.reliability._traffic import DockerSite, Load, make_docker_site
+from tests.reliability._traffic import DockerSite, Load, docker, make_docker_site
 from tests.reliability.conftest import Built, Ledger, World, error_code, rinv
 
 _ORIGINAL = (EXAMPLE / "Dockerfile").read_text()
@@ -167,3 +167,44 @@ def test_a_stream_cut_by_the_drain_bound_ends_in_an_error(
     assert curl.returncode != 0, (curl.returncode, err, len(lines))
     assert 0 < len(lines) < 40, lines
     assert took < 6 + 4 + 15, took  # the watch, the bound, and the rest of a deploy
+
+
+def test_proxy_false_watches_too_and_restarts_the_old_release(
+    ledger: Ledger, world: World, releases: dict[str, Built], tmp_path: Path
+) -> None:
+    """``proxy: false``: the old container was stopped to free the port, so a failed watch
+    removes the new one and starts the old one again (a second short gap, not a crash loop)."""
+    site = make_docker_site(world, tmp_path, ledger, proxy=False, watch_sec=6)
+    try:
+        assert site.deploy(ledger, releases["A"]).returncode == 0
+        with Load(site.port) as load:
+            time.sleep(0.3)
+            result = site.deploy(ledger, releases["crash"])
+            time.sleep(1.0)
+        ledger.record(
+            "post-switch watch, proxy: false: a release that exits 3 s after passing its gate",
+            "DEPLOY_FAILED, the old container started again (gaps are proxy: false's, measured)",
+            f"{result.returncode} {error_code(result)}; {load.sent} requests, {load.failed} "
+            f"failed {dict(load.errors())}; served by {dict(load.releases)}",
+            error_code(result) == "DEPLOY_FAILED",
+        )
+        assert error_code(result) == "DEPLOY_FAILED", result.stderr
+        assert "within 6s (watch_sec)" in result.stderr, result.stderr
+        assert "the previous container restored" in result.stderr
+        last = site.history()[-1]
+        assert last["result"] == "failed", last
+        assert last["sha"] == releases["crash"].sha
+        assert site.label(site.name, "shatag.sha") == releases["A"].sha
+        assert docker_state(site.name) == "running"
+        answered = [release for _, ok, release in load.results if ok]
+        assert answered[-1] == "A", load.releases
+        back = site.deploy(ledger, releases["B"])
+        assert back.returncode == 0, back.stderr
+        assert site.rollback(ledger, releases["A"]).returncode == 0
+        assert site.label(site.name, "shatag.sha") == releases["A"].sha
+    finally:
+        site.cleanup()
+
+
+def docker_state(name: str) -> str:
+    return docker("inspect", "--format", "{{.State.Status}}", name)

@@ -13,6 +13,8 @@ where the new container must publish the same host port as the old one, so the s
    (its ``HEALTHCHECK`` status polled, else an HTTP GET of ``health_path``), bounded by
    ``health_timeout_sec``. Not healthy in time, or exited: its logs go into the error, it is
    removed, and the old one is renamed back and started again -- :class:`DeployFailed`.
+   Then the post-switch watch (``watch_sec``, issue 23 item 4): an exit, restart, ``unhealthy``
+   or failed probe of the new container in that window is the same undo.
    The image's ``HEALTHCHECK`` command is also run at once through ``docker exec``, so a
    healthy service passes the gate without waiting for the engine's first scheduled check.
 3. ``restore`` (a later step failed): the same undo.

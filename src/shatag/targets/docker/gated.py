@@ -22,12 +22,17 @@ The switch:
    bounded by ``health_timeout_sec``. A failed gate removes the new container: traffic never
    moved. Then the proxy is pointed at it (the upstream file Caddy reads per request, replaced
    atomically: no reload) and ``health_path`` is checked once more *through the proxy*; if that
-   fails the proxy is pointed back.
+   fails the proxy is pointed back. Then the **watch** (issue 23, item 4): for ``watch_sec``
+   the new container must stay up (no exit, no restart), not be ``unhealthy`` and answer
+   ``health_path``, while the old one keeps running; else :class:`DeployFailed`, and the
+   caller's ``restore`` moves traffic back.
 3. ``restore``: proxy back to the old container (still running: it is only stopped in commit),
    the new one removed.
 4. ``commit`` (history already records the deploy): once the old container holds no connection
-   (its requests in flight have finished, bounded by :data:`DRAIN_TIMEOUT_SEC`) it is stopped and
-   removed, and so is any other container of this target the proxy does not forward to.
+   (its requests in flight have finished, at most ``drain_timeout_sec`` after the switch) it is
+   stopped and removed -- killed at once when requests are still in flight at that bound, so a
+   cut response reaches its client as an error -- and so is any other container of this target
+   the proxy does not forward to.
 
 Killed at any point, the journal entry lets the next deploy/rollback finish the commit (history
 recorded it) or undo the switch (it did not); throughout, the old container serves until the
@@ -410,7 +415,10 @@ class GatedDockerTarget:
         problem = self._watch()
         if problem is not None:
             logs = self._logs(self._new)
-            back = f"moved back to {self._old}" if self._old else "taken off it (nothing served)"
+            if self._legacy:
+                back = f"given back to {self.spec.name} (the proxy removed)"
+            else:
+                back = f"moved back to {self._old}" if self._old else "taken off it"
             raise DeployFailed(
                 f"{self.label}: {image.pinned} passed its health gate, then {problem} within "
                 f"{self.spec.watch_sec:g}s of taking traffic (watch_sec); traffic was {back} "
