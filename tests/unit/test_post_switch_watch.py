@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
-from shatag.errors import ConfigError
+from shatag.errors import ConfigError, DeployLocked
+from shatag.ledger.lock import env_lock
 from shatag.targets.docker import parse
 from shatag.targets.docker.gated import DRAIN_TIMEOUT_SEC, WATCH_SEC, Progress, watch_release
 
@@ -67,3 +69,26 @@ def test_the_settings_and_their_defaults() -> None:
 def test_bad_settings_are_refused(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         parse("t", {**BASE, key: value})
+
+
+def test_a_deploy_waiting_for_the_lock_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shatag.progress")
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0  # every look at the clock is one second later
+        return now[0]
+
+    with (
+        env_lock(tmp_path, "prod", timeout=0, holder="deploy aaaa"),
+        pytest.raises(DeployLocked),
+        env_lock(tmp_path, "prod", timeout=10, clock=clock, sleep=lambda _: None),
+    ):
+        pass
+    lines = [m for m in caplog.messages if m.startswith("waiting for the lock deploy.lock")]
+    assert len(lines) == 3, caplog.messages  # at 3 s, 6 s and 9 s of a 10 s wait
+    assert "held by" in lines[0]
+    assert "deploy aaaa" in lines[0]
+    assert "gives up in" in lines[-1]

@@ -28,9 +28,13 @@ from shatag.core import validate_env_name
 from shatag.errors import DeployLocked, PushFailure, ShatagError
 
 log = logging.getLogger("shatag.lock")
+# Human progress lines while a deploy waits (INFO passes whatever the root level is).
+progress = logging.getLogger("shatag.progress")
+progress.setLevel(logging.INFO)
 
 LOCK_FILE: Final = "deploy.lock"
 _POLL_SEC: Final = 0.1
+_PROGRESS_SEC: Final = 3.0
 
 
 @contextlib.contextmanager
@@ -104,14 +108,25 @@ def _flock(
     raised once ``timeout`` seconds have passed."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        deadline = clock() + max(0.0, timeout)
+        started = clock()
+        deadline, said = started + max(0.0, timeout), started
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if clock() >= deadline:
+                now = clock()
+                if now >= deadline:
                     raise locked(_describe_holder(fd)) from None
+                if now - said >= _PROGRESS_SEC:  # a line every few seconds: never silent
+                    said = now
+                    progress.info(
+                        "waiting for the lock %s, held by %s (%.0fs; gives up in %.0fs)",
+                        path.name,
+                        _describe_holder(fd),
+                        now - started,
+                        deadline - now,
+                    )
                 sleep(_POLL_SEC)
         # Who holds it, for the message another waiter shows. Informational only.
         info = json.dumps({"pid": os.getpid(), "holder": holder, "since": time.time()})
