@@ -51,6 +51,8 @@ RANGES: Final[dict[str, Range]] = {
     "state_lock_ttl_sec": Range(0, 86_400),
     "apply_timeout_sec": Range(0, 86_400),
     "health_timeout_sec": Range(0, 3_600),
+    "watch_sec": Range(0, 3_600, low_inclusive=True),  # 0: no watch after the switch
+    "drain_timeout_sec": Range(0, 86_400),
     "rollout_timeout_sec": Range(0, 86_400),
     "port": Range(1, 65_535, integer=True, low_inclusive=True),
     "container_port": Range(1, 65_535, integer=True, low_inclusive=True),

@@ -13,6 +13,8 @@ where the new container must publish the same host port as the old one, so the s
    (its ``HEALTHCHECK`` status polled, else an HTTP GET of ``health_path``), bounded by
    ``health_timeout_sec``. Not healthy in time, or exited: its logs go into the error, it is
    removed, and the old one is renamed back and started again -- :class:`DeployFailed`.
+   Then the post-switch watch (``watch_sec``, issue 23 item 4): an exit, restart, ``unhealthy``
+   or failed probe of the new container in that window is the same undo.
    The image's ``HEALTHCHECK`` command is also run at once through ``docker exec``, so a
    healthy service passes the gate without waiting for the engine's first scheduled check.
 3. ``restore`` (a later step failed): the same undo.
@@ -46,6 +48,8 @@ from shatag.targets.docker.app import (
     validate_container_name,
 )
 from shatag.targets.docker.gated import (
+    DRAIN_TIMEOUT_SEC,
+    WATCH_SEC,
     AppSpec,
     GatedDockerTarget,
     Verdict,
@@ -57,6 +61,8 @@ from shatag.targets.docker.gated import (
     recover_gated,
     secret_values,
     wait_healthy,
+    watch_look,
+    watch_release,
 )
 from shatag.targets.docker.owned import check_owned, owner_labels
 from shatag.targets.docker.proxy import NETWORK_SUFFIX, PROXY_SUFFIX, ProxySpec, proxy_home
@@ -81,6 +87,9 @@ KEYS: Final = frozenset(
         "env",
         "secrets",
         "volumes",
+        # issue 23, item 4: the post-switch watch and the drain's bound
+        "watch_sec",
+        "drain_timeout_sec",
     }
 )
 PREV_SUFFIX: Final = "-shatag-prev"
@@ -108,6 +117,8 @@ class DockerSpec(KindSpec):
     env: tuple[tuple[str, str], ...] = ()
     secrets: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
+    watch_sec: float = WATCH_SEC
+    drain_timeout_sec: float = DRAIN_TIMEOUT_SEC
 
     @property
     def claims(self) -> tuple[str, ...]:
@@ -129,6 +140,8 @@ class DockerSpec(KindSpec):
             env=self.env,
             secrets=self.secrets,
             volumes=self.volumes,
+            watch_sec=self.watch_sec,
+            drain_timeout_sec=self.drain_timeout_sec,
         )
 
     @property
@@ -154,6 +167,12 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
     container_port = whole(raw["container_port"], "container_port", f"{where}.container_port")
     health_timeout = number(
         raw.get("health_timeout_sec", 30.0), "health_timeout_sec", f"{where}.health_timeout_sec"
+    )
+    watch = number(raw.get("watch_sec", WATCH_SEC), "watch_sec", f"{where}.watch_sec")
+    drain_timeout = number(
+        raw.get("drain_timeout_sec", DRAIN_TIMEOUT_SEC),
+        "drain_timeout_sec",
+        f"{where}.drain_timeout_sec",
     )
     proxy = raw.get("proxy", True)
     if isinstance(proxy, str) and proxy.lower() in ("true", "false"):
@@ -181,6 +200,8 @@ def parse(where: str, raw: Mapping[str, Any]) -> DockerSpec:
             env=env,
             secrets=secrets,
             volumes=volumes,
+            watch_sec=watch,
+            drain_timeout_sec=drain_timeout,
         ),
     )
     if not spec.health_path.startswith("/") or any(c.isspace() for c in spec.health_path):
@@ -295,6 +316,8 @@ class DockerTarget:
             ) from None
         self._applied = True
         problem = self._wait_healthy(new)
+        if problem is None:
+            problem = self._watch(str(new.get("Id") or self.name))
         if problem is not None:
             logs = self._logs(str(new.get("Id") or self.name))
             self._undo()
@@ -378,7 +401,29 @@ class DockerTarget:
                 return "fail", "disappeared while starting"
             return self._health_step(ident, current, check, deadline)
 
-        return wait_healthy(look, self.config.health_timeout_sec)
+        return wait_healthy(
+            look, self.config.health_timeout_sec, what=f"{self.label}: gating {self.name}"
+        )
+
+    def _watch(self, ident: str) -> str | None:
+        """The post-switch watch (``watch_sec``): ``None`` when the new container stayed up and
+        healthy; else what happened. Its predecessor is stopped (it held the port), so a
+        failure here restarts it: a second short gap rather than a crash loop on the port."""
+        first = self._engine.inspect("container", ident)
+        restarts = int((first or {}).get("RestartCount") or 0)
+
+        def look() -> str | None:
+            problem = watch_look(
+                self._engine.inspect("container", ident),
+                restarts,
+                probe=self._probe,
+                probed=self.config.health_path,
+            )
+            return None if problem is None else f"passed its health gate, then {problem}"
+
+        window = self.config.watch_sec
+        problem = watch_release(look, window, what=f"{self.label}: watching {self.name}")
+        return None if problem is None else f"{problem} within {window:g}s (watch_sec)"
 
     def _health_step(
         self,

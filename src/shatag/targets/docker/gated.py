@@ -25,12 +25,17 @@ The switch:
    bounded by ``health_timeout_sec``. A failed gate removes the new container: traffic never
    moved. Then the proxy is pointed at it (the upstream file Caddy reads per request, replaced
    atomically: no reload) and ``health_path`` is checked once more *through the proxy*; if that
-   fails the proxy is pointed back.
+   fails the proxy is pointed back. Then the **watch** (issue 23, item 4): for ``watch_sec``
+   the new container must stay up (no exit, no restart), not be ``unhealthy`` and answer
+   ``health_path``, while the old one keeps running; else :class:`DeployFailed`, and the
+   caller's ``restore`` moves traffic back.
 3. ``restore``: proxy back to the old container (still running: it is only stopped in commit),
    the new one removed.
 4. ``commit`` (history already records the deploy): once the old container holds no connection
-   (its requests in flight have finished, bounded by :data:`DRAIN_TIMEOUT_SEC`) it is stopped and
-   removed, and so is any other container of this target the proxy does not forward to.
+   (its requests in flight have finished, at most ``drain_timeout_sec`` after the switch) it is
+   stopped and removed -- killed at once when requests are still in flight at that bound, so a
+   cut response reaches its client as an error -- and so is any other container of this target
+   the proxy does not forward to.
 
 Killed at any point, the journal entry lets the next deploy/rollback finish the commit (history
 recorded it) or undo the switch (it did not); throughout, the old container serves until the
@@ -40,6 +45,7 @@ proxy forwards to the new one, so the service keeps answering.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -62,26 +68,105 @@ LABEL_DIGEST: Final = "shatag.digest"
 LABEL_ATTEMPT: Final = "shatag.attempt"
 LABEL_APP_CONFIG: Final = "shatag.app-config"
 STOP_TIMEOUT_SEC: Final = 10
-DRAIN_TIMEOUT_SEC: Final = 30.0  # the longest a request in flight at the switch may take
+#: The default ``drain_timeout_sec``: the longest a request in flight at the switch may take.
+DRAIN_TIMEOUT_SEC: Final = 30.0
+#: The default ``watch_sec``: how long a new release is watched after traffic moved to it.
+WATCH_SEC: Final = 5.0
+PROGRESS_EVERY_SEC: Final = 3.0  # a progress line at most this often while shatag waits
 _POLL_SEC: Final = 0.1
+_WATCH_POLL_SEC: Final = 0.25
 _DEFAULT_CHECK_TIMEOUT_SEC: Final = 30.0
+
+# Human progress lines on stderr (through the CLI's masking handler) while a switch waits; at
+# INFO, which this logger lets through whatever the root level (warnings only by default).
+progress_log = logging.getLogger("shatag.progress")
+progress_log.setLevel(logging.INFO)
 
 #: One look at a starting container: open the gate, fail it, or look again.
 Verdict = Literal["ok", "fail", "wait"]
 
 
-def wait_healthy(look: Callable[[float], tuple[Verdict, str]], timeout_sec: float) -> str | None:
+class Progress:
+    """Says ``<what>: <status> (<n>s)`` at most every :data:`PROGRESS_EVERY_SEC` while waiting
+    (the first line only once the wait has lasted that long: a quick step prints nothing)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.started = time.monotonic()
+        self._said = self.started
+
+    def tick(self, status: str) -> None:
+        now = time.monotonic()
+        if now - self._said >= PROGRESS_EVERY_SEC:
+            self._said = now
+            progress_log.info("%s: %s (%.0fs)", self.what, status, now - self.started)
+
+
+def wait_healthy(
+    look: Callable[[float], tuple[Verdict, str]], timeout_sec: float, *, what: str = ""
+) -> str | None:
     """Poll ``look(deadline)`` until it opens (``None``) or fails the gate (its status), or
-    ``timeout_sec`` passes (the last status said). Both docker switches gate through here.
+    ``timeout_sec`` passes (the last status said). Both docker switches gate through here;
+    ``what`` names the wait in the progress lines.
     """
     deadline = time.monotonic() + timeout_sec
+    ticker = Progress(what or "waiting for the health gate")
     while True:
         verdict, status = look(deadline)
         if verdict != "wait":
             return None if verdict == "ok" else status
         if time.monotonic() >= deadline:
             return f"was not healthy within {timeout_sec:g}s (last status: {status})"
+        ticker.tick(f"{status}; gives up in {deadline - time.monotonic():.0f}s")
         time.sleep(_POLL_SEC)
+
+
+def watch_release(look: Callable[[], str | None], window_sec: float, *, what: str) -> str | None:
+    """After traffic moved: call ``look()`` (``None``: still fine, else what went wrong) for
+    ``window_sec`` (like Kubernetes' ``minReadySeconds``); the first problem, or ``None`` when
+    the release stayed up the whole window. Both docker switches watch through here."""
+    if window_sec <= 0:
+        return None
+    deadline = time.monotonic() + window_sec
+    ticker = Progress(what)
+    while True:
+        problem = look()
+        if problem is not None:
+            return problem
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ticker.tick(f"healthy so far; {left:.0f}s of the {window_sec:g}s window left")
+        time.sleep(min(_WATCH_POLL_SEC, left))
+
+
+def watch_look(
+    data: Mapping[str, Any] | None, restarts: int, probe: Callable[[], str], probed: str
+) -> str | None:
+    """One look at a release that passed its gate (``docker inspect`` JSON ``data``): an exit,
+    a restart (``RestartCount`` above ``restarts``), the engine's ``unhealthy`` or a failed HTTP
+    ``probe`` (of ``probed``) is a problem.
+
+    >>> watch_look({"State": {"Running": True}, "RestartCount": 0}, 0, lambda: "ok", "/h")
+    >>> watch_look({"State": {"Running": True}, "RestartCount": 1}, 0, lambda: "ok", "/h")
+    'restarted (1 time since the switch)'
+    >>> watch_look({"State": {"Running": True}, "RestartCount": 0}, 0, lambda: "HTTP 500", "/h")
+    '/h answered HTTP 500'
+    """
+    if data is None:
+        return "disappeared"
+    state = data.get("State") or {}
+    count = int(data.get("RestartCount") or 0)
+    if state.get("Restarting") or not state.get("Running"):
+        return f"exited with status {state.get('ExitCode')}"
+    if count > restarts:
+        n = count - restarts
+        return f"restarted ({n} time{'s' if n > 1 else ''} since the switch)"
+    health = state.get("Health")
+    if isinstance(health, Mapping) and health.get("Status") == "unhealthy":
+        return "was reported unhealthy by its HEALTHCHECK"
+    answer = probe()
+    return None if answer == "ok" else f"{probed} answered {answer}"
 
 
 def gate_look(
@@ -145,6 +230,10 @@ class AppSpec:
     env: tuple[tuple[str, str], ...] = ()
     secrets: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
+    #: How long the new release is watched after traffic moved (the old one kept ready).
+    watch_sec: float = WATCH_SEC
+    #: The longest a request in flight at the switch may take on the old release.
+    drain_timeout_sec: float = DRAIN_TIMEOUT_SEC
 
     @property
     def fingerprint(self) -> str:
@@ -351,6 +440,18 @@ class GatedDockerTarget:
                 f"{self.label}: {image.pinned} passed its health gate but {self.spec.health_path} "
                 f"through the proxy answered {through}; traffic was moved back"
             )
+        problem = self._watch()
+        if problem is not None:
+            logs = self._logs(self._new)
+            if self._legacy:
+                back = f"given back to {self.spec.name} (the proxy removed)"
+            else:
+                back = f"moved back to {self._old}" if self._old else "taken off it"
+            raise DeployFailed(
+                f"{self.label}: {image.pinned} passed its health gate, then {problem} within "
+                f"{self.spec.watch_sec:g}s of taking traffic (watch_sec); traffic was {back} "
+                f"and the new container removed. Last log lines: {logs}"
+            )
 
     def restore(self) -> None:
         if not self._new:
@@ -395,6 +496,7 @@ class GatedDockerTarget:
             drain_pid=self._old_pid,
             since=self._routed_at,
             legacy=self._legacy or self._prev_seen,
+            drain_timeout=self.spec.drain_timeout_sec,
         )
 
     def journal(self) -> dict[str, Any]:
@@ -408,6 +510,7 @@ class GatedDockerTarget:
             "new": "" if self.unchanged else self._new,
             "new_dial": "" if self.unchanged else self._new_dial,
             "legacy": self._legacy,
+            "drain_timeout_sec": self.spec.drain_timeout_sec,
             "proxy": self._proxy.spec.as_dict(),
         }
 
@@ -503,7 +606,28 @@ class GatedDockerTarget:
                 deadline=deadline,
             )
 
-        return wait_healthy(look, self.spec.health_timeout_sec)
+        return wait_healthy(
+            look, self.spec.health_timeout_sec, what=f"{self.label}: gating {self._new}"
+        )
+
+    def _watch(self) -> str | None:
+        """``None`` once the new container stayed up and healthy for ``watch_sec`` after the
+        switch (the old one still running, ready to take traffic back); else what happened."""
+        first = self._docker.inspect("container", self._new)
+        restarts = int((first or {}).get("RestartCount") or 0)
+        address = _address(first or {}, self._proxy.spec.network)
+        hostport = f"{address}:{self.spec.container_port}"
+
+        def look() -> str | None:
+            return watch_look(
+                self._docker.inspect("container", self._new),
+                restarts,
+                probe=lambda: self._probe(hostport) if address else "no address",
+                probed=self.spec.health_path,
+            )
+
+        what = f"{self.label}: watching {self._new} (old release {self._old or 'none'} kept)"
+        return watch_release(look, self.spec.watch_sec, what=what)
 
     def _through_proxy(self) -> str:
         """``health_path`` through the proxy's published port; a connection-level failure is
@@ -539,24 +663,44 @@ class GatedDockerTarget:
         _remove_attempt(self._docker, self._attempt, self._new, keep=self._old)
 
 
-def _drain(docker: DockerEngine, dial: str, pid: int = 0, since: float = 0.0) -> None:
-    """Wait (bounded) until the container of ``dial`` (``name:port``), which the proxy no longer
-    forwards to since ``since`` (``time.monotonic()``; 0: unknown), has finished the requests it
-    was given: no established connection to its port. ``pid``: its process, if known."""
+def _drain(
+    docker: DockerEngine,
+    dial: str,
+    pid: int = 0,
+    since: float = 0.0,
+    bound: float = DRAIN_TIMEOUT_SEC,
+) -> bool:
+    """Wait until the container of ``dial`` (``name:port``), which the proxy no longer
+    forwards to since ``since`` (``time.monotonic()``; 0: unknown, now), has finished the
+    requests it was given: no established connection to its port; at most ``bound`` seconds
+    after ``since`` (``drain_timeout_sec``). ``pid``: its process, if known. ``False`` when
+    connections were still open at the bound (they are cut: the caller kills the container)."""
     name, _, port = dial.rpartition(":")
     if not pid:
         data = docker.inspect("container", name)
         pid = int(((data or {}).get("State") or {}).get("Pid") or 0)
     if not pid or not port.isdigit():
-        return
+        return True
+    since = since or time.monotonic()
     # A request that read the old upstream just before the switch is still dialling.
-    settle = (since or time.monotonic()) + _POLL_SEC - time.monotonic()
+    settle = since + _POLL_SEC - time.monotonic()
     time.sleep(min(max(settle, 0.0), _POLL_SEC))
-    deadline = time.monotonic() + DRAIN_TIMEOUT_SEC
-    while time.monotonic() < deadline:
+    deadline = since + bound
+    ticker = Progress(f"draining {name}")
+    while True:
         busy = established(pid, int(port))
         if not busy:  # 0, or None: /proc unreadable, nothing to wait for
-            return
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            progress_log.info(
+                "draining %s: %d connection(s) still open after %gs (drain_timeout_sec): cut",
+                name,
+                busy,
+                bound,
+            )
+            return False
+        ticker.tick(f"{busy} request(s) in flight; cut in {left:.0f}s")
         time.sleep(_POLL_SEC)
 
 
@@ -589,9 +733,12 @@ def _retire(
     drain_pid: int = 0,
     since: float = 0.0,
     legacy: bool = True,
+    drain_timeout: float = DRAIN_TIMEOUT_SEC,
 ) -> list[str]:
     """Stop and remove every application container of ``target`` except ``keep``; the one of
-    ``drain`` (the previous upstream) only once it has drained (see :func:`_drain`).
+    ``drain`` (the previous upstream) only once it has drained (see :func:`_drain`) -- or, at
+    ``drain_timeout`` with requests still in flight, killed at once (SIGKILL): a response cut
+    there must reach its client as an error, not as a clean end after a graceful stop.
     ``legacy=False``: the caller knows there is no ``<name>-shatag-prev`` to look for."""
     removed: list[str] = []
     for name in docker.names(
@@ -599,9 +746,13 @@ def _retire(
     ):
         if name == keep:
             continue
+        drained = True
         if drain and drain.rpartition(":")[0] == name:
-            _drain(docker, drain, drain_pid, since)
-        docker.run("stop", "--time", str(STOP_TIMEOUT_SEC), name, check=False)
+            drained = _drain(docker, drain, drain_pid, since, drain_timeout)
+        if drained:
+            docker.run("stop", "--time", str(STOP_TIMEOUT_SEC), name, check=False)
+        else:
+            docker.run("kill", "--signal", "KILL", name, check=False)
         docker.remove(name)
         removed.append(name)
     prev = target + PREV_SUFFIX
@@ -726,6 +877,11 @@ def _finish_gated(entry: Mapping[str, Any], docker: DockerEngine, proxy: Proxy) 
         return "nothing to do"
     proxy.ensure(dial)
     removed = _retire(
-        docker, spec.env_name, spec.target, keep=new, drain=str(entry.get("old_dial", ""))
+        docker,
+        spec.env_name,
+        spec.target,
+        keep=new,
+        drain=str(entry.get("old_dial", "")),
+        drain_timeout=float(entry.get("drain_timeout_sec") or DRAIN_TIMEOUT_SEC),
     )
     return f"retired {', '.join(removed)}" if removed else "nothing to do"
