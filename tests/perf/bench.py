@@ -781,6 +781,8 @@ def docker_config(w: World, app: Path, repo: str, name: str, *, proxy: bool) -> 
                     "metadata_dir": str(w.tmp / "dk-metadata"),
                     "state_dir": str(w.tmp / f"dk-state-{name}"),
                     "sbom_dir": str(w.tmp / "dk-sbom"),
+                    # The proxy's live state, in this run's directory, not /var/lib/shatag.
+                    "runtime_dir": str(w.tmp / "dk-runtime"),
                     "default_env": "local",
                     "environments": {
                         "local": {
@@ -793,6 +795,10 @@ def docker_config(w: World, app: Path, repo: str, name: str, *, proxy: bool) -> 
                                     "container_port": 8080,
                                     "health_path": "/healthz",
                                     "proxy": proxy,
+                                    # The post-switch watch (issue 23, 5 s by default) is a
+                                    # deliberate wait the by-hand floor does not make: off here,
+                                    # so the ratio measures shatag's own cost of a switch.
+                                    "watch_sec": 0,
                                 }
                             ],
                         }

@@ -818,19 +818,30 @@ def _journalled_proxy(
     return proxy
 
 
-def recover_gated(
-    entry: Mapping[str, Any], *, env: Mapping[str, str], runtime_dir: Path | None = None
+def _under_host_lock(
+    entry: Mapping[str, Any],
+    env: Mapping[str, str],
+    runtime_dir: Path | None,
+    step: Callable[[Mapping[str, Any], DockerEngine, Proxy], str],
 ) -> str:
-    """Undo an interrupted gated switch: traffic back to the old container, the new removed."""
+    """``step`` on the journalled proxy, under the host lock of its runtime state, its home
+    adopted first (an install from before issue 23 kept it in a checkout)."""
     docker = DockerEngine(env)
     proxy = _journalled_proxy(entry, docker, runtime_dir)
     lock = proxy.lock(DRAIN_TIMEOUT_SEC + 120.0)
     lock.acquire()
     try:
         proxy.adopt_home()
-        return _recover_gated(entry, docker, proxy)
+        return step(entry, docker, proxy)
     finally:
         lock.release()
+
+
+def recover_gated(
+    entry: Mapping[str, Any], *, env: Mapping[str, str], runtime_dir: Path | None = None
+) -> str:
+    """Undo an interrupted gated switch: traffic back to the old container, the new removed."""
+    return _under_host_lock(entry, env, runtime_dir, _recover_gated)
 
 
 def _recover_gated(entry: Mapping[str, Any], docker: DockerEngine, proxy: Proxy) -> str:
@@ -858,15 +869,7 @@ def finish_gated(
     entry: Mapping[str, Any], *, env: Mapping[str, str], runtime_dir: Path | None = None
 ) -> str:
     """Complete an interrupted commit: traffic on the new container, the others retired."""
-    docker = DockerEngine(env)
-    proxy = _journalled_proxy(entry, docker, runtime_dir)
-    lock = proxy.lock(DRAIN_TIMEOUT_SEC + 120.0)
-    lock.acquire()
-    try:
-        proxy.adopt_home()
-        return _finish_gated(entry, docker, proxy)
-    finally:
-        lock.release()
+    return _under_host_lock(entry, env, runtime_dir, _finish_gated)
 
 
 def _finish_gated(entry: Mapping[str, Any], docker: DockerEngine, proxy: Proxy) -> str:
