@@ -353,9 +353,11 @@ def build(
         )
 
 
-def _emit_switch(record: DeployRecord, env: Mapping[str, str]) -> None:
+def _emit_switch(
+    record: DeployRecord, env: Mapping[str, str], *, data: dict[str, Any] | None = None
+) -> None:
     """Print a deploy/rollback record: JSON line, human line, GitHub outputs and summary."""
-    data = record.as_dict()
+    data = data if data is not None else record.as_dict()
     output.emit_json(data)
     output.say(record.human_line())
     for warning in record.warnings:
@@ -461,6 +463,42 @@ def rollback(
 
 
 @task(
+    help={
+        "to": "the environment to promote into (its shatag.environments.<name>.promotion says "
+        "where from)",
+        "sha": "full 40-hex git SHA to promote (default: the one the source environment serves)",
+        "plan": "show every gate's state and what would change, and change nothing",
+    }
+)
+def promote(c: Context, to: str = "", sha: str | None = None, plan: bool = False) -> None:
+    """Promote the release serving in the source environment into --to, by digest, through
+    its gates (current release, soak, main line, checks)."""
+    environ = _environ()
+    _logging(environ)
+    fields: dict[str, Any] = {"image_sha": sha or "", "env": to}
+    with _edge("promote", environ, fields), signals.graceful():
+        from shatag.app.promote import PromoteRequest, plan_promotion
+        from shatag.app.promote import promote as run_promote
+
+        settings = _settings(c, environ)
+        if not to:
+            raise InvalidInput("name the environment to promote into: --to=NAME")
+        request = PromoteRequest(to=to, sha=sha)
+        if plan:
+            planned = plan_promotion(settings, request, env=environ)
+            output.emit_json(planned.as_dict())
+            for line in planned.human_lines():
+                output.say(line)
+            return
+        result = run_promote(settings, request, env=environ, on_line=output.say)
+        for gate in result.gates:
+            output.say(gate.line())
+        if result.copy is not None:
+            output.say(result.copy.human_line())
+        _emit_switch(result.record, environ, data=result.as_dict())
+
+
+@task(
     name="history",
     help={
         "env": _ENV_HELP,
@@ -555,6 +593,7 @@ ns = Collection("shatag")
 ns.add_task(build)
 ns.add_task(deploy)
 ns.add_task(rollback)
+ns.add_task(promote)
 ns.add_task(history_)
 ns.add_task(status_)
 ns.add_task(verify)

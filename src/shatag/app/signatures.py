@@ -44,7 +44,7 @@ TOOL_FAILURE_CODE: Final = "SOFT_VERIFY_TOOL_ERROR"
 MTIME_SLACK_SEC: Final = 120.0
 _NAME_LENGTH: Final = 40 + len(".json")
 
-Source = Literal["build", "deploy", "rollback"]
+Source = Literal["build", "deploy", "rollback", "promote"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict
+from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict, cast
 
 from shatag.core import json_object, validate_env_name
 from shatag.ledger import shaindex
 
-Action = Literal["deploy", "rollback"]
+Action = Literal["deploy", "rollback", "promote"]
+#: Every :data:`Action`, as a record read back may carry it.
+ACTIONS: Final = ("deploy", "rollback", "promote")
 Outcome = Literal["ok", "failed"]
 
 HISTORY_FILE: Final = "history.jsonl"
@@ -77,6 +79,7 @@ class HistoryLine(TypedDict):
     error: str
     attempt: str
     unchanged: NotRequired[list[str]]
+    promoted_from: NotRequired[str]
 
 
 class CatalogRow(HistoryLine):
@@ -112,6 +115,9 @@ class HistoryRecord:
     #: Targets that already ran this release with these settings and were left as they were
     #: (issue 12: a re-deploy of the serving digest is a no-op, recorded as such).
     unchanged: tuple[str, ...] = field(default_factory=tuple)
+    #: ``action=promote``: the environment the release was promoted from (issue 26); written
+    #: only when set, so the lines of deploys and rollbacks stay as they were.
+    promoted_from: str = ""
 
     @property
     def ok(self) -> bool:
@@ -148,6 +154,9 @@ class HistoryRecord:
         )
         if self.unchanged:
             line["unchanged"] = list(self.unchanged)
+        if self.promoted_from:
+            line["promoted_from"] = self.promoted_from
+            line = cast(HistoryLine, dict(sorted(line.items())))
         return line
 
     def to_json(self) -> str:
@@ -161,12 +170,14 @@ class HistoryRecord:
             return None
         known = {f.name for f in fields(cls)}
         kept: dict[str, Any] = {k: v for k, v in data.items() if k in known}
-        if kept.get("action") not in ("deploy", "rollback") or kept.get("result") not in (
+        if kept.get("action") not in ACTIONS or kept.get("result") not in (
             "ok",
             "failed",
         ):
             return None
         if not all(isinstance(kept.get(k), str) for k in ("env", "sha", "digest")):
+            return None
+        if not isinstance(kept.get("promoted_from", ""), str):
             return None
         targets = kept.get("targets", ())
         kept["targets"] = tuple(str(t) for t in targets) if isinstance(targets, list) else ()
