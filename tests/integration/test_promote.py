@@ -23,6 +23,7 @@ import pytest
 
 from shatag._testing.localregistry import LocalRegistry
 from shatag.core import short_sha
+from tests._gitremote import GitRemote
 from tests.conftest import EXAMPLE, InvResult, cli_env, new_app, run_inv
 from tests.integration._signing_support import generate_key_pair, tag_digest, tool_path
 
@@ -107,11 +108,14 @@ class Setup:
     staging_file: Path
     production_file: Path
 
-    def run(self, *args: str, timeout: float = 600) -> InvResult:
-        return run_inv(["-f", str(self.config), *args], self.world.env, timeout=timeout)
+    def run(self, *args: str, cwd: Path | None = None) -> InvResult:
+        return run_inv(["-f", str(self.config), *args], self.world.env, cwd=cwd)
 
     def history(self, env: str) -> list[dict[str, Any]]:
         return self.run("history", f"--env={env}", "--json").records
+
+    def history_at(self, env: str, runner: Path) -> list[dict[str, Any]]:
+        return self.run("history", f"--env={env}", "--json", cwd=runner).records
 
 
 def _setup(
@@ -120,6 +124,7 @@ def _setup(
     *,
     soak_sec: float = 0,
     checks: list[list[str]] | None = None,
+    **settings: Any,
 ) -> Setup:
     staging_file = tmp_path / "staging.auto.tfvars.json"
     production_file = tmp_path / "production.auto.tfvars.json"
@@ -128,6 +133,7 @@ def _setup(
         promotion["checks"] = checks
     config = tmp_path / "shatag.yaml"
     config.write_text(json.dumps({"shatag": {
+        **settings,
         "state_dir": str(tmp_path / "state"),
         "environments": {
             "staging": {
@@ -327,3 +333,29 @@ def test_a_rollback_in_production_after_a_promotion(world: World, tmp_path: Path
     assert rolled.record["image_digest"] == world.built[a]
     assert world.built[a] in s.production_file.read_text()
     assert [h["action"] for h in s.history("production")] == ["rollback", "promote", "promote"]
+
+
+def test_the_soak_is_measured_from_the_shared_ledger_on_another_runner(
+    world: World, tmp_path: Path
+) -> None:
+    """state_backend git: staging is deployed from one runner's clone, the promotion runs on a
+    fresh clone that never saw that deploy; the soak counts from the record on the remote."""
+    (tmp_path / "remote").mkdir()
+    remote = GitRemote(tmp_path / "remote")
+    first, second = remote.clone(), remote.clone()
+    s = _setup(world, tmp_path, soak_sec=4, state_backend="git", state_remote="origin")
+    sha = world.shas[0]
+    deployed = s.run("deploy", f"--sha={sha}", "--env=staging", cwd=first)
+    assert deployed.returncode == 0, deployed.stderr
+
+    early = s.run("promote", "--to=production", cwd=second)
+    assert early.returncode == 1
+    assert "held by gate soak:" in early.stderr
+    assert "soak_sec is 4" in early.stderr
+    time.sleep(4.5)
+    late = s.run("promote", "--to=production", cwd=second)
+
+    assert late.returncode == 0, late.stderr
+    assert late.record["promoted_from"] == "staging"
+    assert late.record["image_digest"] == world.built[sha]
+    assert [h["action"] for h in s.history_at("production", first)] == ["promote"]
