@@ -499,6 +499,36 @@ def promote(c: Context, to: str = "", sha: str | None = None, plan: bool = False
 
 
 @task(
+    name="board",
+    help={
+        "html": "also write the board as one self-contained HTML page to this file",
+        "json": "print the board as one JSON line instead of the text",
+    },
+)
+def board_(c: Context, html: str | None = None, json: bool = False) -> None:
+    """The release board: per environment in promotion order, what serves since when, its
+    signature and provenance, and what waits to be promoted (and which gate holds it)."""
+    environ = _environ()
+    _logging(environ)
+    with _edge("board", environ, {}):
+        from shatag._sys.fs import atomic_write_text
+        from shatag.app.board import board, render_html
+        from shatag.masking import mask
+
+        result = board(_settings(c, environ), env=environ)
+        if html:
+            Path(html).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(html), mask(render_html(result)))
+        if json:
+            output.emit_json(result.as_dict())
+        else:
+            for line in result.human_lines():
+                print(line)
+        if html:
+            output.say(f"board: wrote {html}")
+
+
+@task(
     name="history",
     help={
         "env": _ENV_HELP,
@@ -594,6 +624,7 @@ ns.add_task(build)
 ns.add_task(deploy)
 ns.add_task(rollback)
 ns.add_task(promote)
+ns.add_task(board_)
 ns.add_task(history_)
 ns.add_task(status_)
 ns.add_task(verify)

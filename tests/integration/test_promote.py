@@ -10,6 +10,7 @@ copies the image across, by digest.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -24,7 +25,7 @@ import pytest
 from shatag._testing.localregistry import LocalRegistry
 from shatag.core import short_sha
 from tests._gitremote import GitRemote
-from tests.conftest import EXAMPLE, InvResult, cli_env, new_app, run_inv
+from tests.conftest import EXAMPLE, ROOT, InvResult, cli_env, new_app, run_inv
 from tests.integration._signing_support import generate_key_pair, tag_digest, tool_path
 
 PASSWORD = "promote-test-password"
@@ -359,3 +360,73 @@ def test_the_soak_is_measured_from_the_shared_ledger_on_another_runner(
     assert late.record["promoted_from"] == "staging"
     assert late.record["image_digest"] == world.built[sha]
     assert [h["action"] for h in s.history_at("production", first)] == ["promote"]
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    """Debian's headless Chromium (installed by ci/setup.sh's test set-up), no network."""
+    binary = shutil.which("chromium")
+    assert binary, "chromium is required for this test: run `bash ci/setup.sh test`"
+    return subprocess.run(
+        [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_board_shows_what_serves_and_what_waits_and_renders_in_chromium(
+    world: World, tmp_path: Path
+) -> None:
+    s = _setup(world, tmp_path, soak_sec=3600)
+    a, b = world.shas
+    _deploy_staging(s, a)
+    s.config.write_text(s.config.read_text().replace('"soak_sec": 3600', '"soak_sec": 0'))
+    assert s.run("promote", "--to=production").returncode == 0
+    s.config.write_text(s.config.read_text().replace('"soak_sec": 0', '"soak_sec": 3600'))
+    _deploy_staging(s, b)
+    page = tmp_path / "board.html"
+
+    result = s.run("board", f"--html={page}")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"staging: {b[:12]} since ")
+    assert lines[1].startswith(f"production (promotes from staging): {a[:12]} since ")
+    assert "signature verified (n/a); provenance attested" in lines[1]
+    assert lines[2].startswith(f"  waiting: {b[:12]} from staging — soak: ")
+    text = page.read_text()
+    assert "<script" not in text
+    assert "http://" not in text
+    assert "https://" not in text
+    dom = _chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr
+    assert "shatag release board" in dom.stdout
+    assert 'id="env-production"' in dom.stdout
+    assert a in dom.stdout
+    assert b in dom.stdout
+    assert "promote from staging" in dom.stdout
+    assert "soak_sec is 3600" in dom.stdout
+    shot = ROOT / "build" / "board.png"
+    shot.parent.mkdir(exist_ok=True)
+    shot.unlink(missing_ok=True)
+    taken = _chromium(
+        f"--screenshot={shot}",
+        "--window-size=1280,720",
+        page.as_uri(),
+        profile=tmp_path / "profile-shot",
+    )
+    assert taken.returncode == 0, taken.stderr
+    assert shot.stat().st_size > 10_000
+    print(result.stdout, shot)
