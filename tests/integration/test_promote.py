@@ -23,7 +23,10 @@ from typing import Any
 import pytest
 
 from shatag._testing.localregistry import LocalRegistry
-from shatag.core import short_sha
+from shatag.core import parse_repository, short_sha
+from shatag.errors import DigestMismatch
+from shatag.supplychain.copy import copy_image
+from shatag.supplychain.registry import RegistryClient
 from tests._gitremote import GitRemote
 from tests.conftest import EXAMPLE, ROOT, InvResult, cli_env, new_app, run_inv
 from tests.integration._signing_support import generate_key_pair, tag_digest, tool_path
@@ -430,3 +433,63 @@ def test_the_board_shows_what_serves_and_what_waits_and_renders_in_chromium(
     assert taken.returncode == 0, taken.stderr
     assert shot.stat().st_size > 10_000
     print(result.stdout, shot)
+
+
+def _client(repository: str) -> RegistryClient:
+    return RegistryClient(parse_repository(repository), env={"HOME": str(Path.home())})
+
+
+def test_across_registries_the_blobs_are_copied_and_the_signature_still_verifies(
+    world: World, tmp_path: Path
+) -> None:
+    """No mount between two registries: every blob is streamed across (the fallback)."""
+    sha = world.shas[0]
+    digest = world.built[sha]
+    with LocalRegistry(tmp_path / "other") as other:
+        target = f"{other.address}/mirror"
+        report = copy_image(_client(world.staging_repo), _client(target), sha, digest)
+
+        assert report.mounted == 0
+        assert report.copied >= 2
+        assert report.bytes_copied > 500_000  # busybox and the app: real bytes moved
+        assert report.tags == [sha, short_sha(sha)]
+        assert f"{digest.replace(':', '-')}.sig" in report.signatures
+        assert tag_digest(other, "mirror", sha) == digest
+        again = copy_image(_client(world.staging_repo), _client(target), sha, digest)
+        assert (again.copied, again.mounted, again.tags, again.signatures) == (0, 0, [], [])
+        verify = subprocess.run(
+            [
+                tool_path("cosign"),
+                "verify",
+                "--key",
+                str(world.public_key),
+                "--insecure-ignore-tlog",
+                "--allow-insecure-registry",
+                f"{target}@{digest}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert verify.returncode == 0, verify.stderr
+        print(report.human_line())
+
+
+def test_a_target_tag_naming_another_digest_is_never_overwritten(
+    world: World, tmp_path: Path
+) -> None:
+    a, b = world.shas
+    with LocalRegistry(tmp_path / "other") as other:
+        target = f"{other.address}/mirror"
+        copy_image(_client(world.staging_repo), _client(target), a, world.built[a])
+        # Someone tags B's SHA with A's image in the target repository.
+        manifest = _client(target).manifest(world.built[a])
+        assert manifest is not None
+        _client(target).put_manifest(b, manifest)
+
+        with pytest.raises(DigestMismatch, match="never overwritten \\(FR-009\\)"):
+            copy_image(_client(world.staging_repo), _client(target), b, world.built[b])
+
+        assert tag_digest(other, "mirror", b) == world.built[a]
+        assert _client(target).manifest_digest(short_sha(b)) is None
