@@ -163,6 +163,12 @@ def test_soak_not_yet_elapsed_is_refused_and_nothing_changes(world: World, tmp_p
     s = _setup(world, tmp_path, soak_sec=3600)
     sha = world.shas[0]
     _deploy_staging(s, sha)
+    plan = s.run("promote", "--to=production", "--plan")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.record["blocked"] is True
+    states = {g["gate"]: g["state"] for g in plan.record["gates"]}
+    assert states == {"current": "pass", "soak": "fail", "mainline": "pass", "checks": "not run"}
+    assert "plan: blocked — nothing was changed" in plan.stderr
 
     result = s.run("promote", "--to=production")
 
