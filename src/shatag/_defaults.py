@@ -19,6 +19,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     "platform": "linux/amd64",
     "metadata_dir": "build/metadata",
     "state_dir": ".shatag",
+    # issue 23, item 1: what a running service reads lives on the host, off any checkout.
+    "runtime_dir": "/var/lib/shatag",
     "state_backend": "local",
     "state_remote": "origin",
     "state_lock_ttl_sec": 60.0,

@@ -51,13 +51,10 @@ StateBackend = Literal["local", "git"]
 
 #: Keys holding a file-system path: relative values resolve against their file's directory.
 PATH_KEYS: Final = frozenset(
-    {"context", "metadata_dir", "state_dir", "sbom_dir", "metrics_textfile"}
+    {"context", "metadata_dir", "state_dir", "runtime_dir", "sbom_dir", "metrics_textfile"}
 )
 #: Key files, unless they name a KMS/env/k8s reference (``scheme://…``).
 KEY_PATH_KEYS: Final = frozenset({"cosign_key", "cosign_public_key"})
-_ENV_KEYS: Final = frozenset(
-    {"repository_type", "targets", "apply", "apply_timeout_sec", "promotion"}
-)
 #: The keys of an environment's ``promotion`` block (issue 26; docs/promotion.md).
 PROMOTION_KEYS: Final = frozenset({"from", "soak_sec", "checks", "check_timeout_sec"})
 BUILD_ARG_PLACEHOLDERS: Final = ("sha", "short_sha", "branch", "repository")
@@ -65,6 +62,53 @@ _ARG_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ARG_HINT: Final = (
     "use {sha}, {short_sha}, {branch} or {repository} (write {{ and }} for literal braces)"
 )
+_ENV_KEYS: Final = frozenset(
+    {
+        "repository_type",
+        "targets",
+        "apply",
+        "apply_timeout_sec",
+        "verify",
+        "attest_deployments",
+        "promotion",
+    }
+)
+#: The keys of an environment's ``verify:`` block (docs/configuration.md, issue 25).
+VERIFY_KEYS: Final = frozenset({"signature", "sbom", "provenance", "signers", "source_repository"})
+SIGNER_KEYS: Final = frozenset({"key", "identity", "issuer"})
+SignatureRule = Literal["off", "soft", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """One trusted signer: a public key (file or ``scheme://`` reference), or a keyless
+    identity (a regular expression over the certificate's identity) and its OIDC issuer."""
+
+    key: str = ""
+    identity: str = ""
+    issuer: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"key {self.key}" if self.key else f"identity {self.identity} ({self.issuer})"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPolicy:
+    """An environment's ``verify:`` block: what an image must prove before it is deployed or
+    rolled back to (issue 25, docs/signatures.md). ``signers`` empty: the global trust
+    (``cosign_public_key``, or ``keyless_identity`` + ``keyless_issuer``)."""
+
+    signature: SignatureRule = "soft"
+    sbom: bool = False
+    provenance: bool = False
+    signers: tuple[Signer, ...] = ()
+    #: The source repository the provenance must name (implies ``provenance: required``).
+    source_repository: str = ""
+
+    @property
+    def needs_provenance(self) -> bool:
+        return self.provenance or bool(self.source_repository)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +134,10 @@ class EnvironmentConfig:
     #: The apply command as an argument list (never run through a shell); empty: none.
     apply: tuple[str, ...] = ()
     apply_timeout_sec: float = 600.0
+    #: The environment's ``verify:`` policy; ``None``: the global ``signature_policy`` applies.
+    verify: VerifyPolicy | None = None
+    #: Attach a signed deployment attestation to the digest after each deploy/rollback.
+    attest_deployments: bool = False
     #: ``None``: releases reach this environment by ``deploy`` only, never by ``promote``.
     promotion: PromotionConfig | None = None
 
@@ -160,6 +208,8 @@ class Settings:
     platform: str = "linux/amd64"
     metadata_dir: Path = Path("build/metadata")
     state_dir: Path = Path(".shatag")
+    #: Host-side runtime state of running services (the docker proxy's home), off any checkout.
+    runtime_dir: Path = Path("/var/lib/shatag")
     state_backend: StateBackend = "local"
     state_remote: str = "origin"
     state_lock_ttl_sec: float = 60.0
@@ -297,6 +347,7 @@ class Settings:
             platform=platform,
             metadata_dir=path("metadata_dir"),
             state_dir=path("state_dir"),
+            runtime_dir=path("runtime_dir"),
             state_backend="git" if backend == "git" else "local",
             state_remote=_remote(_str(merged, "state_remote")),
             state_lock_ttl_sec=_positive(merged, "state_lock_ttl_sec"),
@@ -480,6 +531,10 @@ def _environments(value: Any, base_dir: Path | None) -> dict[str, EnvironmentCon
                 "apply_timeout_sec",
                 f"shatag.environments.{name}.apply_timeout_sec",
             ),
+            verify=_verify(f"shatag.environments.{name}.verify", spec.get("verify"), base_dir),
+            attest_deployments=_flag(
+                f"shatag.environments.{name}.attest_deployments", spec.get("attest_deployments")
+            ),
             promotion=_promotion(str(name), spec.get("promotion")),
         )
     _check_claims(envs)
@@ -586,3 +641,86 @@ def _apply(where: str, value: Any) -> tuple[str, ...]:
     if not argv or not argv[0].strip():
         raise ConfigError(f"{where} names no program")
     return tuple(argv)
+
+
+def _verify(where: str, value: Any, base_dir: Path | None) -> VerifyPolicy | None:
+    """An environment's ``verify:`` block (``None`` when absent: the global policy applies).
+
+    >>> _verify("v", {"signature": "required", "sbom": "required", "signers": [
+    ...     {"key": "k.pub"}]}, Path("/etc/app")).signers[0].key
+    '/etc/app/k.pub'
+    >>> _verify("v", {"provenance": True, "source_repository": "https://x/y"}, None).provenance
+    True
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a mapping (keys: {', '.join(sorted(VERIFY_KEYS))})")
+    unknown = sorted(str(k) for k in set(value) - VERIFY_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}")
+    signature = value.get("signature", "soft")
+    if signature not in ("off", "soft", "required"):
+        raise ConfigError(f"{where}.signature must be off, soft or required, not {signature!r}")
+    source = value.get("source_repository") or ""
+    if not isinstance(source, str):
+        raise ConfigError(f"{where}.source_repository must be a URL string")
+    policy = VerifyPolicy(
+        signature="off"
+        if signature == "off"
+        else "required"
+        if signature == "required"
+        else "soft",
+        sbom=_required(f"{where}.sbom", value.get("sbom")),
+        provenance=_required(f"{where}.provenance", value.get("provenance")),
+        signers=_signers(f"{where}.signers", value.get("signers"), base_dir),
+        source_repository=source.strip().removesuffix("/"),
+    )
+    if policy.signature == "off" and (policy.sbom or policy.needs_provenance):
+        raise ConfigError(
+            f"{where}: an SBOM or provenance requirement needs a signature check; "
+            "set signature to soft or required"
+        )
+    return policy
+
+
+def _flag(where: str, value: Any) -> bool:
+    """A yes/no key: a boolean (``"true"``/``"false"`` from an environment variable too)."""
+    if value in (None, False, "false"):
+        return False
+    if value in (True, "true"):
+        return True
+    raise ConfigError(f"{where} must be true or false, not {limits.clip(value, 40)}")
+
+
+def _required(where: str, value: Any) -> bool:
+    """``required`` / ``optional`` (or true / false); absent: optional."""
+    if value in (None, "optional", False):
+        return False
+    if value in ("required", True):
+        return True
+    raise ConfigError(f"{where} must be required or optional, not {limits.clip(value, 40)}")
+
+
+def _signers(where: str, value: Any, base_dir: Path | None) -> tuple[Signer, ...]:
+    """Trusted signers: ``{key: PATH}`` or ``{identity: REGEXP, issuer: URL}`` each."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where} must be a list of signers ({{key: …}} or {{identity, issuer}})")
+    out: list[Signer] = []
+    for index, raw in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(raw, Mapping) or set(raw) - SIGNER_KEYS:
+            raise ConfigError(f"{at} must be a mapping of {', '.join(sorted(SIGNER_KEYS))}")
+        key, identity, issuer = (raw.get(k) or "" for k in ("key", "identity", "issuer"))
+        if not all(isinstance(v, str) for v in (key, identity, issuer)):
+            raise ConfigError(f"{at}: key, identity and issuer are strings")
+        if key and (identity or issuer):
+            raise ConfigError(f"{at}: a signer is a key or a keyless identity + issuer, not both")
+        if not key and not (identity and issuer):
+            raise ConfigError(f"{at}: name a public key, or a keyless identity and its issuer")
+        if key and ":" not in key and not Path(key).is_absolute() and base_dir is not None:
+            key = str(base_dir / key)
+        out.append(Signer(key=key, identity=identity, issuer=issuer))
+    return tuple(out)

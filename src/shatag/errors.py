@@ -91,6 +91,13 @@ class SignatureRequired(ShatagError):
     code = "SIGNATURE_REQUIRED"
 
 
+class Quarantined(ShatagError):
+    """The SHA was quarantined in the environment's ledger (``inv quarantine``, issue 25): no
+    deploy, rollback or plan puts it in place until ``inv unquarantine`` lifts it."""
+
+    code = "QUARANTINED"
+
+
 class DeployFailed(ShatagError):
     code = "DEPLOY_FAILED"
 

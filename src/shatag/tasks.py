@@ -581,6 +581,50 @@ def status_(c: Context, env: str | None = None) -> None:
         raise problem
 
 
+def _mark(c: Context, action: str, sha: str, env: str | None, reason: str) -> None:
+    environ = _environ()
+    _logging(environ)
+    fields: dict[str, Any] = {"image_sha": sha, "env": env or ""}
+    with _edge(action, environ, fields):
+        from shatag.app.quarantine import mark
+
+        settings = _settings(c, environ)
+        fields["env"] = settings.environment(env).name
+        done = mark(
+            settings,
+            "quarantine" if action == "quarantine" else "unquarantine",
+            sha,
+            env_name=env,
+            reason=reason,
+            env=environ,
+        )
+        if done is None:
+            output.emit_json({"phase": action, "image_sha": sha, "env": fields["env"]})
+            output.say(f"{sha} is not quarantined in {fields['env']}: nothing to lift")
+            return
+        output.emit_json({"phase": action, **done.as_line()})
+        verb = "quarantined" if action == "quarantine" else "lifted the quarantine of"
+        output.say(f"{verb} {sha} in {done.env} ({done.initiated_by}, {done.finished_at})")
+
+
+@task(
+    help={
+        "sha": "full 40-hex git SHA to block",
+        "reason": "why (required; shown to whoever tries to deploy it)",
+        "env": _ENV_HELP,
+    }
+)
+def quarantine(c: Context, sha: str = "", reason: str = "", env: str | None = None) -> None:
+    """Block a SHA in an environment: deploy, rollback and --plan of it are refused."""
+    _mark(c, "quarantine", sha, env, reason)
+
+
+@task(help={"sha": "full 40-hex git SHA to release", "reason": "why (optional)", "env": _ENV_HELP})
+def unquarantine(c: Context, sha: str = "", reason: str = "", env: str | None = None) -> None:
+    """Lift the quarantine of a SHA in an environment (recorded in its history too)."""
+    _mark(c, "unquarantine", sha, env, reason)
+
+
 @task(help={"sha": "full 40-hex git SHA whose image (canonical repository) to verify"})
 def verify(c: Context, sha: str = "") -> None:
     """Signature status of one SHA-tagged image (cosign, by digest; FR-014)."""
@@ -596,6 +640,8 @@ def verify(c: Context, sha: str = "") -> None:
             f"({record.signature_reason}); sbom attestation {record.sbom_attestation_status} "
             f"({record.sbom_attestation_reason})"
         )
+        for deployment in record.deployments:
+            output.say(deployment.human_line())
 
 
 @task(
@@ -629,6 +675,8 @@ ns.add_task(history_)
 ns.add_task(status_)
 ns.add_task(verify)
 ns.add_task(signatures)
+ns.add_task(quarantine)
+ns.add_task(unquarantine)
 ns.configure(
     {"shatag": invoke_defaults(), "tasks": {"executor_class": "shatag.tasks.FastExitExecutor"}}
 )

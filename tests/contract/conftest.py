@@ -161,6 +161,25 @@ class World:
             dockerfile or "FROM scratch\nCOPY payload.txt /payload.txt\n", encoding="utf-8"
         )
 
+    def git(self, *args: str) -> str:
+        """``git`` in the context, a repository on ``main`` (issue 24: an image is a commit)."""
+        context = Path(self.config["context"])
+        who = ["-c", "user.name=contract", "-c", "user.email=contract@example.invalid"]
+        done = subprocess.run(
+            ["git", "-C", str(context), *who, *args],
+            check=True, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return done.stdout.strip()
+
+    def commit(self, content: str | None = None) -> str:
+        """A new commit on ``main`` of the context as it is with fresh ``payload.txt`` content (a
+        distinct image); returns its SHA."""
+        payload = Path(self.config["context"]) / "payload.txt"
+        payload.write_text(content or secrets.token_hex(16), encoding="utf-8")
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", "contract")
+        return self.git("rev-parse", "HEAD")
+
     def inv(self, *args: str, config: Mapping[str, Any] | None = None) -> InvResult:
         """Run the real task collection: ``python -m invoke -r ROOT -f CONFIG <args>``."""
         merged = {**self.config, **(config or {})}
@@ -173,7 +192,8 @@ class World:
         return InvResult(argv[3:], proc.returncode, proc.stdout, proc.stderr)
 
     def build(self, sha: str | None = None, *flags: str, branch: str = "main") -> InvResult:
-        return self.inv("build", f"--sha={sha or new_sha()}", f"--branch={branch}", *flags)
+        """``inv build`` of ``sha`` (default: a new commit on ``main``)."""
+        return self.inv("build", f"--sha={sha or self.commit()}", f"--branch={branch}", *flags)
 
 
 def _child_env(home: Path) -> dict[str, str]:
@@ -225,6 +245,7 @@ def make_world(tmp_path: Path, registry: Registry) -> Callable[..., World]:
         config.update(overrides)
         world = World(root=root, registry=reg, env=_child_env(root / "home"), config=config)
         world.write_context()
+        world.git("init", "-q", "-b", "main")
         return world
 
     return make

@@ -157,7 +157,7 @@ def ok(result: InvResult) -> InvResult:
 
 
 def test_build_line_and_metadata_file_match_the_contracts(world: World) -> None:
-    sha = new_sha()
+    sha = world.commit()
     record = ok(world.build(sha)).line("build")
     check_line("build", record)
     assert record["reused"] is False
@@ -175,7 +175,7 @@ def test_build_line_and_metadata_file_match_the_contracts(world: World) -> None:
 
 
 def test_staging_build_and_reuse_lines_match_the_contracts(world: World) -> None:
-    sha = new_sha()
+    sha = world.commit()
     first = ok(world.build(sha, branch="feature/x")).line("build")
     check_line("build", first)
     assert first["repository_type"] == "staging"
@@ -187,7 +187,7 @@ def test_staging_build_and_reuse_lines_match_the_contracts(world: World) -> None
 
 
 def test_deploy_line_matches_the_contract(world: World) -> None:
-    sha = new_sha()
+    sha = world.commit()
     built = ok(world.build(sha)).line("build")
     record = ok(world.inv("deploy", f"--sha={sha}", "--env=production")).line("deploy")
     check_line("deploy", record)
@@ -198,9 +198,10 @@ def test_deploy_line_matches_the_contract(world: World) -> None:
 
 
 def test_rollback_line_matches_the_contract(world: World) -> None:
-    first, second = new_sha(), new_sha()
+    first = world.commit()
+    ok(world.build(first))
+    second = world.commit()
     for sha in (first, second):
-        world.write_context()
         ok(world.build(sha))
         ok(world.inv("deploy", f"--sha={sha}", "--env=production"))
     result = ok(world.inv("rollback", f"--sha={first}", "--env=production"))
@@ -212,7 +213,7 @@ def test_rollback_line_matches_the_contract(world: World) -> None:
 
 
 def test_verify_line_matches_the_contract(world: World) -> None:
-    sha = new_sha()
+    sha = world.commit()
     ok(world.build(sha))
     record = ok(world.inv("verify", f"--sha={sha}")).line("verify")
     check_line("verify", record)
@@ -237,7 +238,7 @@ def scenario(contract: str, *codes: str) -> Callable[[Scenario], Scenario]:
 
 
 def _deployed(world: World) -> str:
-    sha: str = new_sha()
+    sha = world.commit()
     ok(world.build(sha))
     return sha
 
@@ -254,7 +255,8 @@ def _build_floating(make_world: Callable[..., World], _: Any) -> InvResult:
 
 @scenario("build-workflow", "INVALID_INPUT")
 def _build_bad_branch(make_world: Callable[..., World], _: Any) -> InvResult:
-    return make_world().build(new_sha(), branch="bad..branch")
+    world = make_world()
+    return world.build(world.commit(), branch="bad..branch")
 
 
 @scenario("build-workflow", "BUILD_FAILURE")
@@ -282,10 +284,13 @@ def _build_no_registry(make_world: Callable[..., World], _: Any) -> InvResult:
 @scenario("build-workflow", "DIGEST_MISMATCH")
 @scenario("digest-verification", "DIGEST_MISMATCH")
 def _rebuild_differs(make_world: Callable[..., World], _: Any) -> InvResult:
-    world = make_world()
-    sha = new_sha()
+    # The commit is the same; an untracked build input (issue 13) differs between the builds.
+    world = make_world(build_inputs=["input.txt"])
+    world.write_context(dockerfile="FROM scratch\nCOPY payload.txt input.txt /\n")
+    sha = world.commit()
+    (Path(world.config["context"]) / "input.txt").write_text("first", encoding="utf-8")
     ok(world.build(sha))
-    world.write_context("different content, same commit")
+    (Path(world.config["context"]) / "input.txt").write_text("second", encoding="utf-8")
     return world.build(sha, "--rebuild")
 
 
@@ -358,12 +363,8 @@ def _fake_tool(world: World, name: str, body: str) -> None:
 @scenario("build-workflow", "SOURCE_MISMATCH")
 def _build_context_at_other_commit(make_world: Callable[..., World], _: Any) -> InvResult:
     world = make_world()
-    context = Path(world.config["context"])
-    git = ["git", "-C", str(context), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
-    subprocess.run([*git, "init", "-q"], check=True, timeout=30)
-    subprocess.run([*git, "add", "-A"], check=True, timeout=30)
-    subprocess.run([*git, "commit", "-q", "-m", "c"], check=True, timeout=30)
-    return world.build(new_sha())  # not the commit the context is at
+    world.commit()
+    return world.build(new_sha())  # not a commit of the context's repository
 
 
 @scenario("build-workflow", "TOOL_FAILURE")
@@ -378,7 +379,7 @@ def _build_sbom_tool_fails_fake_syft(make_world: Callable[..., World], _: Any) -
 def _build_recorded_tag_gone(make_world: Callable[..., World], _: Any) -> InvResult:
     """Issue 14, item 6: the metadata file records this SHA's digest, the tag is gone."""
     world = make_world()
-    sha = new_sha()
+    sha = world.commit()
     meta = Path(world.config["metadata_dir"]) / f"{sha}.json"
     meta.parent.mkdir(parents=True, exist_ok=True)
     record = {"image_sha": sha, "repository": world.canonical, "image_digest": "sha256:" + "e" * 64}

@@ -26,6 +26,7 @@ from shatag._testing.localregistry import LocalRegistry, free_port
 from shatag.core import parse_repository
 from shatag.supplychain.registry import RegistryClient
 from tests.conftest import EXAMPLE, ROOT, App, InvResult, cli_env, inv_argv, new_app, run_inv
+from tests.reliability._shim import PathShim
 
 SDL_TEXT = """\
 ---
@@ -566,21 +567,27 @@ def test_kill_9_during_deploy_leaves_a_consistent_state(
     site = make_site()
     assert site.deploy(world.a).returncode == 0
     journal = site.dir / "state" / "production" / "pending.json"
+    # Inside the switch: a PATH shim holds the `docker run` of the new container once it has
+    # returned (the old one stopped and parked, the new one started), and the kill lands there.
+    shim = PathShim(site.dir / "shim")
+    shim.hold("run *", "after")
     proc = subprocess.Popen(
         inv_argv("-f", str(site.config), "deploy", f"--sha={world.b.sha}", "--env=production"),
         cwd=ROOT,
-        env=world.env,
+        env=shim.env(world.env),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 60
-    while not journal.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert journal.exists(), "the deploy finished before it could be killed"
-    time.sleep(0.3)  # somewhere inside the switch
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    try:
+        assert shim.wait_held(60, lambda: proc.poll() is None), "the switch never ran docker run"
+        assert journal.exists()
+        calls = [c.split()[0] for c in shim.calls()]
+        assert calls[-3:] == ["stop", "rename", "run"], calls
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        shim.release()
 
     # Files are whole: exactly A's or exactly B's, never half-written.
     assert site.sdl_image() in (world.a.pinned(world.canonical), world.b.pinned(world.canonical))

@@ -35,9 +35,11 @@ class Px:
         self.port = free_port()
         self.env = env
         self.state = root / "state"
+        self.runtime = root / "runtime"
         self.config = root / f"{self.name}.json"
         spec = {
             "state_dir": str(self.state),
+            "runtime_dir": str(self.runtime),
             "environments": {
                 "prod": {
                     "targets": [
@@ -132,7 +134,7 @@ def test_deploy_switch_and_rollback_go_through_the_proxy(
     ports = proxy["HostConfig"]["PortBindings"]
     assert ports == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(px.port)}]}
     assert "2019/tcp" not in json.dumps(proxy["NetworkSettings"]["Ports"])
-    home = px.state / "prod" / "proxy" / px.name
+    home = px.runtime / "proxy" / "prod" / px.name
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     assert stat.S_ISSOCK((home / "admin.sock").stat().st_mode)
     assert proxy["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"

@@ -23,6 +23,14 @@ images:
     newTag: latest
 """
 
+#: The base the overlay lists: a kustomization that renders is what a GitOps edit is checked
+#: against (issue 23, item 2).
+BASE = {
+    "kustomization.yaml": "resources:\n  - deployment.yaml\n",
+    "deployment.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n"
+    "  template:\n    spec:\n      containers:\n        - name: api\n          image: api\n",
+}
+
 VALUES = """\
 image:
   repository: ghcr.io/example/api
@@ -61,6 +69,9 @@ def test_deploy_from_a_subdirectory_edits_the_files_the_config_file_names(
     kustomization = app.path / "deploy" / "overlays" / "prod" / "kustomization.yaml"
     kustomization.parent.mkdir(parents=True)
     kustomization.write_text(KUSTOMIZATION)
+    (app.path / "deploy" / "base").mkdir()
+    for name, text in BASE.items():
+        (app.path / "deploy" / "base" / name).write_text(text)
     values = app.path / "deploy" / "values-prod.yaml"
     values.write_text(VALUES)
     targets = [
@@ -81,7 +92,7 @@ def test_deploy_from_a_subdirectory_edits_the_files_the_config_file_names(
     text = kustomization.read_text()
     assert f"    newName: {repo}  # shatag writes the pinned image here\n" in text
     assert f"    newTag: {sha}\n    digest: {digest}\n" in text
-    assert values.read_text() == (
-        f'image:\n  repository: {repo}\n  tag: "{sha}"\n  digest: {digest}\n'
-    )
+    # No image.digest in the file: the tag carries the digest (issue 23, item 2).
+    assert values.read_text() == f'image:\n  repository: {repo}\n  tag: "{sha}@{digest}"\n'
+
     assert sorted(p.relative_to(cwd) for p in cwd.rglob("*")) == before, "nothing made here"

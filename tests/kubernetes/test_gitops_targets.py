@@ -60,6 +60,10 @@ resources: {limits: {cpu: 500m}}
 """
 
 
+#: The test set-up's kubectl, else the one on PATH (`kubectl kustomize` needs no cluster).
+KUBECTL = str(TOOLS_BIN / "kubectl") if (TOOLS_BIN / "kubectl").exists() else "kubectl"
+
+
 def changed(old: str, new: str) -> list[str]:
     return [
         line
@@ -70,7 +74,7 @@ def changed(old: str, new: str) -> list[str]:
 
 def rendered_image(overlay: Path) -> str:
     out = subprocess.run(
-        [str(TOOLS_BIN / "kubectl"), "kustomize", str(overlay)],
+        [KUBECTL, "kustomize", str(overlay)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -130,12 +134,13 @@ def test_kustomize_and_helm_values_get_the_pinned_image_and_keep_every_other_byt
             f"+    newTag: {sha}",
             f"+    digest: {digest}",
         ]
+        # No image.digest in the file: the tag carries the digest, no key is created
+        # (issue 23, item 2: it used to add a digest line the chart never reads).
         assert changed(VALUES, values.read_text()) == [
             "-  repository: ghcr.io/example/api  # shatag",
             '-  tag: "latest"',
             f"+  repository: {repo}  # shatag",
-            f'+  tag: "{sha}"',
-            f"+  digest: {digest}",
+            f'+  tag: "{sha}@{digest}"',
         ]
 
     rolled = run_inv(["-f", str(config), "rollback", "--env=production"], env)
@@ -170,3 +175,79 @@ def test_bad_target_keys_are_config_errors(
     assert "error: CONFIG_ERROR:" in result.stderr
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=60, check=True,
+        env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+             "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+    ).stdout  # fmt: skip
+
+
+def test_deploy_and_rollback_push_to_the_gitops_branch_from_stale_clones(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    """``git_push: true`` through the real CLI (issue 23, item 3): each deploy and the rollback
+    is one commit on the remote branch, made from a clone older than the branch."""
+    env = cli_env(registry, tmp_path, f"gitops-push-{uuid.uuid4().hex[:8]}")
+    app = new_app(tmp_path / "app")
+    shas, digests = [], []
+    for release in ("A", "B"):
+        sha = app.commit(f'{{"release": "{release}"}}', release)
+        built = run_inv(["build", f"--sha={sha}", "--branch=main"],
+                        {**env, "INVOKE_SHATAG_CONTEXT": str(app.path)})  # fmt: skip
+        assert built.returncode == 0, built.stderr
+        shas.append(sha)
+        digests.append(built.record["image_digest"])
+    repo = env["INVOKE_SHATAG_CANONICAL_REPOSITORY"]
+
+    bare = tmp_path / "gitops.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(bare), str(seed)], check=True, capture_output=True)
+    _git(seed, "checkout", "-q", "-b", "main")
+    (seed / "base").mkdir()
+    (seed / "base" / "deployment.yaml").write_text(DEPLOYMENT)
+    (seed / "base" / "kustomization.yaml").write_text("resources:\n  - deployment.yaml\n")
+    (seed / "overlays" / "production").mkdir(parents=True)
+    (seed / "overlays" / "production" / "kustomization.yaml").write_text(KUSTOMIZATION)
+    (seed / "values-production.yaml").write_text(VALUES)
+    _git(seed, "add", "-A")
+    _git(seed, "commit", "-q", "-m", "seed")
+    _git(seed, "push", "-q", "origin", "main")
+    runners = []
+    for n in range(2):  # two CI runners' checkouts, cloned now: stale after the first push
+        checkout = tmp_path / f"runner-{n}"
+        subprocess.run(["git", "clone", "-q", str(bare), str(checkout)], check=True)
+        config = checkout / "shatag.yaml"
+        targets = [
+            {"kind": "kustomize", "path": "overlays/production/kustomization.yaml",
+             "name": "api", "git_push": True},
+            {"kind": "helm_values", "path": "values-production.yaml", "git_push": True},
+        ]  # fmt: skip
+        config.write_text(json.dumps({"shatag": {
+            "state_dir": str(tmp_path / "state"),
+            "environments": {"production": {"repository_type": "canonical", "targets": targets}},
+        }}))  # fmt: skip
+        runners.append(config)
+
+    steps = [
+        (runners[0], ["deploy", f"--sha={shas[0]}"], 0),
+        (runners[1], ["deploy", f"--sha={shas[1]}"], 1),
+        (runners[0], ["rollback"], 0),
+    ]
+    for config, args, expect in steps:
+        result = run_inv(["-f", str(config), *args, "--env=production"], env)
+        assert result.returncode == 0, result.stderr
+        subject = _git(bare, "log", "-1", "--format=%s", "main").strip()
+        assert subject == f"shatag: production -> {shas[expect][:12]} ({digests[expect][:19]})"
+        fresh = tmp_path / f"fresh-{len(_git(bare, 'rev-list', 'main').split())}"
+        subprocess.run(["git", "clone", "-q", str(bare), str(fresh)], check=True)
+        pinned = f"{repo}:{shas[expect]}@{digests[expect]}"
+        assert rendered_image(fresh / "overlays" / "production") == pinned
+        assert (
+            f'tag: "{shas[expect]}@{digests[expect]}"'
+            in (fresh / "values-production.yaml").read_text()
+        )
+    assert len(_git(bare, "rev-list", "--first-parent", "main").split()) == 4, "seed + 3 pushes"

@@ -157,6 +157,17 @@ class DockerSite:
     def state(self) -> Path:
         return self.dir / "state"
 
+    @property
+    def runtime(self) -> Path:
+        """``runtime_dir``: beside the site's directory, shared by the sites of one test (the
+        host's runtime state is outside any checkout, issue 23, item 1)."""
+        return self.dir.parent / "runtime"
+
+    @property
+    def home(self) -> Path:
+        """The proxy's home on the host."""
+        return self.runtime / "proxy" / self.env_name / self.name
+
     def inv(self, ledger: Ledger, *args: str, timeout: float = 600) -> InvResult:
         return rinv(ledger, ["-f", str(self.config), *args], self.env, timeout=timeout)
 
@@ -188,7 +199,7 @@ class DockerSite:
 
     def serving_container(self) -> str:
         """The app container the proxy forwards to (the upstream file it reads per request)."""
-        path = self.state / self.env_name / "proxy" / self.name / "upstream"
+        path = self.home / "upstream"
         try:
             return path.read_text().strip().rpartition(":")[0]
         except OSError:
@@ -220,6 +231,7 @@ def make_docker_site(
     spec = {
         "shatag": {
             "state_dir": str(d / "state"),
+            "runtime_dir": str(root / "runtime"),
             "deploy_lock_timeout_sec": 120,
             "environments": {
                 "px": {

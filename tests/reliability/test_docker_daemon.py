@@ -20,7 +20,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -28,6 +30,7 @@ from shatag._testing.localregistry import free_port
 from shatag.targets.docker.owned import owner_labels
 from shatag.targets.docker.proxy import NETWORK_SUFFIX as NET
 from tests.conftest import InvResult
+from tests.reliability._shim import PathShim
 from tests.reliability.conftest import Ledger, Site, World, describe, error_code, wait_for
 
 BRIDGE = "shatagrel0"
@@ -136,10 +139,9 @@ def _run_and_stop_daemon(
     env: dict[str, str],
     daemon: PrivateDaemon,
     trigger: Callable[[list[str]], bool],
-    delay: float = 0.0,
 ) -> InvResult:
-    """Start ``argv``; once ``trigger(stderr lines so far)`` holds (+``delay``), stop the
-    daemon. Returns the run's result and leaves the daemon stopped."""
+    """Start ``argv``; once ``trigger(stderr lines so far)`` holds -- a line the run printed --
+    stop the daemon. Returns the run's result and leaves the daemon stopped."""
     err_lines: list[str] = []
     with subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -156,7 +158,6 @@ def _run_and_stop_daemon(
             if trigger(list(err_lines)):
                 break
             time.sleep(0.05)
-        time.sleep(delay)
         daemon.stop()
         out = proc.stdout.read() if proc.stdout else ""
         proc.wait(timeout=300)
@@ -218,13 +219,15 @@ def _docker_site(make_site: Callable[..., Site], daemon: PrivateDaemon) -> tuple
     site = make_site()
     spec = json.loads(site.config.read_text())
     spec["shatag"]["environments"]["rel"]["targets"].append(
-        # the stop-then-start switch, whose container is <name> (proxy: false)
+        # the stop-then-start switch, whose container is <name> (proxy: false); its undo waits
+        # up to health_timeout_sec for a daemon that went away to answer again
         {
             "kind": "docker",
             "name": name,
             "port": free_port(),
             "container_port": 8080,
             "proxy": False,
+            "health_timeout_sec": UNDO_WAIT_SEC,
         }
     )
     site.config.write_text(json.dumps(spec))
@@ -237,7 +240,45 @@ def _container(daemon: PrivateDaemon, name: str) -> list[str]:
     return daemon.docker("inspect", "--format", fmt, name, check=False).split()
 
 
-@pytest.mark.parametrize("moment", ["before the switch", "during the switch"])
+UNDO_WAIT_SEC = 10
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Where the daemon is stopped: at the shim's held call (``pattern`` before/after it), and
+    whether it is started again while the run still waits for it (``back_in_run``)."""
+
+    held: str
+    when: Literal["before", "after"]
+    back_in_run: bool
+    #: calls that must not have been made when the fault hit / that must have been
+    not_yet: tuple[str, ...]
+    made: tuple[str, ...]
+
+
+MOMENTS = {
+    # prepare done (inspected, image present), the old container not touched yet
+    "before the switch": Moment("stop *", "before", False, ("stop", "rename", "run"), ()),
+    # the old container stopped and parked, the new one created and started
+    "during the switch": Moment("run *", "after", False, (), ("stop", "rename", "run")),
+    # the old container stopped by the switch (so the daemon will not restart it), not yet
+    # parked; the daemon comes back while the run's undo waits for it (issue 27)
+    "restarted during the switch": Moment("rename *", "before", True, ("run",), ("stop",)),
+}
+
+
+def _words(calls: list[str]) -> list[str]:
+    """The docker subcommand of each call (``container inspect`` → ``inspect``)."""
+    out = []
+    for call in calls:
+        parts = call.split()
+        if parts and parts[0] in ("container", "image", "network") and len(parts) > 1:
+            parts = parts[1:]
+        out.append(parts[0] if parts else "")
+    return out
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
 def test_daemon_stopped_during_deploy(
     ledger: Ledger,
     world: World,
@@ -245,64 +286,104 @@ def test_daemon_stopped_during_deploy(
     make_site: Callable[..., Site],
     moment: str,
 ) -> None:
+    """The daemon is stopped at a named docker call of the switch (a PATH shim holds that
+    call while the daemon stops), never after a delay (issue 27)."""
     from tests.conftest import inv_argv
 
+    at = MOMENTS[moment]
     a, b = world.images[0], world.images[1]
     site, name = _docker_site(make_site, daemon)
     first = site.deploy(ledger, a)
     assert first.returncode == 0, first.stderr[-600:]
     old_id = _container(daemon, name)[0]
-
-    def new_container_started(_: list[str]) -> bool:
-        by_label, by_name = f"label=shatag.sha={b.sha}", f"name={name}"
-        found = daemon.docker("ps", "-aq", "--filter", by_label, "--filter", by_name, check=False)
-        return bool(found)
-
-    trigger: Callable[[list[str]], bool] = (
-        (lambda _: True) if moment == "before the switch" else new_container_started
-    )
+    shim = PathShim(site.dir / "shim")
+    shim.hold(at.held, at.when)
     ledger.count("faults_injected")
-    result = _run_and_stop_daemon(
-        inv_argv("-f", str(site.config), "deploy", f"--sha={b.sha}", "--env=rel"),
-        site.env,
-        daemon,
-        trigger,
-        0.5 if moment == "before the switch" else 0.0,
-    )
+    argv = inv_argv("-f", str(site.config), "deploy", f"--sha={b.sha}", "--env=rel")
+    with subprocess.Popen(
+        argv, env=shim.env(site.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            held = shim.wait_held(120, lambda: proc.poll() is None)
+            before_fault = shim.calls()
+            daemon.stop()
+            shim.release()
+            waited = False
+            if at.back_in_run:
+                # the run's undo found the daemon gone and polls `docker version` for it
+                waited = wait_for(lambda: "version" in _words(shim.calls()), 60, 0.05)
+                daemon.start()
+            out, err = proc.communicate(timeout=300)
+        finally:
+            shim.release()
+            if proc.poll() is None:
+                proc.kill()
+    result = InvResult(proc.returncode, out, err)
     ledger.capture("deploy, daemon stopped", result.stdout + result.stderr)
-    daemon.start()
-    recovered = ""
     journal_left = (site.state / "rel" / "pending.json").exists()
+    state_at_end = _container(daemon, name) if at.back_in_run else []
+    if daemon.proc is None:
+        daemon.start()
+    # the run was at the named moment: the held call came, after what must have been made
+    words = _words(before_fault)
+    at_moment = (
+        held
+        and shim.held_call().startswith(at.held.rstrip(" *"))
+        and all(w in words for w in at.made)
+        and not any(w in words[:-1] for w in at.not_yet)
+    )
+    recovered = ""
     if moment == "during the switch":
-        # The old container was already stopped and parked when the daemon died: the next run
-        # of shatag for this environment restores it before doing anything else. A deploy of
-        # a SHA that is not in the registry shows that restore alone (it then fails
-        # MISSING_TAG).
+        # The old container was already stopped and parked when the daemon died, and it did
+        # not come back within the run: the next run of shatag for this environment restores
+        # it before doing anything else. A deploy of a SHA that is not in the registry shows
+        # that restore alone (it then fails MISSING_TAG).
         probe = site.inv(ledger, "deploy", f"--sha={'0' * 40}", "--env=rel")
         recovered = f"; next run (recovery, then {describe(probe)})"
     wait_for(lambda: _container(daemon, name)[1:2] == ["true"], 20, 0.5)
     state = _container(daemon, name)
     untouched = state == [old_id, "true", a.sha]
+    in_run = not at.back_in_run or (
+        waited
+        and state_at_end == [old_id, "true", a.sha]
+        and not journal_left
+        and "previous container was restored" in result.stderr
+    )
     again = site.deploy(ledger, b)
-    ok = (
-        result.returncode != 0
-        and bool(error_code(result))
+    ok = bool(
+        at_moment
+        and result.returncode != 0
+        and error_code(result)
         and "Traceback" not in result.stderr
         and untouched
+        and in_run
         and again.returncode == 0
     )
+    after = {
+        "before the switch": " (it was never stopped: the daemon restarts it)",
+        "during the switch": " after the next shatag run's recovery",
+        "restarted during the switch": " when the run ends (its undo waited for the daemon)",
+    }[moment]
     ledger.record(
-        f"docker daemon stopped during deploy, {moment} (private dockerd)",
+        f"docker daemon stopped during deploy, {moment} (private dockerd, at `docker "
+        f"{at.held.rstrip(' *')}`)",
         "deploy fails with a code; once the daemon is back the old container (same id, "
-        "release A) runs"
-        + (" after the next shatag run's recovery" if moment == "during the switch" else "")
-        + "; the next deploy works",
+        f"release A) runs{after}; the next deploy works",
         f"{describe(result)}{recovered}; old container (same id, A, running)={untouched}; "
         f"next deploy {describe(again)}",
         ok,
     )
     listing = daemon.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}", check=False)
-    assert ok, (journal_left, state, old_id[:12], listing, result.stderr[-1500:])
+    assert ok, (
+        at_moment,
+        before_fault,
+        journal_left,
+        state_at_end,
+        state,
+        old_id[:12],
+        listing,
+        result.stderr[-1500:],
+    )
 
 
 def test_daemon_restart_brings_the_proxied_release_back(

@@ -26,6 +26,7 @@ from shatag._testing.localregistry import LocalRegistry
 from tests._gitremote import GitRemote, git
 from tests.conftest import InvResult, inv_argv
 from tests.reliability._faults import copy_image
+from tests.reliability._shim import HeldApply, PathShim
 from tests.reliability.conftest import (
     Built,
     Ledger,
@@ -192,23 +193,41 @@ _WAITED = re.compile(r"waited ([0-9.]+)s for the deploy lock")
 
 
 def test_two_runners_deploy_at_once(
-    ledger: Ledger, world: World, make_fleet: Callable[..., Fleet]
+    ledger: Ledger, world: World, make_fleet: Callable[..., Fleet], tmp_path: Path
 ) -> None:
     a, b, c = world.images
-    fleet = make_fleet(apply="sleep 1", lock_timeout=60)
+    held = HeldApply(tmp_path / "apply-started", tmp_path / "go")
+    fleet = make_fleet(apply=held.command, lock_timeout=60)
+    held.go.touch()
     assert fleet.deploy(ledger, fleet.runner(), a).returncode == 0
+    held.go.unlink()
+    held.started.unlink()
     runners = [fleet.runner(), fleet.runner()]
+    git_shim = PathShim(tmp_path / "git-shim", "git")
     procs = [
         subprocess.Popen(
             inv_argv("-f", str(fleet.site.config), "deploy", f"--sha={img.sha}", "--env=rel"),
             cwd=runner,
-            env=fleet.site.env,
+            env=git_shim.env(fleet.site.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for img, runner in zip((b, c), runners, strict=True)
     ]
+    # The winner holds the lock in its apply step until the other runner is seen trying to
+    # push the lock ref (a try while it is held: the other waits), not for a `sleep 1`.
+    winner = held.winner(procs)
+    other = next(p for p in procs if p is not winner)
+
+    def other_tried_the_lock() -> bool:
+        return any(
+            pid == other.pid and words.startswith("push") and "refs/shatag-lock/rel" in words
+            for pid, words in git_shim.callers()
+        )
+
+    tried = winner is not None and wait_for(other_tried_the_lock, 120)
+    held.go.touch()
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
@@ -224,7 +243,8 @@ def test_two_runners_deploy_at_once(
         and rows[0]["previous_sha"] == a.sha
     )
     ok = (
-        all(r.returncode == 0 for r in results)
+        tried
+        and all(r.returncode == 0 for r in results)
         and serialized
         and last is not None
         and fleet.targets_are(last)
@@ -233,14 +253,16 @@ def test_two_runners_deploy_at_once(
     )
     if waits:
         ledger.figure(
-            "git ledger: lock wait of the second of two runners deploying at once (apply 1 s)",
+            "git ledger: lock wait of the second of two runners deploying at once (the first held "
+            "until the second was seen trying the lock)",
             f"{waits[0]:.1f} s",
         )
     ledger.record(
         "git ledger: two runners deploy one environment at once (lock timeout 60s)",
         "serialized on refs/shatag-lock/rel: both succeed, both recorded in order, targets = "
         "the later; lock released",
-        f"{[describe(r) for r in results]}; serialized={serialized}; the second waited "
+        f"{[describe(r) for r in results]}; the second seen pushing the lock ref while the "
+        f"first held it: {tried}; serialized={serialized}; the second waited "
         f"{waits[0] if waits else '?'} s for the lock",
         ok,
     )

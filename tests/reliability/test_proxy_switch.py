@@ -7,7 +7,7 @@ deploys and rolls back; every figure below comes from counting its answers:
   fails, deploy of one without HEALTHCHECK whose ``health_path`` is 404, re-deploy of the serving
   SHA: 0 failed requests, 0 answered by a release that failed its gate, the re-deploy a no-op;
 * ``proxy: false``: the stop-then-start switch, its measured gap (documented, not gated);
-* item 3 -- SIGTERM, SIGINT and SIGHUP at spread points of deploy/rollback; >= 25 SIGKILLs;
+* item 3 -- SIGTERM, SIGINT and SIGHUP at spread docker calls of deploy/rollback; >= 25 SIGKILLs;
 * item 4 -- names taken by containers and networks shatag did not create;
 * item 5 -- env, secrets and volumes reach the container, secret values nowhere else.
 """
@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE, App, InvResult, new_app
+from tests.reliability._shim import PathShim
 from tests.reliability._traffic import DockerSite, Load, docker, make_docker_site
 from tests.reliability.conftest import Built, Ledger, World, error_code, rinv
 
@@ -234,22 +235,46 @@ def _start(site: DockerSite, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _span(site: DockerSite, ledger: Ledger, releases: dict[str, Built]) -> float:
-    """The length of a normal switch (deploy B then back to A), for spreading the signals."""
-    times = []
+def _shimmed(site: DockerSite) -> PathShim:
+    """Every docker call of the site's runs goes through a logging shim (issue 27): a fault
+    is sent once the run has started its k-th docker call, never after a delay."""
+    shim = PathShim(site.dir / "shim")
+    site.extra_env = {"PATH": shim.env(site.env)["PATH"]}
+    return shim
+
+
+def _span(site: DockerSite, ledger: Ledger, releases: dict[str, Built], shim: PathShim) -> int:
+    """The docker calls of a normal switch (deploy B then back to A: the larger), over which
+    the signals are spread."""
+    counts = []
     for built in (releases["B"], releases["A"]):
-        started = time.monotonic()
+        shim.reset()
         assert site.deploy(ledger, built).returncode == 0
-        times.append(time.monotonic() - started)
-    return max(times)
+        counts.append(len(shim.calls()))
+    return max(counts)
+
+
+def _at_call(shim: PathShim, proc: subprocess.Popen[bytes], k: int) -> tuple[bool, str]:
+    """Wait until the run has started its ``k``-th docker call (k = 0: it has started).
+    Returns whether it is still running, and that call (``#k <words>``) for the report."""
+    reached = shim.wait_calls(k, 120, lambda: proc.poll() is None)
+    calls = shim.calls()
+    if not k:
+        where = "#0 (started)"
+    elif len(calls) >= k:
+        where = f"#{k} {calls[k - 1].split()[0]}"
+    else:
+        where = f"#{k} (the run made {len(calls)})"
+    return reached and proc.poll() is None, where
 
 
 def test_sigterm_sigint_sighup_complete_or_undo_the_switch(
     ledger: Ledger, site: DockerSite, releases: dict[str, Built]
 ) -> None:
     rng = random.Random(12)  # noqa: S311 -- reproducible points, not cryptography
+    shim = _shimmed(site)
     assert site.deploy(ledger, releases["A"]).returncode == 0
-    span = _span(site, ledger, releases)
+    span = _span(site, ledger, releases, shim)
     current = releases["A"]
     rows: dict[str, list[str]] = {}
     problems: list[str] = []
@@ -258,12 +283,13 @@ def test_sigterm_sigint_sighup_complete_or_undo_the_switch(
         for i in range(5):
             target = releases["B"] if current is releases["A"] else releases["A"]
             action = "deploy" if run % 2 == 0 else "rollback"
-            delay = span * 1.3 * (i + rng.random()) / 5  # up to past a normal switch
+            # at the k-th docker call, spread up to past a normal switch's last call
+            k = int(span * 1.3 * (i + rng.random()) / 5)
             with Load(site.port) as load:
-                time.sleep(0.2)
+                time.sleep(0.2)  # traffic before the run starts (a window, not a trigger)
+                shim.reset()
                 proc = _start(site, action, f"--sha={target.sha}", f"--env={site.env_name}")
-                time.sleep(delay)
-                alive = proc.poll() is None
+                alive, where = _at_call(shim, proc, k)
                 sent_at = time.monotonic()
                 if alive:
                     # to the whole group on odd runs (as a CI runner does), else the process
@@ -273,7 +299,7 @@ def test_sigterm_sigint_sighup_complete_or_undo_the_switch(
                         os.kill(proc.pid, sig)
                 out, err = proc.communicate(timeout=120)
                 took = time.monotonic() - sent_at
-                time.sleep(0.3)
+                time.sleep(0.3)  # traffic after the run ends (a window, not a trigger)
             ledger.capture(
                 f"{sig.name} {action}", out.decode(errors="replace") + err.decode(errors="replace")
             )
@@ -283,12 +309,12 @@ def test_sigterm_sigint_sighup_complete_or_undo_the_switch(
             outcome = "done" if site.current_sha() == target.sha else "undone"
             interrupted = b"error: INTERRUPTED:" in err
             rows.setdefault(sig.name, []).append(
-                f"{delay:.1f}s:{outcome if alive else 'finished first'}"
+                f"{where}:{outcome if alive else 'finished first'}"
                 f"{'(INTERRUPTED)' if interrupted else ''}/{load.failed} failed/{took:.1f}s"
             )
             if load.failed or not agree or took > 60 or site.journal_pending():
                 problems.append(
-                    f"{sig.name} {action} at {delay:.1f}s: failed={load.failed} "
+                    f"{sig.name} {action} at call {where}: failed={load.failed} "
                     f"{dict(load.errors())} took {took:.1f}s {state} "
                     f"journal={site.journal_pending()} rc={proc.returncode} {err[-300:]!r}"
                 )
@@ -302,7 +328,7 @@ def test_sigterm_sigint_sighup_complete_or_undo_the_switch(
             f"{name} at 5 spread points of deploy/rollback under 60 req/s",
             "switch completed or undone within 60 s; 0 failed requests; history, proxy and "
             "answers agree; no journal left",
-            "delay:outcome/failed requests/time to exit: " + ", ".join(items),
+            "docker call:outcome/failed requests/time to exit: " + ", ".join(items),
             not [p for p in problems if p.startswith(name)],
         )
     assert not problems, "\n".join(problems)
@@ -312,8 +338,9 @@ def test_sigkill_anywhere_keeps_the_service_answering(
     ledger: Ledger, site: DockerSite, releases: dict[str, Built]
 ) -> None:
     rng = random.Random(1212)  # noqa: S311
+    shim = _shimmed(site)
     assert site.deploy(ledger, releases["A"]).returncode == 0
-    span = _span(site, ledger, releases)
+    span = _span(site, ledger, releases, shim)
     current = releases["A"]
     per_kill: list[int] = []
     problems: list[str] = []
@@ -323,12 +350,12 @@ def test_sigkill_anywhere_keeps_the_service_answering(
         runs += 1
         target = releases["B"] if current is releases["A"] else releases["A"]
         action = "deploy" if runs % 2 else "rollback"
-        delay = rng.uniform(0.0, span)
+        k = rng.randint(0, span)  # killed once the run started its k-th docker call
         with Load(site.port) as load:
-            time.sleep(0.2)
+            time.sleep(0.2)  # traffic before the run starts (a window, not a trigger)
+            shim.reset()
             proc = _start(site, action, f"--sha={target.sha}", f"--env={site.env_name}")
-            time.sleep(delay)
-            alive = proc.poll() is None
+            alive, where = _at_call(shim, proc, k)
             if alive:
                 os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate(timeout=60)
@@ -348,13 +375,14 @@ def test_sigkill_anywhere_keeps_the_service_answering(
                 ledger.count("kills_survived")
         if load.failed or result.returncode != 0 or not agree:
             problems.append(
-                f"run {runs} {action} killed at {delay:.2f}s (alive={alive}): failed={load.failed} "
+                f"run {runs} {action} killed at call {where} (alive={alive}): failed={load.failed} "
                 f"{dict(load.errors())}; next deploy rc={result.returncode} {state} "
                 f"{result.stderr[-300:]}"
             )
         current = follow
     ledger.record(
-        f"SIGKILL at {kills} random points of deploy/rollback under 60 req/s, then the next deploy",
+        f"SIGKILL at {kills} random docker calls of deploy/rollback under 60 req/s, then the next "
+        "deploy",
         ">= 25 kills of a live process; 0 failed requests through kill and recovery; the next "
         "deploy recovers (history, proxy and answers agree, one container running)",
         f"failed requests per kill: {per_kill}"
@@ -453,7 +481,8 @@ def test_env_secrets_and_volumes_reach_the_app_and_secrets_nothing_else(
         mounts = docker("inspect", "--format", "{{json .Mounts}}", container)
         labels = docker("inspect", "--format", "{{json .Config.Labels}}", container)
         argv_seen = result.stdout + result.stderr + json.dumps(site.history())
-        state_files = b"".join(p.read_bytes() for p in site.state.rglob("*") if p.is_file())
+        files = [*site.state.rglob("*"), *site.runtime.rglob("*")]
+        state_files = b"".join(p.read_bytes() for p in files if p.is_file())
         ok = (
             "APP_MODE=production" in env_seen
             and "WORKERS=3" in env_seen

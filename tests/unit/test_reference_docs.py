@@ -87,3 +87,27 @@ def test_the_check_fails_when_a_key_is_dropped_from_the_docs() -> None:
     cut = text.replace(row.group(0), "")
     assert "rollout_timeout_sec" not in documented_kind_keys(cut, "kubernetes")
     assert "rollout_timeout_sec" in documented_kind_keys(text, "kubernetes")
+
+
+ERRORS = ROOT / "docs" / "errors.md"
+
+
+def test_every_error_code_has_its_row_in_docs_errors_md_and_only_those() -> None:
+    """docs/errors.md: one row per code of ``shatag.errors.ALL_CODES``, with its exit status."""
+    from shatag import errors
+
+    rows = dict(re.findall(r"^\| `([A-Z_]+)` \| (\d+) \|", ERRORS.read_text(), flags=re.M))
+    assert set(rows) == set(errors.ALL_CODES)
+    statuses = {
+        cls.code: cls.exit_status
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.ShatagError)
+    }
+    assert {code: int(rows[code]) for code in rows} == {c: statuses[c] for c in rows}
+
+
+def test_the_readme_stays_short() -> None:
+    """Issue 22, item 4: the README is the pitch, two commands, a tour and links (≤ 150 lines);
+    reference material lives under docs/."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move reference text to docs/"

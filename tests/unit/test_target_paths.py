@@ -28,7 +28,7 @@ PATH_KEYS = {
     "sdl": frozenset({"path"}),
     "tfvars": frozenset({"path"}),
     "kustomize": frozenset({"path"}),
-    "helm_values": frozenset({"path"}),
+    "helm_values": frozenset({"path", "chart"}),  # chart: what `helm template` renders
     "kubernetes": frozenset({"kubeconfig"}),
 }
 
@@ -44,7 +44,7 @@ TARGETS: dict[str, dict[str, Any]] = {
 
 
 def _relative(target: dict[str, Any]) -> str:
-    (key,) = PATH_KEYS[target["kind"]]
+    (key,) = PATH_KEYS[target["kind"]] - {"chart"}  # the file the target edits or reads
     value = target[key]
     assert isinstance(value, str)
     return value
@@ -127,7 +127,7 @@ def test_a_path_resolves_against_the_file_named_by_f_from_another_directory(
 def test_an_absolute_path_is_kept(kind: str, tmp_path: Path) -> None:
     target = TARGETS[kind]
     absolute = tmp_path / "elsewhere" / "file.yaml"
-    (key,) = PATH_KEYS[kind]
+    (key,) = PATH_KEYS[kind] - {"chart"}
     _write_config(tmp_path / "app" / "shatag.yaml", {**target, key: str(absolute)})
     (spec,) = _settings(tmp_path / "app" / "shatag.yaml").environment("production").targets
     assert _resolved(spec) == absolute

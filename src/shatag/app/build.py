@@ -266,6 +266,7 @@ def build(
         record.created_at = datetime.now(UTC).isoformat(timespec="seconds")
         # signing/SBOM hook: sign, SBOM, attest, soft-verify, all by digest (FR-008/010/014).
         from shatag.supplychain.evidence import after_push
+        from shatag.supplychain.provenance import gather as provenance_inputs
 
         chain = after_push(
             settings.signing,
@@ -278,6 +279,7 @@ def build(
             env=env,
             config_digest=record.config_digest,
             local_sbom=local_sbom,
+            provenance=functools.partial(provenance_inputs, settings, record, env=env),
         )
     record.signature_status = chain.signature.status
     record.signature_reason = chain.signature.reason

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shatag._sys import signals, subproc
+from shatag.app.policy import attest_switch, check_image, refuse_quarantined
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, Repository, RepositoryType, ensure_immutable_tag, validate_sha
 from shatag.errors import (
@@ -52,7 +53,7 @@ from shatag.ledger import Ledger, open_ledger
 from shatag.ledger.history import Action, HistoryRecord, initiated_by, utc_now
 from shatag.ledger.statedir import check_state_dir
 from shatag.ledger.statedir import describe as describe_os_error
-from shatag.supplychain.evidence import SignatureOutcome, verify_image
+from shatag.supplychain.evidence import SignatureOutcome
 from shatag.supplychain.metadata import load_metadata
 from shatag.supplychain.registry import RegistryClient, open_registry
 from shatag.targets import (
@@ -232,12 +233,31 @@ class Route:
     #: ``action=promote``: the environment the release comes from (recorded in history).
     promoted_from: str = ""
 
+    #: What :meth:`check` found per SHA in this command (a walk-back checks before choosing).
+    checked: dict[str, tuple[ImageRef, SignatureOutcome]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     def checked_image(
         self, settings: Settings, envcfg: EnvironmentConfig, ledger: Ledger, env: Mapping[str, str]
     ) -> tuple[ImageRef, SignatureOutcome]:
-        """The chosen SHA resolved in the registry, its digest guarded, its signature checked:
-        what :func:`run_switch` (under the lock) and :func:`plan_switch` check alike."""
-        sha = self.choose(ledger)
+        """The chosen SHA, :meth:`check`-ed: what :func:`run_switch` (under the lock) and
+        :func:`plan_switch` check alike."""
+        return self.check(settings, envcfg, ledger, env, self.choose(ledger))
+
+    def check(
+        self,
+        settings: Settings,
+        envcfg: EnvironmentConfig,
+        ledger: Ledger,
+        env: Mapping[str, str],
+        sha: str,
+    ) -> tuple[ImageRef, SignatureOutcome]:
+        """``sha`` not quarantined, resolved in the registry, its digest guarded, the
+        environment's verify policy met (:mod:`shatag.app.policy`); once per SHA."""
+        if sha in self.checked:
+            return self.checked[sha]
+        refuse_quarantined(ledger, sha)
         image = resolve_image(settings, envcfg, sha, env=env, staging_only=self.staging_only)
         expected = self.expected(ledger, image)
         if expected is not None and expected[0] != image.digest:
@@ -246,7 +266,8 @@ class Route:
                 f"{image.repository}:{image.sha} now points at {image.digest}, but {where} "
                 f"recorded {recorded}: {self.mismatch_advice}"
             )
-        return image, verify_image(settings.signing, image.by_digest, env=env)
+        self.checked[sha] = image, check_image(settings, envcfg, image, env=env)
+        return self.checked[sha]
 
 
 def recorded_elsewhere(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
@@ -308,9 +329,14 @@ def run_switch(
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     with ledger.lock(timeout=settings.deploy_lock_timeout_sec, holder=route.holder):
         shared = settings.state_backend != "local"
-        recovered = recover_interrupted(ledger, env=env, trusted=envcfg.targets if shared else None)
+        recovered = recover_interrupted(
+            ledger,
+            env=env,
+            trusted=envcfg.targets if shared else None,
+            runtime_dir=settings.runtime_dir,
+        )
         image, signature = route.checked_image(settings, envcfg, ledger, env)
-        return switch(
+        record = switch(
             settings,
             envcfg,
             image,
@@ -322,6 +348,8 @@ def run_switch(
             ledger=ledger,
             promoted_from=route.promoted_from,
         )
+    warning = attest_switch(settings, envcfg, record.release, signature, env=env)
+    return replace(record, warnings=(*record.warnings, warning)) if warning else record
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,9 +407,15 @@ def plan_switch(
     lock, no recovery, no file, no container, no history (issue 13, item 5)."""
     ledger = open_ledger(settings.state, envcfg.name, environ=env)
     image, signature = route.checked_image(settings, envcfg, ledger, env)
-    # state_dir: the docker kind finds its proxy (and what it serves) there; without it a
-    # serving target was planned as "nothing →" (issue 23, item 7).
-    ctx = TargetContext(env=env, env_name=envcfg.name, attempt="plan", state_dir=settings.state_dir)
+    # state_dir and runtime_dir: the docker kind finds its proxy (and what it serves) there;
+    # without them a serving target was planned as "nothing →" (issue 23, item 7).
+    ctx = TargetContext(
+        env=env,
+        env_name=envcfg.name,
+        attempt="plan",
+        state_dir=settings.state_dir,
+        runtime_dir=settings.runtime_dir,
+    )
     changes = tuple(
         TargetPlan(spec.label, make_target(spec, ctx).plan(image)) for spec in envcfg.targets
     )
@@ -473,7 +507,11 @@ def switch(
         promoted_from=promoted_from,
     )
     ctx = TargetContext(
-        env=env, env_name=envcfg.name, attempt=attempt, state_dir=settings.state_dir
+        env=env,
+        env_name=envcfg.name,
+        attempt=attempt,
+        state_dir=settings.state_dir,
+        runtime_dir=settings.runtime_dir,
     )
     # Targets that edit one file are merged: every edit applied together (issue 14, item 2).
     from shatag.targets.files import merge_shared_files  # lazy: a container deploy never needs it
@@ -679,6 +717,7 @@ def recover_interrupted(
     *,
     env: Mapping[str, str],
     trusted: tuple[TargetSpec, ...] | None = None,
+    runtime_dir: Path | None = None,
 ) -> tuple[str, ...]:
     """Finish what a killed deploy of the ledger's environment left behind (the caller holds
     the lock).
@@ -696,6 +735,8 @@ def recover_interrupted(
     done = ledger.find_attempt(attempt) if attempt else None
     entries = journal.get("targets", [])
     ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt)
+    if runtime_dir is not None:  # where the proxy's home is (else the default)
+        ctx = replace(ctx, runtime_dir=runtime_dir)
     notes: list[str] = []
     if trusted is not None:
         kept = [e for e in entries if _names_a_target(e, trusted)]

@@ -45,6 +45,7 @@ from shatag.app.deploy import (
     plan_switch,
     run_switch,
 )
+from shatag.app.policy import refuse_quarantined
 from shatag.config import EnvironmentConfig, PromotionConfig, Settings
 from shatag.core import (
     ImageRef,
@@ -401,7 +402,7 @@ def promote(
     copies: list[CopyReport] = []
     offers: list[Candidate] = []
 
-    def choose(_ledger: Ledger) -> str:  # under the target's lock
+    def choose(ledger: Ledger) -> str:  # under the target's lock
         source = open_ledger(settings.state, source_cfg.name, environ=env)
         offer = candidate(source_cfg.name, source.newest(limit=500), sha)
         gates = evaluate(settings, envcfg, offer, env=env, on_line=on_line)
@@ -411,6 +412,7 @@ def promote(
         assert offer.record is not None  # noqa: S101 -- the current gate passed
         passed.extend(gates)
         offers.append(offer)
+        refuse_quarantined(ledger, offer.record.sha)  # before the copy (issue 25)
         if _needs_copy(settings, envcfg, offer.record):
             copies.append(_copy(settings, envcfg, offer.record, env=env))
         return offer.record.sha

@@ -21,15 +21,26 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from shatag.app.deploy import DeployRecord, LineSink, Route, recorded_elsewhere, run_switch
 from shatag.config import EnvironmentConfig, Settings
 from shatag.core import ImageRef, ensure_immutable_tag, validate_sha
-from shatag.errors import LedgerUnavailable, MissingTag, NoRollbackTarget, ShatagError
+from shatag.errors import (
+    LedgerUnavailable,
+    MissingTag,
+    NoRollbackTarget,
+    PolicyViolation,
+    Quarantined,
+    ShatagError,
+    SignatureRequired,
+)
 from shatag.ledger import Ledger, open_ledger
-from shatag.ledger.history import initiated_by, walk_back_target
+from shatag.ledger.history import HistoryRecord, initiated_by, walk_back_candidates
+
+log = logging.getLogger("shatag.rollback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +111,8 @@ def rollback_route(
     def choose(ledger: Ledger) -> str:
         if sha is not None:
             return sha
-        previous = walk_back_target(ledger.iter_newest())  # issue 14, item 11
-        if previous is None:
+        candidates = walk_back_candidates(ledger.iter_newest())  # issue 14, item 11
+        if not candidates:
             current = ledger.current()
             now = f"it runs {current.sha}" if current else "it has no successful deployment"
             raise NoRollbackTarget(
@@ -109,7 +120,7 @@ def rollback_route(
                 f"different SHA to roll back to ({now}; releases it was rolled back from are "
                 "skipped); pass --sha=<40hex> explicitly"
             )
-        return previous.sha
+        return _first_passing(candidates, lambda c: route.check(settings, envcfg, ledger, env, c))
 
     def expected(ledger: Ledger, image: ImageRef) -> tuple[str, str] | None:
         recorded = ledger.digest_for(image.sha, str(image.repository))
@@ -127,3 +138,26 @@ def rollback_route(
         staging_only=MissingTag,
     )
     return envcfg, route
+
+
+def _first_passing(candidates: list[HistoryRecord], check: Callable[[str], object]) -> str:
+    """The nearest walk-back candidate that passes ``check`` (the route's quarantine and policy
+    check, issue 25); each one skipped is said on stderr; none: NO_ROLLBACK_TARGET naming why."""
+    skipped: list[str] = []
+    for candidate in candidates:
+        try:
+            check(candidate.sha)
+        except (Quarantined, PolicyViolation, SignatureRequired) as exc:
+            note = f"{candidate.sha}: {exc.code}: {_short(exc)}"
+            log.warning("rollback skips %s", note)
+            skipped.append(note)
+            continue
+        return candidate.sha
+    raise NoRollbackTarget(
+        "every earlier release fails today's checks, so there is nothing to roll back to "
+        f"({'; '.join(skipped)}); pass --sha=<40hex> explicitly once one is fixed"
+    )
+
+
+def _short(exc: ShatagError) -> str:
+    return exc.message if len(exc.message) <= 600 else exc.message[:600] + "…"

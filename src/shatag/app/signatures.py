@@ -197,12 +197,14 @@ def history_observations(
     for env_name in settings.environments:
         ledger = open_ledger(settings.state, env_name, environ=env)
         for record in ledger.newest(limit=limit):
-            if not is_sha(record.sha):
+            if not is_sha(record.sha) or not record.is_switch:
                 continue
             out.append(
                 Observation(
                     sha=record.sha,
-                    source=record.action,
+                    source="rollback"
+                    if record.action == "rollback"
+                    else ("promote" if record.action == "promote" else "deploy"),
                     when=record.finished_at or record.started_at,
                     signature_status=record.signature_status,
                     signature_reason=record.signature_reason,

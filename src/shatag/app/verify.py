@@ -9,6 +9,7 @@ SOFT_VERIFY_TOOL_ERROR under either policy.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -16,9 +17,12 @@ from typing import Any
 
 from shatag.config import Settings
 from shatag.core import RepositoryType, pinned_reference, validate_sha
-from shatag.errors import MissingTag
+from shatag.errors import MissingTag, ShatagError
+from shatag.supplychain.deployments import Deployment, list_deployments
 from shatag.supplychain.evidence import verify_image
 from shatag.supplychain.registry import open_registry
+
+log = logging.getLogger("shatag.verify")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,10 @@ class VerifyRecord:
     sbom_attestation_reason: str
     signature_policy: str
     verify_duration_sec: float
+    #: Where and when the digest was deployed, from its deployment attestations (issue 25,
+    #: item 5); read only when an environment sets ``attest_deployments``. Human lines only:
+    #: the JSON line is exactly the contract's.
+    deployments: tuple[Deployment, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The verify log line: exactly the fields of the signature-verification contract."""
@@ -85,4 +93,15 @@ def verify_sha(
         sbom_attestation_reason=outcome.sbom_attestation_reason,
         signature_policy=settings.signature_policy,
         verify_duration_sec=round(time.monotonic() - started, 3),
+        deployments=_deployments(settings, f"{repo}@{digest}", env),
     )
+
+
+def _deployments(settings: Settings, image: str, env: Mapping[str, str]) -> tuple[Deployment, ...]:
+    if not any(e.attest_deployments for e in settings.environments.values()):
+        return ()
+    try:
+        return tuple(list_deployments(settings.signing, image, env=env))
+    except ShatagError as exc:
+        log.warning("could not read the deployment attestations of %s: %s", image, exc)
+        return ()

@@ -79,6 +79,10 @@ class Ledger(Protocol):
 
     def find_attempt(self, attempt: str) -> HistoryRecord | None: ...
 
+    def quarantine_of(self, sha: str) -> HistoryRecord | None:
+        """The unlifted quarantine mark of ``sha`` in this environment (issue 25), if any."""
+        ...
+
     # -- one deploy at a time -------------------------------------------------------------------
 
     def lock(self, *, timeout: float, holder: str) -> AbstractContextManager[object]:
@@ -137,6 +141,9 @@ class LocalLedger:
 
     def find_attempt(self, attempt: str) -> HistoryRecord | None:
         return self._history.find_attempt(attempt)
+
+    def quarantine_of(self, sha: str) -> HistoryRecord | None:
+        return self._history.quarantine_of(sha)
 
     def lock(self, *, timeout: float, holder: str) -> AbstractContextManager[object]:
         return env_lock(self.state_dir, self._env, timeout=timeout, holder=holder)

@@ -440,6 +440,9 @@ class GitEnvLedger:
     def find_attempt(self, attempt: str) -> HistoryRecord | None:
         return self._store().find_attempt(attempt)
 
+    def quarantine_of(self, sha: str) -> HistoryRecord | None:
+        return self._store().quarantine_of(sha)
+
     def lock(self, *, timeout: float, holder: str) -> contextlib.AbstractContextManager[object]:
         return self.ledger.lock(self._env, timeout=timeout, holder=holder)
 

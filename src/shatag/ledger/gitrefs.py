@@ -18,37 +18,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
 
 from shatag._sys import subproc
+from shatag._sys.gitcli import DENIED_WORDS, git_argv, git_env, is_conflict, tail
 from shatag.errors import LedgerDenied, LedgerUnavailable, ToolFailure, ToolMissing, ToolTimeout
 
 log = logging.getLogger("shatag.ledger")
-
-# Rejections that mean "the ref moved under you" -- a stale lease on our side, or a lost race
-# inside the remote's receive-pack -- not "you may not write": those are retried.
-_RACE_WORDS: Final = ("failed to update ref", "cannot lock ref", "failed to lock", "stale info")
-_CONFLICT_WORDS: Final = ("stale info", "fetch first", "non-fast-forward", "already exists")
-_DENIED_WORDS: Final = (
-    "denied",
-    "permission",
-    "not allowed",
-    "forbidden",
-    "403",
-    "authentication failed",
-    "could not read username",
-    "protected",
-    "read-only",
-    "read only",
-)
-
-
-def is_conflict(line: str) -> bool:
-    """A ``git push --porcelain`` rejection line that means "the ref moved", not "denied"."""
-    line = line.lower()
-    if "[remote rejected]" in line:
-        return any(w in line for w in _RACE_WORDS)
-    return "[rejected]" in line and any(w in line for w in _CONFLICT_WORDS)
 
 
 class GitRefs:
@@ -68,25 +43,8 @@ class GitRefs:
     ) -> subproc.Result:
         """Run ``git -C <repo> <args>``; a failure (or, unless ``raise_timeout``, a timeout)
         is LEDGER_UNAVAILABLE."""
-        env = {
-            **self.env,
-            "GIT_TERMINAL_PROMPT": "0",  # never wait for a password on a CI runner
-            "GIT_AUTHOR_NAME": "shatag",
-            "GIT_AUTHOR_EMAIL": "shatag@localhost",
-            "GIT_COMMITTER_NAME": "shatag",
-            "GIT_COMMITTER_EMAIL": "shatag@localhost",
-        }
-        argv = [
-            "git",
-            "-C",
-            str(self.repo),
-            # No background gc/maintenance process outliving the command on a runner.
-            "-c",
-            "gc.auto=0",
-            "-c",
-            "maintenance.auto=false",
-            *args,
-        ]
+        env = git_env(self.env)
+        argv = git_argv(self.repo, *args)
         try:
             return subproc.run(argv, timeout=self.timeout, env=env, stdin=stdin, check=check)
         except ToolMissing:
@@ -149,7 +107,7 @@ class GitRefs:
             return False
         refs = ", ".join(ref for _new, ref, _old in refspecs)
         detail = tail(text)
-        if rejected or any(w in text.lower() for w in _DENIED_WORDS):
+        if rejected or any(w in text.lower() for w in DENIED_WORDS):
             raise LedgerDenied(
                 f"the state remote {self.remote!r} refused to update {refs}: {detail}. The "
                 "ledger needs push access to refs/shatag*/ (in GitHub Actions: permissions: "
@@ -219,11 +177,4 @@ class GitRefs:
         return found + [None] * (len(specs) - len(found))
 
 
-def tail(text: str, lines: int = 4) -> str:
-    """The last meaningful lines of git's output, on one line."""
-    kept = [
-        line.strip()
-        for line in text.strip().splitlines()
-        if line.strip() and line.strip() != "Done" and not line.startswith("To ")
-    ][-lines:]
-    return " | ".join(kept) if kept else "(no output)"
+__all__ = ["GitRefs", "is_conflict", "tail"]

@@ -31,9 +31,11 @@ from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict, cast
 from shatag.core import json_object, validate_env_name
 from shatag.ledger import shaindex
 
-Action = Literal["deploy", "rollback", "promote"]
-#: Every :data:`Action`, as a record read back may carry it.
-ACTIONS: Final = ("deploy", "rollback", "promote")
+Action = Literal["deploy", "rollback", "promote", "quarantine", "unquarantine"]
+#: The actions that put a release in place (``promote``: issue 26); the others are marks on a
+#: SHA (issue 25).
+SWITCH_ACTIONS: Final = frozenset({"deploy", "rollback", "promote"})
+MARK_ACTIONS: Final = frozenset({"quarantine", "unquarantine"})
 Outcome = Literal["ok", "failed"]
 
 HISTORY_FILE: Final = "history.jsonl"
@@ -79,6 +81,7 @@ class HistoryLine(TypedDict):
     error: str
     attempt: str
     unchanged: NotRequired[list[str]]
+    reason: NotRequired[str]
     promoted_from: NotRequired[str]
 
 
@@ -115,13 +118,21 @@ class HistoryRecord:
     #: Targets that already ran this release with these settings and were left as they were
     #: (issue 12: a re-deploy of the serving digest is a no-op, recorded as such).
     unchanged: tuple[str, ...] = field(default_factory=tuple)
+    #: Why a SHA was quarantined or released from quarantine (``inv quarantine``, issue 25).
+    reason: str = ""
     #: ``action=promote``: the environment the release was promoted from (issue 26); written
     #: only when set, so the lines of deploys and rollbacks stay as they were.
     promoted_from: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.result == "ok"
+        """A successful deploy or rollback (a quarantine mark is never a release)."""
+        return self.result == "ok" and self.action in SWITCH_ACTIONS
+
+    @property
+    def is_switch(self) -> bool:
+        """A deploy or rollback attempt (not a quarantine mark)."""
+        return self.action in SWITCH_ACTIONS
 
     def as_line(self) -> HistoryLine:
         """The record as its JSON object, keys sorted as in :meth:`to_json` (``unchanged``
@@ -154,8 +165,11 @@ class HistoryRecord:
         )
         if self.unchanged:
             line["unchanged"] = list(self.unchanged)
+        if self.reason:
+            line["reason"] = self.reason
         if self.promoted_from:
             line["promoted_from"] = self.promoted_from
+        if self.reason or self.promoted_from:
             line = cast(HistoryLine, dict(sorted(line.items())))
         return line
 
@@ -170,7 +184,7 @@ class HistoryRecord:
             return None
         known = {f.name for f in fields(cls)}
         kept: dict[str, Any] = {k: v for k, v in data.items() if k in known}
-        if kept.get("action") not in ACTIONS or kept.get("result") not in (
+        if kept.get("action") not in SWITCH_ACTIONS | MARK_ACTIONS or kept.get("result") not in (
             "ok",
             "failed",
         ):
@@ -239,6 +253,11 @@ class RecordQueries(abc.ABC):
         canonical with different digests)."""
         return next((r.digest for r in self.iter_newest() if _ran(r, sha, repository)), None)
 
+    def quarantine_of(self, sha: str) -> HistoryRecord | None:
+        """The quarantine mark that blocks ``sha`` (``None``: never quarantined, or lifted by
+        a newer ``unquarantine``)."""
+        return _blocking_mark(r for r in self.iter_newest() if r.sha == sha)
+
     def find_attempt(self, attempt: str, *, within: int = 50) -> HistoryRecord | None:
         """The record of one deploy attempt, if it is among the newest ``within``."""
         for record in self.newest(limit=within):
@@ -293,6 +312,9 @@ class HistoryStore(RecordQueries):
             if record is not None:
                 yield record
 
+    def quarantine_of(self, sha: str) -> HistoryRecord | None:
+        return _blocking_mark(_marks_of(self.path, sha))
+
     def digest_for(self, sha: str, repository: str | None = None) -> str | None:
         """:meth:`RecordQueries.digest_for` from the per-SHA index, else by a backwards scan
         that parses only the lines holding the SHA."""
@@ -309,6 +331,24 @@ class HistoryStore(RecordQueries):
             if record is not None and _ran(record, sha, repository):
                 return record.digest
         return None
+
+
+def _blocking_mark(records_of_sha: Iterable[HistoryRecord]) -> HistoryRecord | None:
+    for record in records_of_sha:
+        if record.action in MARK_ACTIONS:
+            return record if record.action == "quarantine" else None
+    return None
+
+
+def _marks_of(path: Path, sha: str) -> Iterator[HistoryRecord]:
+    """The quarantine marks of ``sha`` in the history file, newest first; only lines holding
+    the SHA and ``quarantine`` are parsed, so a deploy's check stays a byte scan."""
+    needle = sha.encode("ascii", "replace")
+    for raw in _reverse_lines(path):
+        if needle in raw and b"quarantine" in raw:
+            record = HistoryRecord.from_json(raw)
+            if record is not None and record.sha == sha:
+                yield record
 
 
 class _Records(Protocol):
@@ -340,6 +380,8 @@ def format_catalog(env: str, rows: list[CatalogRow]) -> str:
         result = str(row.get("result", ""))
         if row.get("error_code"):
             result += f" ({row['error_code']})"
+        if row.get("reason"):
+            result += f": {row['reason']}"
         table.append(
             (
                 "*" if row.get("current") else "",
@@ -347,7 +389,9 @@ def format_catalog(env: str, rows: list[CatalogRow]) -> str:
                 str(row.get("action", "")),
                 str(row.get("sha", "")),
                 digest[:19] + "…" if len(digest) > 19 else digest,
-                f"{row.get('signature_status', '')}/{row.get('signature_reason', '')}",
+                f"{row.get('signature_status', '')}/{row.get('signature_reason', '')}"
+                if row.get("action") in SWITCH_ACTIONS
+                else "-",
                 result,
                 str(row.get("previous_sha", ""))[:12] or "-",
                 str(row.get("initiated_by", "")),
@@ -449,6 +493,19 @@ def walk_back_target(newest_first: Iterable[HistoryRecord]) -> HistoryRecord | N
     >>> walk_back_target(reversed([r("A"), r("B"), r("A", "rollback")])) is None
     True
     """
+    candidates = walk_back_candidates(newest_first)
+    return candidates[0] if candidates else None
+
+
+def walk_back_candidates(newest_first: Iterable[HistoryRecord]) -> list[HistoryRecord]:
+    """Every release :func:`walk_back_target` could go to, nearest first: the stack below the
+    current release. ``inv rollback`` takes the first that passes today's policy and is not
+    quarantined (issue 25), saying which it skipped.
+
+    >>> r = lambda sha, action="deploy": HistoryRecord(action, "e", sha, "d", "ok")
+    >>> [c.sha for c in walk_back_candidates(reversed([r("A"), r("B"), r("C")]))]
+    ['B', 'A']
+    """
     window: list[HistoryRecord] = []
     for record in newest_first:
         if record.ok:
@@ -465,4 +522,4 @@ def walk_back_target(newest_first: Iterable[HistoryRecord]) -> HistoryRecord | N
             stack[-1] = record
         else:
             stack.append(record)
-    return stack[-2] if len(stack) >= 2 else None
+    return stack[-2::-1]

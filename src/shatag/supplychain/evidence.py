@@ -13,7 +13,9 @@ Order and failure policy:
    else syft scans the pushed digest from the registry; missing syft
    → ``sbom_status=tool_missing``; a syft that runs and fails → TOOL_FAILURE (the image
    stays pushed and unchanged; a rerun reuses it and generates the SBOM again).
-3. With ``--sign`` and a generated SBOM: ``cosign attest --type spdxjson`` to the same digest.
+3. With ``--sign`` and a generated SBOM: ``cosign attest --type spdxjson`` to the same digest;
+   with ``--sign`` and the build's provenance inputs: ``cosign attest --type slsaprovenance1``
+   (:mod:`shatag.supplychain.provenance`, issue 25). A failed attestation fails the build.
 4. Soft verification (FR-014): the signature status goes into the record; a cosign that gives
    no pass/fail answer raises SOFT_VERIFY_TOOL_ERROR. The ``enforce`` policy is applied where an
    image is about to be used (deploy, rollback, ``inv verify``: :func:`verify_image`), not here.
@@ -30,6 +32,7 @@ from typing import Literal
 
 from shatag.config import SbomConfig, SigningConfig
 from shatag.core import Repository, validate_digest
+from shatag.supplychain.provenance import ProvenanceInputs, attest_provenance
 from shatag.supplychain.sbom import (
     SbomResult,
     attest_sbom,
@@ -130,6 +133,7 @@ def after_push(
     env: Mapping[str, str],
     config_digest: str = "",
     local_sbom: Callable[[], bytes] | None = None,
+    provenance: Callable[[], ProvenanceInputs] | None = None,
 ) -> SupplyChainResult:
     """Sign (optionally), generate + attest the SBOM, verify. See the module docstring."""
     image = f"{repository}@{validate_digest(digest)}"
@@ -157,6 +161,8 @@ def after_push(
     if sign and sbom.status == "generated" and (signed or not reused):
         attest_sbom(signing, image, sbom, env=env)
         attestation = "attached"
+    if sign and provenance is not None and (signed or not reused):
+        attest_provenance(signing, image, provenance(), env=env)
 
     signature = verify_signature(signing, image, env=env)
     log.info(

@@ -456,6 +456,51 @@ def verify_attestation(
     return classify_verify_attestation(outcome.returncode, outcome.stdout, outcome.stderr)
 
 
+def verify_attestation_statements(
+    config: SigningConfig,
+    image_by_digest: str,
+    *,
+    env: Mapping[str, str],
+    predicate_type: str,
+) -> tuple[SignatureResult, list[dict[str, object]]]:
+    """:func:`verify_attestation`, plus the in-toto statements cosign verified (each line
+    cosign prints is an envelope whose base64 ``payload`` is one statement). A verified
+    answer whose output holds no readable statement is a tool error, never "verified"."""
+    image = _require_by_digest(image_by_digest)
+    outcome = _verify_with_trust(
+        config,
+        env,
+        ["verify-attestation", "--type", predicate_type],
+        image,
+        "verify-attestation",
+    )
+    if isinstance(outcome, SignatureResult):
+        return outcome, []
+    result = classify_verify_attestation(outcome.returncode, outcome.stdout, outcome.stderr)
+    if not result.verified:
+        return result, []
+    statements = [s for s in map(_statement, outcome.stdout.splitlines()) if s is not None]
+    if not statements:
+        raise SoftVerifyToolError(
+            "cosign verify-attestation exited 0 but printed no readable in-toto statement"
+        )
+    return result, statements
+
+
+def _statement(line: str) -> dict[str, object] | None:
+    """The in-toto statement inside one DSSE envelope line of cosign's output."""
+    import base64
+    import binascii
+
+    try:
+        envelope = json.loads(line)
+        payload = envelope.get("payload", "") if isinstance(envelope, dict) else ""
+        statement = json.loads(base64.b64decode(payload, validate=True))
+    except (ValueError, binascii.Error):
+        return None
+    return statement if isinstance(statement, dict) else None
+
+
 def signing_flags(
     config: SigningConfig, version: CosignVersion, env: Mapping[str, str]
 ) -> list[str]:

@@ -48,9 +48,11 @@ class TargetContext:
     env_name: str = ""
     #: This deploy attempt's id: labels what the attempt creates, names it in the journal.
     attempt: str = ""
-    #: shatag's state directory (``state_dir``): where a kind may keep host-side state, e.g.
-    #: the docker kind's proxy directory ``<state_dir>/<env>/proxy/<name>/``.
+    #: shatag's state directory (``state_dir``), in the checkout: history, lock, journal.
     state_dir: Path = Path(".shatag")
+    #: The host's runtime directory (``runtime_dir``), outside any checkout: what a running
+    #: service reads, e.g. the docker kind's proxy home ``<runtime_dir>/proxy/<env>/<name>/``.
+    runtime_dir: Path = Path("/var/lib/shatag")
 
 
 class TargetSpec(Protocol):

@@ -6,9 +6,11 @@ is imported only when a function needs it (the SDL fast path never does, issue 1
 ruamel.yaml's round-trip loader only *finds* where each key sits; the edits are made on the
 text: a one-line scalar is replaced in place (its quoting and trailing comment kept), a missing
 key becomes a new line after the last key of its mapping (same indentation), a dropped key's line
-goes. The result is re-parsed and must equal the intended document; if it does not (a flow
-mapping, a block scalar, a multi-line value), the intended document is dumped by ruamel.yaml's
-round-trip dumper instead, which keeps comments and order but may re-indent.
+goes; a scalar in a flow mapping (``image: {repository: r, tag: v}``) or behind an anchor
+(``tag: &t v``) is replaced in place, too. The result is re-parsed and must equal the intended
+document; if it does not (a key added to or dropped from a flow mapping, a block scalar, a
+multi-line value), the intended document is dumped by ruamel.yaml's round-trip dumper instead,
+which keeps comments and order but may re-indent.
 
 >>> text = "images:\\n- name: api  # the app\\n  newTag: old\\n"
 >>> print(apply_edits(text, [(("images", 0, "newTag"), "v2"), (("images", 0, "digest"), "d")]),
@@ -22,7 +24,7 @@ images:
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shatag.errors import ConfigError
@@ -131,8 +133,9 @@ def _edit_text(text: str, path: Path, value: str | None) -> str | None:  # noqa:
         parent = _walk(document, path[:-1])
     except (KeyError, IndexError, TypeError):
         return None
-    if not isinstance(parent, CommentedMap) or parent.fa.flow_style():
+    if not isinstance(parent, CommentedMap):
         return None
+    flow = bool(parent.fa.flow_style())
     key = path[-1]
     lines = text.splitlines(keepends=True)
     if key in parent:
@@ -141,14 +144,14 @@ def _edit_text(text: str, path: Path, value: str | None) -> str | None:  # noqa:
         if value_line != key_line or isinstance(parent[key], CommentedMap | CommentedSeq):
             return None
         if value is None:
-            return "".join([*lines[:key_line], *lines[key_line + 1 :]])
-        edited = replace_scalar(lines[key_line], value_col, value, flow=False)
+            return None if flow else "".join([*lines[:key_line], *lines[key_line + 1 :]])
+        edited = replace_scalar(lines[key_line], value_col, value, flow=flow)
         if edited is None:
             return None
         return "".join([*lines[:key_line], edited, *lines[key_line + 1 :]])
     if value is None:
         return text
-    if not parent:
+    if not parent or flow:
         return None
     last = list(parent.keys())[-1]
     last_line, _ = parent.lc.value(last)
@@ -175,8 +178,13 @@ def plain_or_quoted(value: str) -> str:
 def replace_scalar(line: str, col: int, value: str, *, flow: bool) -> str | None:
     """Replace the one-line scalar starting at ``col`` of ``line`` by ``value`` (same quoting);
     ``None`` when the scalar does not end on this line."""
+    if line.startswith("&", col):  # an anchored scalar: the anchor stays, its value changes
+        space = line.find(" ", col)
+        if space < 0:
+            return None
+        col = space + len(line[space:]) - len(line[space:].lstrip(" "))
     first = line[col] if col < len(line) else "|"
-    if first in "|>&*!":  # block scalar, anchor, alias, tag: leave it to the fallback
+    if first in "|>&*!":  # block scalar, alias, tag: leave it to the fallback
         return None
     if first == '"':
         end = _double_quoted_end(line, col)
@@ -229,3 +237,39 @@ def _plain_end(line: str, col: int, *, flow: bool) -> int:
     while i > col and line[i - 1] in " \t":
         i -= 1
     return i
+
+
+def image_name(reference: str) -> str:
+    """An image reference without its tag and digest.
+
+    >>> image_name("ghcr.io:443/x/api:1.0@sha256:ab"), image_name("api")
+    ('ghcr.io:443/x/api', 'api')
+    """
+    name = reference.split("@", 1)[0]
+    head, sep, tag = name.rpartition(":")
+    return head if sep and "/" not in tag else name
+
+
+def load_all(text: str) -> list[Any]:
+    """The documents of a multi-document YAML text (safe loader; ``[]``: not YAML), e.g. what
+    ``kubectl kustomize`` or ``helm template`` renders."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return [d for d in YAML(typ="safe").load_all(text) if d is not None]
+    except YAMLError:
+        return []
+
+
+def images_in(node: Any) -> Iterator[str]:
+    """Every ``image: <string>`` value in a loaded document, at any depth."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "image" and isinstance(value, str):
+                yield value
+            else:
+                yield from images_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from images_in(item)

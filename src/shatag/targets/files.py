@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, Self, TypeVar
 from shatag._sys.fs import atomic_write_text, real_path
 from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
-from shatag.targets import Target, TargetSpec
+from shatag.targets import Target, TargetContext, TargetSpec
 from shatag.targets._spec import KindSpec, converted, names_in_journal, parse_prelude
+from shatag.targets.writeback import GitPush, matches_push
 
 if TYPE_CHECKING:
-    from shatag.targets import Observed, TargetContext, TargetKind
+    from shatag.targets import Observed, TargetKind
 
 
 class FileSpec(TargetSpec, Protocol):
@@ -31,6 +32,9 @@ class FileSpec(TargetSpec, Protocol):
 
     @property
     def path(self) -> str: ...
+
+    @property
+    def git(self) -> GitPush | None: ...
 
 
 class FileKindSpec(KindSpec):
@@ -48,9 +52,17 @@ class FileKindSpec(KindSpec):
     def edits(self) -> Path | None:
         return Path(self.path).absolute()
 
+    @property
+    def git(self) -> GitPush | None:
+        """Where the edit is pushed (``git_push``; default: nowhere, the file is only edited)."""
+        return None
+
     def matches_journal(self, entry: Mapping[str, Any]) -> bool:
-        """An entry of this kind about the same file (or one that names no file)."""
-        return names_in_journal(entry, self.KIND_NAME, path=self.path)
+        """An entry of this kind about the same file (or one that names no file), pushed where
+        this target pushes (or not at all, like it)."""
+        return names_in_journal(entry, self.KIND_NAME, path=self.path) and matches_push(
+            entry, self.git
+        )
 
 
 F = TypeVar("F", bound=FileSpec)
@@ -87,6 +99,7 @@ class _FileEdit(abc.ABC):
     def __init__(self) -> None:
         self._previous: str | None = None
         self._new: str | None = None
+        self._image: ImageRef | None = None
         self._applied = False
 
     @property
@@ -111,19 +124,45 @@ class _FileEdit(abc.ABC):
         current = self._read()
         return _diff(self.path, current, self._render(current, image))
 
+    @abc.abstractmethod
+    def _verify(self) -> None:
+        """After the write: check that the edit takes effect (the kustomize kind renders the
+        kustomization); raise to refuse it (the file is then put back)."""
+
+    @property
+    def new(self) -> str:
+        """The content ``apply`` writes."""
+        if self._new is None:
+            raise RuntimeError("new before prepare()")
+        return self._new
+
     def prepare(self, image: ImageRef) -> None:
+        self._image = image
         self._previous = self._read()
         self._new = self._render(self._previous, image)
+
+    def rebase(self, current: str) -> None:
+        """Render the prepared edit on ``current`` (the GitOps branch's version of the file,
+        :mod:`shatag.targets.writeback`) instead of the local file; ``restore`` still puts the
+        local file back."""
+        if self._image is None:
+            raise RuntimeError("rebase() before prepare()")
+        self._new = self._render(current, self._image)
 
     def apply(self) -> None:
         if self._new is None:
             raise RuntimeError("apply() before prepare()")
         _write(self.label, self.path, self._new)
         self._applied = True
+        try:
+            self._verify()
+        except BaseException:
+            self.restore()  # refused: nothing stays written
+            raise
 
     def restore(self) -> None:
         if self._applied:
-            restore_file(self.journal(), None)
+            _restore_one(self.journal())
             self._applied = False
 
     def commit(self) -> None:
@@ -136,16 +175,33 @@ class _FileEdit(abc.ABC):
 class FileTarget(_FileEdit, Generic[F]):
     """A text file whose content is re-rendered for the new image and written atomically."""
 
-    def __init__(self, spec: F) -> None:
+    def __init__(self, spec: F, ctx: TargetContext | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.path = Path(spec.path).absolute()
+        #: The deploy's context (its environment name and variables: the write-back's git).
+        self.ctx = ctx
 
     @classmethod
     def make(cls, spec: F, ctx: TargetContext) -> Self:
-        """The kind's ``make``: a file target needs nothing of the deploy's context."""
-        del ctx
-        return cls(spec)
+        """The kind's ``make``."""
+        return cls(spec, ctx)
+
+    def verify(self) -> None:
+        """After the write: refuse (raise) an edit that does not take effect (default: every
+        edit does)."""
+
+    def plan(self, image: ImageRef) -> str:
+        """The diff of the local file, and where ``git_push`` sends it."""
+        diff = super().plan(image)
+        push = self.spec.git
+        if push is None or not diff:
+            return diff
+        branch = push.branch or "the clone's branch"
+        return diff + f"(then committed and pushed to {push.remote}/{branch}, without force)\n"
+
+    def _verify(self) -> None:
+        self.verify()
 
     @property
     def label(self) -> str:
@@ -191,9 +247,19 @@ def _write(label: str, path: Path, text: str) -> None:
         ) from None
 
 
-def restore_file(entry: Mapping[str, Any], ctx: object) -> str:
-    """Put a file back as a journal entry recorded it (or remove it if it did not exist)."""
-    del ctx
+def restore_file(entry: Mapping[str, Any], ctx: TargetContext) -> str:
+    """Put a file back as a journal entry recorded it (or remove it if it did not exist); a
+    pushed file's entry (:class:`~shatag.targets.writeback.PushedFile`) also takes the push back
+    where the branch still holds it."""
+    done = [_restore_one(entry)]
+    if entry.get("git"):
+        from shatag.targets.writeback import recover_pushed
+
+        done.append(recover_pushed(entry, ctx.env, ctx.env_name))
+    return "; ".join(done)
+
+
+def _restore_one(entry: Mapping[str, Any]) -> str:
     path = Path(str(entry["path"]))
     previous = entry.get("previous")
     if previous is None:
@@ -230,6 +296,10 @@ class SharedFile(_FileEdit):
     def _read(self) -> str | None:
         return self.parts[0]._read()
 
+    def _verify(self) -> None:
+        for part in self.parts:
+            part.verify()
+
     def _render(self, current: str | None, image: ImageRef) -> str:
         content = current
         for part in self.parts:
@@ -240,8 +310,35 @@ class SharedFile(_FileEdit):
 
 def merge_shared_files(targets: list[Target]) -> list[Target]:
     """``targets`` with the file targets that name one real file (through symlinks, too)
-    merged into one :class:`SharedFile` at the first one's place (public as
+    merged into one :class:`SharedFile` at the first one's place; those pushed to one GitOps
+    branch (``git_push``) share one commit (public as
     :func:`shatag.targets.merge_shared_files`)."""
+    return _merge_pushed(_merge_same_file(targets))
+
+
+def _merge_pushed(targets: list[Target]) -> list[Target]:
+    """Each file edit whose target sets ``git_push`` as a
+    :class:`~shatag.targets.writeback.PushedFile` of the group of its clone, remote and branch
+    (one commit per group)."""
+    from shatag.targets.writeback import Clone, PushedFile, PushGroup
+
+    groups: dict[tuple[str, str, str], PushGroup] = {}
+    out: list[Target] = []
+    for target in targets:
+        first = target.parts[0] if isinstance(target, SharedFile) else target
+        push = first.spec.git if isinstance(first, FileTarget) else None
+        if push is None or not isinstance(first, FileTarget) or not isinstance(target, _FileEdit):
+            out.append(target)
+            continue
+        ctx = first.ctx or TargetContext()
+        clone = Clone.of(target.path, push, ctx.env, target.label)
+        key = (os.path.realpath(clone.top), clone.remote, clone.branch)
+        group = groups.setdefault(key, PushGroup(clone, ctx.env_name))
+        out.append(PushedFile(target, group))
+    return out
+
+
+def _merge_same_file(targets: list[Target]) -> list[Target]:
     groups: dict[str, list[FileTarget[Any]]] = {}
     for target in targets:
         if isinstance(target, FileTarget):
@@ -269,6 +366,7 @@ def file_kind(
     keys: frozenset[str],
     parse: Callable[[str, Mapping[str, Any]], F],
     target: type[FileTarget[F]],
+    paths: frozenset[str] = frozenset(),
 ) -> TargetKind[F]:
     """The :class:`~shatag.targets.TargetKind` of a file kind: ``target`` edits the file named
     by ``path`` (a path key, :data:`FILE_PATHS`), a journal entry is undone by putting the file
@@ -276,7 +374,7 @@ def file_kind(
     from shatag.targets import TargetKind
 
     return TargetKind(
-        name, keys, parse, target.make, restore_file, nothing_to_finish, FILE_PATHS,
+        name, keys, parse, target.make, restore_file, nothing_to_finish, FILE_PATHS | paths,
         observe=observe_file(target),
     )  # fmt: skip
 

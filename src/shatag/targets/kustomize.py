@@ -5,7 +5,15 @@ The entry whose ``name`` is the target's ``name`` gets ``newName`` (the reposito
 (the SHA) and ``digest`` per the target's ``pin``: ``tag+digest`` writes both (kustomize renders
 ``repo:sha@sha256:…``), ``digest`` writes the digest and drops ``newTag``, ``tag`` writes the tag
 and drops ``digest``. A missing entry is appended to ``images:`` (created at the end of the
-file if absent). Argo CD or Flux applies the committed file; shatag only writes it.
+file if absent). Argo CD or Flux applies the committed file; shatag writes it (and, with
+``git_push``, commits and pushes it: :mod:`shatag.targets.writeback`).
+
+The edit cannot miss (issue 23, item 2): after the write, the kustomization is rendered
+(``renderer``: ``kustomize build`` or ``kubectl kustomize``, whichever is on PATH, or the one
+configured) and the output must hold the pinned reference; else the file is put back and the
+deploy refused. Without a renderer (``renderer: none``, or none on PATH) the check is static and
+made before anything is written: ``name`` must be the image of a container in the listed
+resources (local files, and the kustomizations of local directories, recursively).
 
 >>> text = "resources:\\n- deployment.yaml\\nimages:\\n- name: api  # app\\n  newTag: old\\n"
 >>> print(set_kustomize_image(text, "api", {"newName": "r/api", "newTag": "abc",
@@ -20,19 +28,25 @@ images:
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from shatag._sys import subproc
 from shatag.core import ImageRef, PinFormat
-from shatag.errors import ConfigError
+from shatag.errors import ConfigError, DeployFailed, ToolFailure, ToolMissing, ToolTimeout
+from shatag.targets._yamledit import image_name, images_in, load_all
 from shatag.targets.files import FileKindSpec, FileTarget, file_kind, parse_file_spec
+from shatag.targets.writeback import GIT_KEYS, GitPush, parse_git
 
 if TYPE_CHECKING:
     from ruamel.yaml.comments import CommentedSeq
 
 NAME: Final = "kustomize"
-KEYS: Final = frozenset({"kind", "path", "name", "pin"})
+KEYS: Final = frozenset({"kind", "path", "name", "pin", "renderer"}) | GIT_KEYS
 #: Field order of a new entry (kustomize's own order in `kustomize edit set image`).
 FIELDS: Final = ("newName", "newTag", "digest")
 
@@ -46,13 +60,18 @@ class KustomizeSpec(FileKindSpec):
     path: str
     name: str
     pin: PinFormat = "tag+digest"
+    #: ``""``: ``kustomize`` or ``kubectl`` from PATH; ``none``: the static check; else the
+    #: program (``kubectl``-named: ``<it> kustomize <dir>``, else ``<it> build <dir>``).
+    renderer: str = ""
+    git: GitPush | None = None
 
 
 def parse(where: str, raw: Mapping[str, Any]) -> KustomizeSpec:
     spec = parse_file_spec(
         where, raw, KEYS, NAME,
         lambda pin: KustomizeSpec(path=str(raw.get("path", "")), name=str(raw.get("name", "")),
-                                  pin=pin),
+                                  pin=pin, renderer=str(raw.get("renderer", "") or ""),
+                                  git=parse_git(where, raw)),
         needs="the path of a kustomization.yaml",
     )  # fmt: skip
     if not spec.name or any(c.isspace() for c in spec.name):
@@ -64,8 +83,111 @@ class KustomizeTarget(FileTarget[KustomizeSpec]):
     def render(self, current: str | None, image: ImageRef) -> str:
         if current is None:
             raise ConfigError(f"{self.label}: {self.path} does not exist")
+        if self._renderer() is None:
+            self._check_static(current)
         fields = image_fields(str(image.repository), image.sha, image.digest, self.spec.pin)
         return set_kustomize_image(current, self.spec.name, fields, where=self.label)
+
+    def _renderer(self) -> list[str] | None:
+        """The command that renders the kustomization's directory (``None``: none)."""
+        env = {**os.environ, **self._env()}
+        directory = str(self.path.parent)
+        if self.spec.renderer == "none":
+            return None
+        if self.spec.renderer:
+            found = subproc.which(self.spec.renderer, env)
+            if found is None:
+                raise ConfigError(f"{self.label}: renderer {self.spec.renderer!r} is not on PATH")
+            sub = "kustomize" if Path(found).name.startswith("kubectl") else "build"
+            return [found, sub, directory]
+        for program, sub in (("kustomize", "build"), ("kubectl", "kustomize")):
+            found = subproc.which(program, env)
+            if found is not None:
+                return [found, sub, directory]
+        return None
+
+    def _env(self) -> dict[str, str]:
+        return dict(self.ctx.env) if self.ctx else {}
+
+    def verify(self) -> None:
+        """The written kustomization renders the pinned reference (when a renderer is there)."""
+        argv = self._renderer()
+        if argv is None or self._image is None:
+            return
+        try:
+            out = subproc.run(argv, timeout=RENDER_TIMEOUT_SEC, env=self._env()).stdout
+        except (ToolFailure, ToolTimeout, ToolMissing) as exc:
+            raise DeployFailed(
+                f"{self.label}: the edited kustomization does not render ({exc}); it is left as "
+                "it was (renderer: none checks the resources statically instead)"
+            ) from None
+        expected = self._image.reference(self.spec.pin)
+        images = sorted(set(images_in(load_all(out))))
+        if expected not in images:
+            raise ConfigError(
+                f"{self.label}: refused: {Path(argv[0]).name} {argv[1]} renders no container "
+                f"image {expected} -- no resource uses the image name {self.spec.name!r} (it "
+                f"renders {', '.join(images) or 'no image'}); the file is left as it was"
+            )
+
+    def _check_static(self, current: str) -> None:
+        """``name`` is the image of a container in the listed resources (no renderer)."""
+        found, unknown = _resource_images(self.path.parent, current, set())
+        names = {image_name(i) for i in found}
+        if self.spec.name in names:
+            return
+        if unknown:
+            log.warning(
+                "%s: cannot check that a resource uses the image %r (%s; no renderer: install "
+                "kustomize or kubectl, or set renderer)", self.label, self.spec.name,
+                ", ".join(unknown),
+            )  # fmt: skip
+            return
+        raise ConfigError(
+            f"{self.label}: refused: no resource of {self.path} uses the image name "
+            f"{self.spec.name!r} (they use {', '.join(sorted(names)) or 'no image'}); the edit "
+            "would change nothing that runs. Nothing was written"
+        )
+
+
+log = logging.getLogger("shatag.targets")
+RENDER_TIMEOUT_SEC: Final = 120.0
+#: The kustomization file names kustomize looks for in a directory.
+KUSTOMIZATION_FILES: Final = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def _resource_images(directory: Path, text: str, seen: set[str]) -> tuple[list[str], list[str]]:
+    """The images of the resources a kustomization lists, and what could not be read."""
+    found: list[str] = []
+    unknown: list[str] = []
+    docs = load_all(text)
+    kustomization = docs[0] if docs and isinstance(docs[0], Mapping) else {}
+    entries = [
+        str(e) for key in ("resources", "bases", "components")
+        for e in (kustomization.get(key) or []) if isinstance(e, str)
+    ]  # fmt: skip
+    for entry in entries:
+        where = directory / entry
+        real = os.path.realpath(where)
+        if "://" in entry or entry.startswith(("github.com/", "git@")):
+            unknown.append(f"{entry} is remote")
+        elif real in seen:
+            continue
+        elif where.is_dir():
+            seen.add(real)
+            inner = next((where / n for n in KUSTOMIZATION_FILES if (where / n).is_file()), None)
+            if inner is None:
+                unknown.append(f"{entry} has no kustomization")
+                continue
+            more, missing = _resource_images(where, inner.read_text(encoding="utf-8"), seen)
+            found += more
+            unknown += missing
+        elif where.is_file():
+            seen.add(real)
+            found += images_in(load_all(where.read_text(encoding="utf-8")))
+        else:
+            unknown.append(f"{entry} is not found")
+    return found, unknown
 
 
 def image_fields(repository: str, sha: str, digest: str, pin: str) -> dict[str, str | None]:

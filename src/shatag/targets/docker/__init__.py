@@ -26,6 +26,7 @@ attempt's container (remove it) or not (leave it alone).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +220,7 @@ class DockerTarget:
         self._stale: dict[str, Any] | None = None
         self._env = ctx.env
         self._secrets: tuple[str, ...] = ()
+        self._daemon_wait_until: float | None = None
 
     @property
     def label(self) -> str:
@@ -426,7 +428,25 @@ class DockerTarget:
         )
 
     def _undo(self) -> None:
-        """Remove the new container (if any) and bring the parked old one back."""
+        """Remove the new container (if any) and bring the parked old one back.
+
+        An undo that fails -- the docker daemon went away mid-switch, say a ``systemctl
+        restart docker`` -- waits for the daemon to answer again, at most
+        ``health_timeout_sec`` over the whole run, and tries once more: the previous container
+        (stopped by this switch, so the daemon does not restart it) is then back when this run
+        ends, not down until the next run's recovery (issue 27)."""
+        try:
+            self._restore()
+        except DeployFailed as exc:
+            if not self._daemon_answers_again():
+                raise DeployFailed(
+                    f"{exc.message}; the previous container may be left stopped as "
+                    f"{self.prev_name}: the next deploy or rollback of {self._env_name!r} puts "
+                    "it back"
+                ) from None
+            self._restore()
+
+    def _restore(self) -> None:
         _restore_previous(
             self._docker,
             self.name,
@@ -434,6 +454,24 @@ class DockerTarget:
             had_old=self._had_old,
             old_running=self._old_running,
         )
+
+    def _daemon_answers_again(self) -> bool:
+        """True once ``docker version`` reaches the daemon, within this run's wait budget."""
+        if self._daemon_wait_until is None:
+            self._daemon_wait_until = time.monotonic() + self.config.health_timeout_sec
+        while True:
+            left = self._daemon_wait_until - time.monotonic()
+            try:
+                probe = self._engine.run(
+                    "version", "--format", "{{.Server.Version}}", check=False, timeout=10
+                )
+                if probe.returncode == 0:
+                    return True
+            except DeployFailed:  # did not answer within 10 s
+                pass
+            if left <= 0:
+                return False
+            time.sleep(min(0.5, left))
 
 
 def _inspect(docker: DockerClient, name: str) -> Container | None:
@@ -512,7 +550,7 @@ def _restore_steps(
 def recover(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     """Undo an interrupted switch described by a journal entry (after ``kill -9``)."""
     if entry.get("mode") == "proxy":
-        return recover_gated(entry, env=ctx.env)
+        return recover_gated(entry, env=ctx.env, runtime_dir=ctx.runtime_dir)
     docker = DockerEngine(ctx.env).client
     return _restore_previous(
         docker,
@@ -528,7 +566,7 @@ def finish(entry: Mapping[str, Any], ctx: TargetContext) -> str:
     from python_on_whales.exceptions import DockerException
 
     if entry.get("mode") == "proxy":
-        return finish_gated(entry, env=ctx.env)
+        return finish_gated(entry, env=ctx.env, runtime_dir=ctx.runtime_dir)
     docker = DockerEngine(ctx.env).client
     name = str(entry["name"]) + PREV_SUFFIX
     if _inspect(docker, name) is None:
@@ -546,7 +584,7 @@ def make(spec: DockerSpec, ctx: TargetContext) -> Target:
         target=spec.name,
         image=spec.proxy_image,
         port=spec.port,
-        home=proxy_home(ctx.state_dir, ctx.env_name, spec.name),
+        home=proxy_home(ctx.runtime_dir, ctx.env_name, spec.name),
     )
     return GatedDockerTarget(
         spec.app, proxy, env=ctx.env, env_name=ctx.env_name, attempt=ctx.attempt, label=spec.label

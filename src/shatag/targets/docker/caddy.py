@@ -21,12 +21,13 @@ shatag's own config of the proxy changes) replaces its config.
 
 **The admin endpoint is a unix socket, never a TCP port.** Caddy listens for admin requests on
 ``/run/shatag/admin.sock`` inside the proxy container; that directory is a bind mount of
-``<state_dir>/<env>/proxy/<name>/`` (mode 0700, owned by the deploying user, and the proxy runs
-as that user). Nothing on a network -- not the application containers on the same docker
-network, not another host, not another local user -- can reach it; only a process on the docker
-host with access to that directory can. The directory also holds ``caddy.json`` (the proxy
-starts from it) and ``upstream``, so after a daemon restart or host reboot
-(``--restart unless-stopped``) the proxy serves the release that was serving.
+``<runtime_dir>/proxy/<env>/<name>/`` on the host, outside any checkout (mode 0700, owned by
+the deploying user, and the proxy runs as that user; issue 23). Nothing on a network -- not
+the application containers on the same docker network, not another host, not another local
+user -- can reach it; only a process on the docker host with access to that directory can.
+The directory also holds ``caddy.json`` (the proxy starts from it) and ``upstream``, so after
+a daemon restart or host reboot (``--restart unless-stopped``) the proxy serves the release
+that was serving.
 
 >>> cfg = caddy_config()
 >>> cfg["admin"]["listen"]

@@ -12,7 +12,10 @@ Names, all derived from the target's ``name`` and all labelled with the environm
 
 The switch:
 
-1. ``prepare``: ownership checks; pull the image by digest; the proxy image present (built if it
+1. ``prepare``: the proxy's host-level lock (one switch of it at a time on the host, from any
+   checkout) and its home in the host's ``runtime_dir``, an old home in a checkout adopted
+   (:meth:`~shatag.targets.docker.proxy.Proxy.adopt_home`, issue 23); ownership checks; pull
+   the image by digest; the proxy image present (built if it
    is the default); network and proxy up (re-created if missing, pointed at what served); the
    serving container is the one the proxy forwards to. If it runs this digest with these
    settings, the deploy is a **no-op** (``unchanged``): same container, nothing restarted.
@@ -42,6 +45,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from shatag._sys.docker import DockerEngine, is_running, labels_of
@@ -49,7 +53,7 @@ from shatag.core import ImageRef
 from shatag.errors import ConfigError, DeployFailed
 from shatag.targets.docker.app import app_fingerprint
 from shatag.targets.docker.owned import LABEL_ENV, LABEL_TARGET, check_owned, owner_labels
-from shatag.targets.docker.proxy import Proxy, ProxySpec, established
+from shatag.targets.docker.proxy import Proxy, ProxySpec, established, proxy_home
 from shatag.targets.docker.proxy_image import ensure_proxy_image, proxy_image_ref
 
 PREV_SUFFIX: Final = "-shatag-prev"
@@ -240,6 +244,11 @@ class GatedDockerTarget:
         self._docker = DockerEngine(env)
         _ = self._docker.cmd  # no docker CLI: said now, before any step
         self._proxy = Proxy(proxy, self._docker)
+        # One switch of this proxy at a time on the host, from any checkout: the gate and the
+        # drain of the switch ahead are what a second one may have to wait for.
+        self._lock = self._proxy.lock(spec.health_timeout_sec + DRAIN_TIMEOUT_SEC + 60.0)
+        #: What adopting an old home in a checkout did (``""``: nothing to adopt).
+        self.migrated = ""
         self._image: ImageRef | None = None
         self._old: str = ""
         self._old_dial: str = ""
@@ -267,6 +276,25 @@ class GatedDockerTarget:
         self._secrets = secret_values(self.spec, self._env, self.label)
         self._new = f"{self.spec.name}-{image.sha[:12]}-{self._attempt[:6]}"
         name = self.spec.name
+        self._hold_host_lock()
+        try:
+            self._prepare(image, name)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _hold_host_lock(self) -> None:
+        """The proxy's home on the host, its host-level lock held (another checkout's switch of
+        this target waits), and an old home in a checkout adopted (issue 23, item 1)."""
+        self._proxy.prepare_home()
+        self._lock.acquire()
+        try:
+            self.migrated = self._proxy.adopt_home()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _prepare(self, image: ImageRef, name: str) -> None:
         self._look_once(image)
         for candidate in (name, name + PREV_SUFFIX, self._new):
             self._check(candidate)
@@ -326,6 +354,7 @@ class GatedDockerTarget:
 
     def restore(self) -> None:
         if not self._new:
+            self._lock.release()
             return
         if self._switched and self._legacy:
             self._proxy.destroy()
@@ -333,9 +362,18 @@ class GatedDockerTarget:
         elif self._switched:
             self._proxy.route(self._old_dial or None)
         self._switched = False
-        self._remove_attempt()
+        try:
+            self._remove_attempt()
+        finally:
+            self._lock.release()
 
     def commit(self) -> None:
+        try:
+            self._commit()
+        finally:
+            self._lock.release()
+
+    def _commit(self) -> None:
         if self.unchanged:
             return
         _retire(
@@ -605,11 +643,36 @@ def health_command(
 # -- after a kill ---------------------------------------------------------------------------
 
 
-def recover_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+def _journalled_proxy(
+    entry: Mapping[str, Any], docker: DockerEngine, runtime_dir: Path | None
+) -> Proxy:
+    """The proxy of a journal entry, its home in ``runtime_dir`` when given (an entry written
+    before issue 23 names a home in its checkout); the caller adopts an old home under the
+    host lock."""
+    spec = ProxySpec.from_dict(entry["proxy"])
+    if runtime_dir is not None:
+        spec = dataclasses.replace(spec, home=proxy_home(runtime_dir, spec.env_name, spec.target))
+    proxy = Proxy(spec, docker)
+    proxy.prepare_home()
+    return proxy
+
+
+def recover_gated(
+    entry: Mapping[str, Any], *, env: Mapping[str, str], runtime_dir: Path | None = None
+) -> str:
     """Undo an interrupted gated switch: traffic back to the old container, the new removed."""
     docker = DockerEngine(env)
-    spec = ProxySpec.from_dict(entry["proxy"])
-    proxy = Proxy(spec, docker)
+    proxy = _journalled_proxy(entry, docker, runtime_dir)
+    lock = proxy.lock(DRAIN_TIMEOUT_SEC + 120.0)
+    lock.acquire()
+    try:
+        proxy.adopt_home()
+        return _recover_gated(entry, docker, proxy)
+    finally:
+        lock.release()
+
+
+def _recover_gated(entry: Mapping[str, Any], docker: DockerEngine, proxy: Proxy) -> str:
     name, old, new = str(entry["name"]), str(entry.get("old", "")), str(entry.get("new", ""))
     old_dial = str(entry.get("old_dial", ""))
     attempt = str(entry.get("attempt", ""))
@@ -630,11 +693,23 @@ def recover_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
     return "; ".join(done) or "nothing to do"
 
 
-def finish_gated(entry: Mapping[str, Any], *, env: Mapping[str, str]) -> str:
+def finish_gated(
+    entry: Mapping[str, Any], *, env: Mapping[str, str], runtime_dir: Path | None = None
+) -> str:
     """Complete an interrupted commit: traffic on the new container, the others retired."""
     docker = DockerEngine(env)
-    spec = ProxySpec.from_dict(entry["proxy"])
-    proxy = Proxy(spec, docker)
+    proxy = _journalled_proxy(entry, docker, runtime_dir)
+    lock = proxy.lock(DRAIN_TIMEOUT_SEC + 120.0)
+    lock.acquire()
+    try:
+        proxy.adopt_home()
+        return _finish_gated(entry, docker, proxy)
+    finally:
+        lock.release()
+
+
+def _finish_gated(entry: Mapping[str, Any], docker: DockerEngine, proxy: Proxy) -> str:
+    spec = proxy.spec
     new = str(entry.get("new", "")) or str(entry.get("old", ""))
     dial = str(entry.get("new_dial", "")) or str(entry.get("old_dial", ""))
     if not new or not dial or docker.inspect("container", new) is None:
