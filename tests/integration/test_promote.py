@@ -499,3 +499,33 @@ def test_a_target_tag_naming_another_digest_is_never_overwritten(
 
         assert tag_digest(other, "mirror", b) == world.built[a]
         assert _client(target).manifest_digest(short_sha(b)) is None
+
+
+def test_the_target_verification_policy_refuses_before_anything_is_copied(
+    world: World, tmp_path: Path
+) -> None:
+    """Production trusts only another key (issue 25's ``verify:`` block): the promotion goes
+    through the deploy path's verification and is refused, and the canonical repository never
+    got the image (the policy is checked before the copy)."""
+    _key, other_pub = generate_key_pair(tmp_path / "other-key", "other-password")
+    s = _setup(world, tmp_path)
+    config = json.loads(s.config.read_text())
+    config["shatag"]["environments"]["production"]["verify"] = {
+        "signature": "required",
+        "signers": [{"key": str(other_pub)}],
+    }
+    s.config.write_text(json.dumps(config))
+    sha = world.side_sha  # never promoted by another test: absent from the canonical repository
+    _git(world.app_path, "branch", "-f", "promote-policy-test", sha)  # reachable from no main
+    config["shatag"]["main_branches"] = ["main", "promote-policy-test"]
+    s.config.write_text(json.dumps(config))
+    _deploy_staging(s, sha)
+
+    result = s.run("promote", "--to=production")
+
+    assert result.returncode == 1
+    assert "error: SIGNATURE_REQUIRED:" in result.stderr
+    assert world.canonical_tag(sha) is None
+    assert not s.production_file.exists()
+    assert s.history("production") == []
+    print(result.stderr.strip())

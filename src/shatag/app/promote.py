@@ -45,7 +45,7 @@ from shatag.app.deploy import (
     plan_switch,
     run_switch,
 )
-from shatag.app.policy import refuse_quarantined
+from shatag.app.policy import check_image, refuse_quarantined
 from shatag.config import EnvironmentConfig, PromotionConfig, Settings
 from shatag.core import (
     ImageRef,
@@ -414,6 +414,7 @@ def promote(
         offers.append(offer)
         refuse_quarantined(ledger, offer.record.sha)  # before the copy (issue 25)
         if _needs_copy(settings, envcfg, offer.record):
+            _policy_before_copy(settings, envcfg, offer.record, env=env)
             copies.append(_copy(settings, envcfg, offer.record, env=env))
         return offer.record.sha
 
@@ -433,6 +434,18 @@ def promote(
     )
     record = run_switch(settings, envcfg, route, env=env, on_line=on_line)
     return PromoteResult(record, tuple(passed), copies[-1] if copies else None)
+
+
+def _policy_before_copy(
+    settings: Settings, envcfg: EnvironmentConfig, record: HistoryRecord, *, env: Mapping[str, str]
+) -> None:
+    """The target's verification policy, checked on the source repository's copy (the
+    signatures travel with the digest) so that a refusal leaves the target repository as it
+    was; the deploy path checks it again on the copy."""
+    if envcfg.verify is None and settings.signature_policy != "enforce":
+        return  # nothing can refuse: soft verification only records
+    image = ImageRef(parse_repository(record.repository), record.sha, record.digest)
+    check_image(settings, envcfg, image, env=env)
 
 
 def _copy(
