@@ -10,6 +10,16 @@ example API as a git repository with two commits, then exactly what an operator 
     inv rollback                  → back to A, no build, no push, same loop
     inv history --limit=3
 
+Then a staging → production promotion (issue 26), with ``-f .shatag/demo-promote/shatag.yaml``
+(two environments of tfvars files; production takes releases from staging after a 3 s soak
+and one check):
+
+    inv build --branch=feature-c  (commit C) → localhost:5000/api-staging:<C>
+    inv deploy --sha=<C> --env=staging
+    inv promote --to=production   → refused: PROMOTION_BLOCKED, gate soak
+    inv promote --to=production   → 3 s later: copied to localhost:5000/api by digest, deployed
+    inv board --html=build/demo-board.html
+
 During the switch to B and the rollback a request loop (about 50 requests per second, on
 loopback) counts what answered and what failed, and prints the figure: the switch goes through
 the Caddy proxy shatag runs, so the count of failed requests is expected to be 0.
@@ -93,22 +103,24 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
-def demo_app() -> tuple[str, str]:
-    """Two commits of the example API whose responses differ (fixed dates: stable SHAs)."""
+def demo_app() -> tuple[str, str, str]:
+    """Three commits of the example API whose responses differ (fixed dates: stable SHAs);
+    C is the one promoted from staging to production."""
     if not (APP / ".git").exists():
         shutil.rmtree(APP, ignore_errors=True)
         shutil.copytree(ROOT / "examples" / "api", APP, ignore=shutil.ignore_patterns(".gitignore"))
         git("init", "-q", "-b", "main")
-        for version in ("A", "B"):
-            (APP / "www" / "api.json").write_text(json.dumps({"release": version}) + "\n")
-            git("add", "-A")
-            git("commit", "-q", "-m", f"release {version}")
+    done = len(git("log", "--format=%H", "main").splitlines()) if git("branch", "--list") else 0
+    for version in ("A", "B", "C")[done:]:
+        (APP / "www" / "api.json").write_text(json.dumps({"release": version}) + "\n")
+        git("add", "-A")
+        git("commit", "-q", "-m", f"release {version}")
     # The branch, not HEAD: builds come from the commit's tree, nothing is checked out.
-    log = git("log", "--format=%H", "-n", "2", "main").splitlines()
-    return log[1], log[0]
+    log = git("log", "--format=%H", "-n", "3", "main").splitlines()
+    return log[2], log[1], log[0]
 
 
-def inv(*args: str) -> dict[str, object]:
+def inv(*args: str, expect: int = 0) -> dict[str, object]:
     env = {
         **os.environ,
         "PATH": os.pathsep.join(
@@ -132,7 +144,7 @@ def inv(*args: str) -> dict[str, object]:
     for line in proc.stdout.splitlines():
         if not line.startswith("{"):
             print(f"  {line}")
-    if proc.returncode != 0:
+    if proc.returncode != expect:
         raise SystemExit(f"demo: `inv {' '.join(args)}` failed with exit code {proc.returncode}")
     return records[-1] if records else {}
 
@@ -189,7 +201,7 @@ def main() -> None:
     else:
         registry.start()
         print(f"  started docker-registry (storage {registry.workdir}/storage); it keeps running")
-    sha_a, sha_b = demo_app()
+    sha_a, sha_b, sha_c = demo_app()
     step(f"build A = {sha_a}")
     inv("build", f"--sha={sha_a}", "--branch=main")
     step("deploy A to environment local (127.0.0.1:8080, through the proxy shatag-local-proxy)")
@@ -216,10 +228,66 @@ def main() -> None:
     if record.get("image_sha") != sha_a:
         raise SystemExit("demo: rollback did not return to A")
     failed = loop.failed + back.failed
+    promotion(sha_c)
     print(
-        f"\ndemo: build → deploy → rollback done, {failed} failed requests during the two "
-        "switches; the app answers on http://127.0.0.1:8080/"
+        f"\ndemo: build → deploy → rollback → promote done, {failed} failed requests during the "
+        "two switches; the app answers on http://127.0.0.1:8080/; the release board is "
+        f"{BOARD.relative_to(ROOT)}"
     )
+
+
+PROMOTE = STATE / "demo-promote"
+BOARD = ROOT / "build" / "demo-board.html"
+#: The check production's promotion runs: staging's target file pins the promoted digest.
+_CHECK = (
+    "import os, sys; sys.exit(os.environ['SHATAG_PROMOTE_DIGEST'] not in open(sys.argv[1]).read())"
+)
+
+
+def promotion(sha_c: str) -> None:
+    """Staging → production by digest: C built on a feature branch (staging repository),
+    deployed to staging, promoted after its soak (copied into the canonical repository)."""
+    shutil.rmtree(PROMOTE, ignore_errors=True)  # a fresh ledger: the soak gate shows each run
+    PROMOTE.mkdir(parents=True)
+    config = PROMOTE / "shatag.yaml"
+    staging_file = PROMOTE / "staging.auto.tfvars.json"
+    production = {
+        "repository_type": "canonical",
+        "targets": [{"kind": "tfvars", "path": "production.auto.tfvars.json"}],
+        "promotion": {
+            "from": "staging",
+            "soak_sec": 3,
+            "checks": [[sys.executable, "-c", _CHECK, str(staging_file)]],
+        },
+    }
+    staging = {
+        "repository_type": "staging",
+        "targets": [{"kind": "tfvars", "path": staging_file.name}],
+    }
+    config.write_text(
+        json.dumps(
+            {
+                "shatag": {
+                    "state_dir": "state",
+                    "environments": {"staging": staging, "production": production},
+                }
+            },
+            indent=2,
+        )
+    )
+    f = ["-f", str(config)]
+    step(f"build C = {sha_c} on a feature branch: it goes to the staging repository")
+    inv("build", f"--sha={sha_c}", "--branch=feature-c")
+    step("deploy C to staging; promote it to production at once: the soak gate holds it")
+    inv(*f, "deploy", f"--sha={sha_c}", "--env=staging")
+    inv(*f, "promote", "--to=production", expect=1)
+    time.sleep(3.2)
+    step("3 s later: promote (gates pass; copied to the canonical repository by digest)")
+    record = inv(*f, "promote", "--to=production")
+    if record.get("image_sha") != sha_c or record.get("promoted_from") != "staging":
+        raise SystemExit("demo: the promotion did not put C in production")
+    step("the release board")
+    inv(*f, "board", f"--html={BOARD}")
 
 
 if __name__ == "__main__":

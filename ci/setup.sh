@@ -26,7 +26,7 @@ esac
 # certificates with openssl, iptables to save/restore the kubelet's chains; git-lfs for the build
 # tests that fill Git LFS pointers, issue 24). Each is installed only when its command is missing
 # (a runner with Docker's containerd.io already has containerd).
-TEST_APT_PACKAGES=(containerd runc openssl iptables git-lfs)
+TEST_APT_PACKAGES=(containerd runc openssl iptables git-lfs chromium)
 declare -A APT_COMMAND=([docker.io]=docker [docker-registry]=docker-registry [git]=git
   [containerd]=containerd [runc]=runc [openssl]=openssl [iptables]=iptables-save)
 UV_VERSION=0.13.9

@@ -21,7 +21,16 @@ from typing import Final
 from shatag import output
 from shatag.errors import InvalidInput, ShatagError
 
-TASKS: Final = ("build", "deploy", "rollback", "history", "verify", "signatures")
+TASKS: Final = (
+    "build",
+    "deploy",
+    "rollback",
+    "promote",
+    "board",
+    "history",
+    "verify",
+    "signatures",
+)
 
 
 def action_argv(env: Mapping[str, str]) -> list[str]:

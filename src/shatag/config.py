@@ -55,13 +55,23 @@ PATH_KEYS: Final = frozenset(
 )
 #: Key files, unless they name a KMS/env/k8s reference (``scheme://…``).
 KEY_PATH_KEYS: Final = frozenset({"cosign_key", "cosign_public_key"})
+#: The keys of an environment's ``promotion`` block (issue 26; docs/promotion.md).
+PROMOTION_KEYS: Final = frozenset({"from", "soak_sec", "checks", "check_timeout_sec"})
 BUILD_ARG_PLACEHOLDERS: Final = ("sha", "short_sha", "branch", "repository")
 _ARG_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ARG_HINT: Final = (
     "use {sha}, {short_sha}, {branch} or {repository} (write {{ and }} for literal braces)"
 )
 _ENV_KEYS: Final = frozenset(
-    {"repository_type", "targets", "apply", "apply_timeout_sec", "verify", "attest_deployments"}
+    {
+        "repository_type",
+        "targets",
+        "apply",
+        "apply_timeout_sec",
+        "verify",
+        "attest_deployments",
+        "promotion",
+    }
 )
 #: The keys of an environment's ``verify:`` block (docs/configuration.md, issue 25).
 VERIFY_KEYS: Final = frozenset({"signature", "sbom", "provenance", "signers", "source_repository"})
@@ -102,6 +112,18 @@ class VerifyPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class PromotionConfig:
+    """Where an environment takes its releases from (``promotion``, issue 26): the source
+    environment, how long a release must have served there, and the checks that must pass."""
+
+    source: str
+    soak_sec: float = 0.0
+    #: Each check as an argument list (never run through a shell).
+    checks: tuple[tuple[str, ...], ...] = ()
+    check_timeout_sec: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
 class EnvironmentConfig:
     """One configured environment: its repository policy, its targets and its apply step."""
 
@@ -116,6 +138,8 @@ class EnvironmentConfig:
     verify: VerifyPolicy | None = None
     #: Attach a signed deployment attestation to the digest after each deploy/rollback.
     attest_deployments: bool = False
+    #: ``None``: releases reach this environment by ``deploy`` only, never by ``promote``.
+    promotion: PromotionConfig | None = None
 
 
 # -- the small configurations the adapters take (built from Settings in one place each) ------
@@ -511,9 +535,67 @@ def _environments(value: Any, base_dir: Path | None) -> dict[str, EnvironmentCon
             attest_deployments=_flag(
                 f"shatag.environments.{name}.attest_deployments", spec.get("attest_deployments")
             ),
+            promotion=_promotion(str(name), spec.get("promotion")),
         )
     _check_claims(envs)
+    _check_promotions(envs)
     return envs
+
+
+def _promotion(env: str, raw: Any) -> PromotionConfig | None:
+    """An environment's ``promotion`` block: ``from`` (required), ``soak_sec``, ``checks`` (a
+    list of commands, each an argument list or a string split like ``apply``) and
+    ``check_timeout_sec``."""
+    if raw is None:
+        return None
+    where = f"shatag.environments.{env}.promotion"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a mapping with from, soak_sec and checks")
+    unknown = sorted(set(raw) - PROMOTION_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {limits.names(unknown)}")
+    source = raw.get("from")
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"{where}.from must name the environment releases come from")
+    validate_env_name(source)
+    checks = raw.get("checks") or []
+    if not isinstance(checks, list | tuple):
+        raise ConfigError(f"{where}.checks must be a list of commands")
+    return PromotionConfig(
+        source=source,
+        soak_sec=limits.number(raw.get("soak_sec", 0), "soak_sec", f"{where}.soak_sec"),
+        checks=tuple(_check(f"{where}.checks[{i}]", c) for i, c in enumerate(checks)),
+        check_timeout_sec=limits.number(
+            raw.get("check_timeout_sec", 300.0), "check_timeout_sec", f"{where}.check_timeout_sec"
+        ),
+    )
+
+
+def _check(where: str, value: Any) -> tuple[str, ...]:
+    argv = _apply(where, value)
+    if not argv:
+        raise ConfigError(f"{where} names no program")
+    return argv
+
+
+def _check_promotions(envs: Mapping[str, EnvironmentConfig]) -> None:
+    """Every ``promotion.from`` names another configured environment, and following them never
+    comes back to where it started."""
+    for env in envs.values():
+        seen = [env.name]
+        step = env.promotion
+        while step is not None:
+            if step.source not in envs:
+                known = ", ".join(sorted(envs))
+                raise ConfigError(
+                    f"shatag.environments.{seen[-1]}.promotion.from names {step.source!r}, "
+                    f"which is not configured (known: {known})"
+                )
+            if step.source in seen:
+                loop = " -> ".join([*seen, step.source])
+                raise ConfigError(f"promotion goes round in a circle: {loop}")
+            seen.append(step.source)
+            step = envs[step.source].promotion
 
 
 def _check_claims(envs: Mapping[str, EnvironmentConfig]) -> None:

@@ -120,6 +120,14 @@ class Interrupted(ShatagError):
     code = "INTERRUPTED"
 
 
+class PromotionBlocked(ShatagError):
+    """``promote``: a gate holds the release (not the source's current release, soak not over,
+    a check failed, not main-line code for a canonical target); the message names the gate.
+    Nothing was changed (issue 26)."""
+
+    code = "PROMOTION_BLOCKED"
+
+
 class NoRollbackTarget(ShatagError):
     code = "NO_ROLLBACK_TARGET"
 

@@ -50,6 +50,8 @@ RANGES: Final[dict[str, Range]] = {
     "deploy_lock_timeout_sec": Range(0, 86_400, low_inclusive=True),
     "state_lock_ttl_sec": Range(0, 86_400),
     "apply_timeout_sec": Range(0, 86_400),
+    "soak_sec": Range(0, 31_536_000, low_inclusive=True),
+    "check_timeout_sec": Range(0, 86_400),
     "health_timeout_sec": Range(0, 3_600),
     "watch_sec": Range(0, 3_600, low_inclusive=True),  # 0: no watch after the switch
     "drain_timeout_sec": Range(0, 86_400),

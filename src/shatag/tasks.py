@@ -353,9 +353,11 @@ def build(
         )
 
 
-def _emit_switch(record: DeployRecord, env: Mapping[str, str]) -> None:
+def _emit_switch(
+    record: DeployRecord, env: Mapping[str, str], *, data: dict[str, Any] | None = None
+) -> None:
     """Print a deploy/rollback record: JSON line, human line, GitHub outputs and summary."""
-    data = record.as_dict()
+    data = data if data is not None else record.as_dict()
     output.emit_json(data)
     output.say(record.human_line())
     for warning in record.warnings:
@@ -458,6 +460,72 @@ def rollback(
             return
         record = run_rollback(settings, request, env=environ, on_line=output.say)
         _emit_switch(record, environ)
+
+
+@task(
+    help={
+        "to": "the environment to promote into (its shatag.environments.<name>.promotion says "
+        "where from)",
+        "sha": "full 40-hex git SHA to promote (default: the one the source environment serves)",
+        "plan": "show every gate's state and what would change, and change nothing",
+    }
+)
+def promote(c: Context, to: str = "", sha: str | None = None, plan: bool = False) -> None:
+    """Promote the release serving in the source environment into --to, by digest, through
+    its gates (current release, soak, main line, checks)."""
+    environ = _environ()
+    _logging(environ)
+    fields: dict[str, Any] = {"image_sha": sha or "", "env": to}
+    with _edge("promote", environ, fields), signals.graceful():
+        from shatag.app.promote import PromoteRequest, plan_promotion
+        from shatag.app.promote import promote as run_promote
+
+        settings = _settings(c, environ)
+        if not to:
+            raise InvalidInput("name the environment to promote into: --to=NAME")
+        request = PromoteRequest(to=to, sha=sha)
+        if plan:
+            planned = plan_promotion(settings, request, env=environ)
+            output.emit_json(planned.as_dict())
+            for line in planned.human_lines():
+                output.say(line)
+            return
+        result = run_promote(settings, request, env=environ, on_line=output.say)
+        for gate in result.gates:
+            output.say(gate.line())
+        if result.copy is not None:
+            output.say(result.copy.human_line())
+        _emit_switch(result.record, environ, data=result.as_dict())
+
+
+@task(
+    name="board",
+    help={
+        "html": "also write the board as one self-contained HTML page to this file",
+        "json": "print the board as one JSON line instead of the text",
+    },
+)
+def board_(c: Context, html: str | None = None, json: bool = False) -> None:
+    """The release board: per environment in promotion order, what serves since when, its
+    signature and provenance, and what waits to be promoted (and which gate holds it)."""
+    environ = _environ()
+    _logging(environ)
+    with _edge("board", environ, {}):
+        from shatag._sys.fs import atomic_write_text
+        from shatag.app.board import board, render_html
+        from shatag.masking import mask
+
+        result = board(_settings(c, environ), env=environ)
+        if html:
+            Path(html).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(html), mask(render_html(result)))
+        if json:
+            output.emit_json(result.as_dict())
+        else:
+            for line in result.human_lines():
+                print(line)
+        if html:
+            output.say(f"board: wrote {html}")
 
 
 @task(
@@ -601,6 +669,8 @@ ns = Collection("shatag")
 ns.add_task(build)
 ns.add_task(deploy)
 ns.add_task(rollback)
+ns.add_task(promote)
+ns.add_task(board_)
 ns.add_task(history_)
 ns.add_task(status_)
 ns.add_task(verify)

@@ -28,7 +28,7 @@ from tests.unit.invoke_commands import InvCommand, find_inv_commands, load_tasks
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTION = ROOT / "action.yml"
-NAMES = ("api-build.yml", "api-deploy.yml", "api-rollback.yml", "ci.yml")
+NAMES = ("api-build.yml", "api-deploy.yml", "api-rollback.yml", "api-promote.yml", "ci.yml")
 
 # One command per step; setup lines are the only exceptions and each is a single program call.
 _SETUP_LINES = re.compile(

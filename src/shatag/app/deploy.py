@@ -201,10 +201,14 @@ class DeployRecord(Release):
             data["recovered"] = list(self.recovered)
         if self.unchanged:
             data["unchanged"] = list(self.unchanged)
+        if self.release.promoted_from:
+            data["promoted_from"] = self.release.promoted_from
         return data
 
     def human_line(self) -> str:
-        verb = "deployed" if self.action == "deploy" else "rolled back"
+        verb = {"deploy": "deployed", "rollback": "rolled back"}.get(self.action, "promoted")
+        if self.release.promoted_from:
+            verb += f" from {self.release.promoted_from}"
         was = self.previous_sha or "nothing"
         same = f"; already serving, left as it was: {', '.join(self.unchanged)}"
         return f"{verb}: {self.env} {self.image_ref} (was {was}){same if self.unchanged else ''}"
@@ -228,6 +232,8 @@ class Route:
     mismatch_advice: str
     #: The error for a SHA found only in staging by a canonical environment.
     staging_only: type[ShatagError] = PolicyViolation
+    #: ``action=promote``: the environment the release comes from (recorded in history).
+    promoted_from: str = ""
 
     #: What :meth:`check` found per SHA in this command (a walk-back checks before choosing).
     checked: dict[str, tuple[ImageRef, SignatureOutcome]] = field(
@@ -389,6 +395,7 @@ def run_switch(
             on_line=on_line,
             recovered=recovered,
             ledger=ledger,
+            promoted_from=route.promoted_from,
         )
     warning = attest_switch(settings, envcfg, record.release, signature, env=env)
     return replace(record, warnings=(*record.warnings, warning)) if warning else record
@@ -528,6 +535,7 @@ def switch(
     on_line: LineSink | None = None,
     recovered: tuple[str, ...] = (),
     ledger: Ledger | None = None,
+    promoted_from: str = "",
 ) -> DeployRecord:
     """Write ``image`` to every target of ``envcfg`` and run its apply step, all or nothing.
 
@@ -546,6 +554,7 @@ def switch(
         started_at=started_at,
         targets=tuple(t.label for t in envcfg.targets),
         attempt=attempt,
+        promoted_from=promoted_from,
     )
     ctx = TargetContext(
         env=env,

@@ -44,7 +44,7 @@ TOOL_FAILURE_CODE: Final = "SOFT_VERIFY_TOOL_ERROR"
 MTIME_SLACK_SEC: Final = 120.0
 _NAME_LENGTH: Final = 40 + len(".json")
 
-Source = Literal["build", "deploy", "rollback"]
+Source = Literal["build", "deploy", "rollback", "promote"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +202,9 @@ def history_observations(
             out.append(
                 Observation(
                     sha=record.sha,
-                    source="deploy" if record.action == "deploy" else "rollback",
+                    source="rollback"
+                    if record.action == "rollback"
+                    else ("promote" if record.action == "promote" else "deploy"),
                     when=record.finished_at or record.started_at,
                     signature_status=record.signature_status,
                     signature_reason=record.signature_reason,

@@ -27,14 +27,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict
+from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict, cast
 
 from shatag.core import json_object, validate_env_name
 from shatag.ledger import shaindex
 
-Action = Literal["deploy", "rollback", "quarantine", "unquarantine"]
-#: The actions that put a release in place; the others are marks on a SHA (issue 25).
-SWITCH_ACTIONS: Final = frozenset({"deploy", "rollback"})
+Action = Literal["deploy", "rollback", "promote", "quarantine", "unquarantine"]
+#: The actions that put a release in place (``promote``: issue 26); the others are marks on a
+#: SHA (issue 25).
+SWITCH_ACTIONS: Final = frozenset({"deploy", "rollback", "promote"})
 MARK_ACTIONS: Final = frozenset({"quarantine", "unquarantine"})
 Outcome = Literal["ok", "failed"]
 
@@ -84,6 +85,7 @@ class HistoryLine(TypedDict):
     attempt: str
     unchanged: NotRequired[list[str]]
     reason: NotRequired[str]
+    promoted_from: NotRequired[str]
 
 
 class CatalogRow(HistoryLine):
@@ -121,6 +123,9 @@ class HistoryRecord:
     unchanged: tuple[str, ...] = field(default_factory=tuple)
     #: Why a SHA was quarantined or released from quarantine (``inv quarantine``, issue 25).
     reason: str = ""
+    #: ``action=promote``: the environment the release was promoted from (issue 26); written
+    #: only when set, so the lines of deploys and rollbacks stay as they were.
+    promoted_from: str = ""
 
     @property
     def ok(self) -> bool:
@@ -165,6 +170,10 @@ class HistoryRecord:
             line["unchanged"] = list(self.unchanged)
         if self.reason:
             line["reason"] = self.reason
+        if self.promoted_from:
+            line["promoted_from"] = self.promoted_from
+        if self.reason or self.promoted_from:
+            line = cast(HistoryLine, dict(sorted(line.items())))
         return line
 
     def to_json(self) -> str:
@@ -191,6 +200,8 @@ class HistoryRecord:
         ):
             return None
         if not all(isinstance(kept.get(k), str) for k in ("env", "sha", "digest")):
+            return None
+        if not isinstance(kept.get("promoted_from", ""), str):
             return None
         targets = kept.get("targets", ())
         kept["targets"] = tuple(str(t) for t in targets) if isinstance(targets, list) else ()

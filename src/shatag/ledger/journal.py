@@ -29,9 +29,9 @@ class Journal(TypedDict, total=False):
 
 def checked_journal(data: Mapping[str, object]) -> Journal:
     """The :class:`Journal` in a JSON object read back, each key as the recovery reads it:
-    ``attempt``/``started_at`` as text, an ``action`` other than ``rollback`` as ``deploy``,
-    an empty ``sha``/``digest`` as missing, only the objects among ``targets``; unknown keys
-    are dropped.
+    ``attempt``/``started_at`` as text, an ``action`` other than ``rollback`` or ``promote``
+    as ``deploy``, an empty ``sha``/``digest`` as missing, only the objects among
+    ``targets``; unknown keys are dropped.
 
     >>> checked_journal({"attempt": 7, "sha": "", "action": "x", "targets": [{"k": 1}, 2]})
     {'attempt': '7', 'action': 'deploy', 'targets': [{'k': 1}]}
@@ -40,7 +40,10 @@ def checked_journal(data: Mapping[str, object]) -> Journal:
     if "attempt" in data:
         journal["attempt"] = str(data["attempt"])
     if "action" in data:
-        journal["action"] = "rollback" if data["action"] == "rollback" else "deploy"
+        action = data["action"]
+        journal["action"] = (
+            "rollback" if action == "rollback" else ("promote" if action == "promote" else "deploy")
+        )
     if data.get("sha"):
         journal["sha"] = str(data["sha"])
     if data.get("digest"):

@@ -37,7 +37,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from shatag.config import RegistryConfig
 from shatag.core import Repository
@@ -313,6 +313,107 @@ class RegistryClient:
             self._expect_ok(response, f"PUT manifest {tag}")
         return response.header("Docker-Content-Digest") or ""
 
+    # -- blobs between repositories (promote, issue 26) ---------------------------------------
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the repository holds the blob ``digest`` (HEAD, no body)."""
+        response = self._request("HEAD", f"{self.base_url}/blobs/{digest}")
+        if response.status_code == 404:
+            return False
+        self._expect_ok(response, f"HEAD blob {digest}")
+        return True
+
+    def start_upload(self, digest: str, *, mount_from: str = "") -> str | None:
+        """Start a blob upload; with ``mount_from`` (a repository *name* on the same registry)
+        ask for a cross-repository mount first. ``None``: the registry mounted the blob (201);
+        else the upload URL to :meth:`upload_blob` to (202: no mount, copy it)."""
+        query = (
+            "?" + urllib.parse.urlencode({"mount": digest, "from": mount_from})
+            if mount_from
+            else ""
+        )
+        url = f"{self.base_url}/blobs/uploads/{query}"
+        response = self._request("POST", url, body=b"")
+        if response.status_code == 201 and mount_from:
+            return None
+        if response.status_code != 202:
+            self._expect_ok(response, f"POST blob upload {digest}")
+            raise RegistryUnavailable(
+                f"registry {self.repository.registry} answered HTTP {response.status_code} to a "
+                f"blob upload for {digest}"
+            )
+        location = response.header("Location") or ""
+        if not location:
+            raise RegistryUnavailable(
+                f"registry {self.repository.registry} started an upload without a Location"
+            )
+        return urllib.parse.urljoin(self.origin, location)
+
+    def download_blob(self, digest: str, sink: IO[bytes]) -> int:
+        """Stream the blob ``digest`` into ``sink`` (any size: not held in memory), checked
+        against its digest; the number of bytes. Each read waits at most ``timeout``."""
+        url = f"{self.base_url}/blobs/{digest}"
+        hasher = hashlib.sha256()
+        size = 0
+        for _ in range(2):  # once more after answering an auth challenge
+            response = self._stream("GET", url, None)
+            with response:
+                if response.status_code == 401 and self._authenticate(_challenge(response)):
+                    continue
+                self._expect_ok(_challenge(response), f"GET blob {digest}")
+                for chunk in response.iter_content(_CHUNK):
+                    hasher.update(chunk)
+                    sink.write(chunk)
+                    size += len(chunk)
+            break
+        if "sha256:" + hasher.hexdigest() != digest:
+            raise RegistryUnavailable(
+                f"registry {self.repository.registry} served a blob that does not hash to {digest}"
+            )
+        return size
+
+    def upload_blob(self, location: str, digest: str, source: IO[bytes], size: int) -> None:
+        """Finish the upload at ``location`` with the whole blob in one PUT (monolithic)."""
+        joiner = "&" if "?" in location else "?"
+        url = f"{location}{joiner}" + urllib.parse.urlencode({"digest": digest})
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        for _ in range(2):
+            source.seek(0)
+            response = self._stream("PUT", url, source, headers)
+            with response:
+                if response.status_code == 401 and self._authenticate(_challenge(response)):
+                    continue
+                if response.status_code != 201:
+                    self._expect_ok(_challenge(response), f"PUT blob {digest}")
+                    raise RegistryUnavailable(
+                        f"registry {self.repository.registry} answered HTTP "
+                        f"{response.status_code} to the upload of {digest}"
+                    )
+            return
+
+    def _stream(
+        self,
+        method: str,
+        url: str,
+        body: IO[bytes] | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """One streamed exchange (blobs of any size) over ``requests``, with our credentials."""
+        sent = dict(headers or {})
+        if self._authorization:
+            sent["Authorization"] = self._authorization
+        try:
+            return self._session.request(
+                method, url, headers=sent, data=body, stream=True, allow_redirects=True
+            )
+        except Exception as exc:
+            fault = _as_fault(exc)
+            if isinstance(fault, _TLSFailure | _Transient):
+                raise RegistryUnavailable(
+                    f"registry {self.repository.registry}: {method} blob failed: {fault}"
+                ) from None
+            raise
+
     def tags(self, page_size: int = 100) -> list[str]:
         """Every tag of the repository, following ``Link: <…>; rel="next"`` pagination."""
         url: str | None = f"{self.base_url}/tags/list?n={page_size}"
@@ -576,6 +677,13 @@ def open_registry(
 ) -> RegistryClient:
     """The client of ``repository`` as configured: the one place use cases build one."""
     return RegistryClient(repository, env=env, timeout=config.timeout_sec, retries=config.retries)
+
+
+def _challenge(response: requests.Response) -> _Response:
+    """A streamed response's status and headers as a :class:`_Response` (no body)."""
+    return _Response(
+        response.status_code, {k.lower(): [v] for k, v in response.headers.items()}, b""
+    )
 
 
 def _short(exc: BaseException) -> str:
