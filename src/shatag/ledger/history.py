@@ -76,6 +76,7 @@ class HistoryLine(TypedDict):
     error_code: str
     error: str
     attempt: str
+    note: NotRequired[str]
     unchanged: NotRequired[list[str]]
 
 
@@ -112,14 +113,17 @@ class HistoryRecord:
     #: Targets that already ran this release with these settings and were left as they were
     #: (issue 12: a re-deploy of the serving digest is a no-op, recorded as such).
     unchanged: tuple[str, ...] = field(default_factory=tuple)
+    #: What a person should know about how the attempt ended, e.g. that another runner
+    #: finished it after its own runner was killed (issue 23, item 6); ``""``: nothing.
+    note: str = ""
 
     @property
     def ok(self) -> bool:
         return self.result == "ok"
 
     def as_line(self) -> HistoryLine:
-        """The record as its JSON object, keys sorted as in :meth:`to_json` (``unchanged``
-        only when there is some).
+        """The record as its JSON object, keys sorted as in :meth:`to_json` (``note`` and
+        ``unchanged`` only when there is some).
 
         >>> line = HistoryRecord("deploy", "e", "a", "d", "ok", unchanged=("t",)).as_line()
         >>> list(line) == sorted(line)
@@ -146,6 +150,8 @@ class HistoryRecord:
             started_at=self.started_at,
             targets=list(self.targets),
         )
+        if self.note:
+            line["note"] = self.note
         if self.unchanged:
             line["unchanged"] = list(self.unchanged)
         return line
@@ -170,6 +176,8 @@ class HistoryRecord:
             return None
         targets = kept.get("targets", ())
         kept["targets"] = tuple(str(t) for t in targets) if isinstance(targets, list) else ()
+        if "note" in kept:
+            kept["note"] = str(kept["note"])
         same = kept.get("unchanged", ())
         kept["unchanged"] = tuple(str(t) for t in same) if isinstance(same, list) else ()
         try:
@@ -329,6 +337,8 @@ def format_catalog(env: str, rows: list[CatalogRow]) -> str:
         result = str(row.get("result", ""))
         if row.get("error_code"):
             result += f" ({row['error_code']})"
+        elif row.get("note"):
+            result += " (finished by the next run)"
         table.append(
             (
                 "*" if row.get("current") else "",
