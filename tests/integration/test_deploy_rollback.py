@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -25,8 +26,8 @@ from ruamel.yaml import YAML
 from shatag._testing.localregistry import LocalRegistry, free_port
 from shatag.core import parse_repository
 from shatag.supplychain.registry import RegistryClient
+from tests._gitremote import GitRemote
 from tests.conftest import EXAMPLE, ROOT, App, InvResult, cli_env, inv_argv, new_app, run_inv
-from tests.reliability._shim import PathShim
 
 SDL_TEXT = """\
 ---
@@ -562,32 +563,44 @@ def test_concurrent_deploys_never_interleave(world: World, make_site: Callable[.
 
 
 def test_kill_9_during_deploy_leaves_a_consistent_state(
-    world: World, make_site: Callable[..., Site]
+    world: World, make_site: Callable[..., Site], tmp_path: Path
 ) -> None:
+    """SIGKILL mid-switch, at a named moment (issue 27): the files are switched, the old
+    container is parked, and the new one is being started -- a PATH shim for ``docker`` holds
+    the ``docker run`` of B and says so by creating a file. B never ran, so the next deploy
+    undoes the attempt and records it ``failed (INTERRUPTED)``."""
     site = make_site()
     assert site.deploy(world.a).returncode == 0
     journal = site.dir / "state" / "production" / "pending.json"
-    # Inside the switch: a PATH shim holds the `docker run` of the new container once it has
-    # returned (the old one stopped and parked, the new one started), and the kill lands there.
-    shim = PathShim(site.dir / "shim")
-    shim.hold("run *", "after")
+    starting, release = tmp_path / "docker-run-held", tmp_path / "release"
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    real = shutil.which("docker", path=world.env.get("PATH"))
+    assert real is not None
+    (shim / "docker").write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = run ] || continue\n'
+        f"  touch {starting}; while [ ! -f {release} ]; do sleep 0.05; done; exit 1\n"
+        "done\n"
+        f'exec {real} "$@"\n'
+    )
+    (shim / "docker").chmod(0o755)
     proc = subprocess.Popen(
         inv_argv("-f", str(site.config), "deploy", f"--sha={world.b.sha}", "--env=production"),
         cwd=ROOT,
-        env=shim.env(world.env),
+        env={**world.env, "PATH": f"{shim}:{world.env.get('PATH', '')}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    try:
-        assert shim.wait_held(60, lambda: proc.poll() is None), "the switch never ran docker run"
-        assert journal.exists()
-        calls = [c.split()[0] for c in shim.calls()]
-        assert calls[-3:] == ["stop", "rename", "run"], calls
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        shim.release()
+    deadline = time.monotonic() + 60
+    while not starting.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert starting.exists(), "the deploy never started its new container"
+    assert journal.exists()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    release.touch()  # a held `docker run` (in its own process group) gives up, starting nothing
 
     # Files are whole: exactly A's or exactly B's, never half-written.
     assert site.sdl_image() in (world.a.pinned(world.canonical), world.b.pinned(world.canonical))
@@ -609,3 +622,83 @@ def test_kill_9_during_deploy_leaves_a_consistent_state(
         (world.b.sha, "failed", "INTERRUPTED"),
         (world.a.sha, "ok", ""),
     ]
+
+
+def test_a_deploy_killed_after_its_switch_is_finished_by_a_runner_in_another_clone(
+    world: World, make_site: Callable[..., Site], tmp_path: Path
+) -> None:
+    """Issue 23, item 6: the git ledger, two clones of one app repo with a bare remote. Runner
+    1 is SIGKILLed while it pushes its record of B (the remote's pre-receive hook holds that
+    push and says so by creating a file): the container, SDL and tfvars already run B. Runner
+    2 (the other clone, its own empty state_dir) finds the journal, sees every target run B
+    healthy, records B ``ok`` with a note naming the killed attempt, retires the parked
+    previous container, then deploys A on top (``previous_sha`` = B)."""
+    site = make_site()
+    spec = json.loads(site.config.read_text())
+    spec["shatag"] |= {"state_backend": "git", "state_remote": "origin"}
+    site.config.write_text(json.dumps(spec))
+    other = site.dir / "shatag-two.yaml"
+    spec["shatag"]["state_dir"] = str(tmp_path / "state-of-runner-two")
+    other.write_text(json.dumps(spec))
+    (tmp_path / "app").mkdir()
+    remote = GitRemote(tmp_path / "app", "app.git")
+    one, two = remote.clone(), remote.clone()
+    first = run_inv(
+        ["-f", str(site.config), "deploy", f"--sha={world.a.sha}", "--env=production"],
+        world.env,
+        cwd=one,
+    )
+    assert first.returncode == 0, first.stderr
+    pushed, release = tmp_path / "record-pushed", tmp_path / "release"
+    remote.hook(
+        'while read old new ref; do [ "$ref" = refs/shatag/production ] || continue\n'
+        f"  touch {pushed}\n"
+        f"  while [ ! -f {release} ]; do sleep 0.05; done; exit 1\n"
+        "done; exit 0\n"
+    )
+    proc = subprocess.Popen(
+        inv_argv("-f", str(site.config), "deploy", f"--sha={world.b.sha}", "--env=production"),
+        cwd=one,
+        env=world.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not pushed.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert pushed.exists(), "the deploy never pushed its record"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    (remote.bare / "hooks" / "pre-receive").unlink()
+    release.touch()  # a push still held by the hook is refused: B's record never lands
+    assert "refs/shatag-journal/production" in remote.refs()
+    site.assert_runs(world.b)
+    assert _containers(site.container + "-shatag-prev")  # A, parked, not yet retired
+
+    again = run_inv(
+        ["-f", str(other), "deploy", f"--sha={world.a.sha}", "--env=production"],
+        world.env,
+        cwd=two,
+    )
+    assert again.returncode == 0, again.stderr
+    recovered = again.record.get("recovered") or []
+    assert recovered, again.stderr
+    assert str(recovered[0]).startswith("finished attempt "), recovered
+    assert again.record["previous_sha"] == world.b.sha
+    site.assert_runs(world.a)
+    assert not _containers(site.container + "-shatag-prev")
+    rows = run_inv(
+        ["-f", str(other), "history", "--env=production", "--json", "--limit=0"],
+        world.env,
+        cwd=two,
+    ).records
+    assert [(r["sha"], r["result"], r["error_code"]) for r in rows] == [
+        (world.a.sha, "ok", ""),
+        (world.b.sha, "ok", ""),
+        (world.a.sha, "ok", ""),
+    ]
+    assert rows[1]["note"].startswith(f"the runner of attempt {rows[1]['attempt']} (started ")
+    assert "interrupted after its apply" in rows[1]["note"]
+    assert rows[1]["previous_sha"] == world.a.sha
+    assert set(remote.refs()) == {"refs/shatag/production"}

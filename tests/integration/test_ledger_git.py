@@ -412,6 +412,133 @@ def test_recovery_from_a_shared_journal_touches_configured_targets_only(
     assert set(remote.refs()) == {f"refs/shatag/{ENV}"}
 
 
+def _deploy_b_then_die(clone: str, config: str) -> None:
+    """A runner's deploy of B (in a forked process the test SIGKILLs at a named moment)."""
+    settings = Settings.from_mapping(json.loads(config))
+    ledger = GitEnvLedger(GitLedger(Path(clone), "origin", env=dict(os.environ)), ENV)
+    with ledger.lock(timeout=5, holder="deploy B, killed"):
+        _switch(settings, ledger, IMG_B)
+
+
+def _kill_runner_at(remote: Remote, tmp_path: Path, config: dict[str, Any], marker: Path) -> None:
+    """Deploy A, then deploy B on another runner and SIGKILL it once ``marker`` appears (the
+    history push blocked by the remote's hook, or the apply command running), so the record
+    of B never lands; the hook's push is refused after the kill."""
+    settings = Settings.from_mapping(config)
+    first = GitEnvLedger(remote.ledger(), ENV)
+    with first.lock(timeout=5, holder="deploy A"):
+        _switch(settings, first, IMG_A)
+    release = tmp_path / "release"
+    remote.hook(
+        f'while read old new ref; do [ "$ref" = refs/shatag/{ENV} ] || continue\n'
+        f"  touch {tmp_path / 'record-pushed'}\n"
+        f"  while [ ! -f {release} ]; do sleep 0.05; done; exit 1\n"
+        "done; exit 0\n"
+    )
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_deploy_b_then_die, args=(str(remote.clone()), json.dumps(config)))
+    proc.start()
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and proc.is_alive():
+        time.sleep(0.02)
+    assert marker.exists(), "the runner never reached the moment it is killed at"
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    (remote.bare / "hooks" / "pre-receive").unlink()
+    release.touch()  # an orphaned push still waiting in the hook is refused
+    assert f"refs/shatag-journal/{ENV}" in remote.refs()
+
+
+def test_a_runner_killed_after_its_apply_is_finished_by_the_next_from_another_clone(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """Killed while its record was being pushed: every target already runs B, so the next
+    runner (a fresh clone, no local state) records B ``ok`` with a note naming the killed
+    attempt, instead of ``failed (INTERRUPTED)`` (issue 23, item 6)."""
+    tfvars = tmp_path / "image.tfvars.json"
+    config = {
+        "state_backend": "git",
+        "environments": {ENV: {"targets": [{"kind": "tfvars", "path": str(tfvars)}]}},
+    }
+    _kill_runner_at(remote, tmp_path, config, tmp_path / "record-pushed")
+    assert IMG_B.sha in tfvars.read_text()
+    killed = GitEnvLedger(remote.ledger(), ENV).read_journal()
+    assert killed is not None
+    settings = Settings.from_mapping(config)
+    ledger = GitEnvLedger(remote.ledger(), ENV)
+    with ledger.lock(timeout=5, holder="next deploy"):
+        notes = recover_interrupted(
+            ledger,
+            env={},
+            trusted=settings.environment(ENV).targets,
+            envcfg=settings.environment(ENV),
+            state_dir=tmp_path / "no-state-here",
+        )
+    attempt = killed.get("attempt", "")
+    assert notes[0] == f"finished attempt {attempt} (started {killed.get('started_at')}): " + (
+        f"every target runs {IMG_B.pinned}"
+    )
+    assert IMG_B.sha in tfvars.read_text()
+    rows = GitEnvLedger(remote.ledger(), ENV).newest()
+    assert [(r.sha, r.result, r.error_code, r.attempt) for r in rows] == [
+        (IMG_B.sha, "ok", "", attempt),
+        (IMG_A.sha, "ok", "", rows[1].attempt),
+    ]
+    assert rows[0].previous_sha == IMG_A.sha
+    assert rows[0].image_ref == IMG_B.pinned
+    assert f"the runner of attempt {attempt}" in rows[0].note
+    assert "interrupted after its apply" in rows[0].note
+    assert set(remote.refs()) == {f"refs/shatag/{ENV}"}
+
+
+def test_a_runner_killed_in_its_apply_command_is_undone_by_the_next_saying_why(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """Killed while its apply command ran: the targets show B, but nothing can observe what
+    the command did, so the next runner restores A and records B ``failed (INTERRUPTED)``
+    with the reason and what it undid."""
+    tfvars = tmp_path / "image.tfvars.json"
+    running, release = tmp_path / "apply-running", tmp_path / "release"
+    command = (
+        f'[ "$SHATAG_IMAGE_SHA" = {IMG_B.sha} ] || exit 0; touch {running}; '
+        f"while [ ! -f {release} ]; do sleep 0.05; done"
+    )
+    config = {
+        "state_backend": "git",
+        "environments": {
+            ENV: {
+                "apply": ["sh", "-c", command],
+                "targets": [{"kind": "tfvars", "path": str(tfvars)}],
+            }
+        },
+    }
+    _kill_runner_at(remote, tmp_path, config, running)
+    assert IMG_B.sha in tfvars.read_text()
+    settings = Settings.from_mapping(config)
+    ledger = GitEnvLedger(remote.ledger(), ENV)
+    with ledger.lock(timeout=5, holder="next deploy"):
+        notes = recover_interrupted(
+            ledger,
+            env={},
+            trusted=settings.environment(ENV).targets,
+            envcfg=settings.environment(ENV),
+            state_dir=tmp_path / "no-state-here",
+        )
+    assert notes == (f"restored {tfvars}",)
+    assert IMG_A.sha in tfvars.read_text()
+    assert IMG_B.sha not in tfvars.read_text()
+    rows = GitEnvLedger(remote.ledger(), ENV).newest()
+    assert [(r.sha, r.result, r.error_code) for r in rows] == [
+        (IMG_B.sha, "failed", "INTERRUPTED"),
+        (IMG_A.sha, "ok", ""),
+    ]
+    assert "the apply command's outcome cannot be observed" in rows[0].error
+    assert f"its targets were restored (restored {tfvars})" in rows[0].error
+    assert rows[0].previous_sha == IMG_A.sha
+    assert set(remote.refs()) == {f"refs/shatag/{ENV}"}
+
+
 # -- races and odd states, in one process (deterministic) --------------------------------------
 
 

@@ -291,14 +291,12 @@ def test_rollback_is_a_deploy_of_the_earlier_sha_from_history(
     assert revisions  # shatag did not use `rollout undo`: the history only grew
 
 
-def test_kill_9_during_a_rollout_is_recovered_by_the_next_command(
-    world: World, make_site: Callable[..., Site]
-) -> None:
-    site = make_site()
-    a, b = world.built["A"], world.built["B"]
-    assert site.deploy(a).returncode == 0
+def _kill_once_patched(site: Site, built: Built) -> Path:
+    """Start ``deploy`` of ``built`` and SIGKILL it as soon as the Deployment holds its image
+    (the patch made, the rollout not yet awaited): an event of the run, not a delay. Returns
+    the journal the killed run left."""
     proc = subprocess.Popen(
-        inv_argv("-f", str(site.config), "deploy", f"--sha={b.sha}", "--env=production"),
+        inv_argv("-f", str(site.config), "deploy", f"--sha={built.sha}", "--env=production"),
         env=site.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -306,14 +304,26 @@ def test_kill_9_during_a_rollout_is_recovered_by_the_next_command(
     )
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and site.image() != b.pinned:
+        while time.monotonic() < deadline and site.image() != built.pinned:
             time.sleep(0.05)
-        assert site.image() == b.pinned, "the deploy never patched the Deployment"
+        assert site.image() == built.pinned, "the deploy never patched the Deployment"
         os.killpg(proc.pid, signal.SIGKILL)  # mid-rollout: the patch is made, not yet waited
     finally:
         proc.wait(timeout=30)
     state = site.config.parent / f"state-{site.name}" / "production" / "pending.json"
     assert state.exists(), "a killed deploy leaves its journal"
+    return state
+
+
+def test_kill_9_during_a_rollout_that_cannot_complete_is_undone_by_the_next_command(
+    world: World, make_site: Callable[..., Site]
+) -> None:
+    """The killed run's release never becomes ready (its pods fail their readiness probe), so
+    the next command cannot find it applied: it puts A back and records INTERRUPTED."""
+    site = make_site()
+    a, b, unready = world.built["A"], world.built["B"], world.built["unready"]
+    assert site.deploy(a).returncode == 0
+    state = _kill_once_patched(site, unready)
     again = site.deploy(b)  # the next command first puts A back, then deploys B for good
     assert again.returncode == 0, again.stderr
     notes = again.record.get("recovered", [])
@@ -322,3 +332,32 @@ def test_kill_9_during_a_rollout_is_recovered_by_the_next_command(
     site.assert_serves(b)
     records = site.inv("history", "--env=production", "--json").records
     assert any(r.get("error_code") == "INTERRUPTED" for r in records), records
+
+
+def test_kill_9_during_a_rollout_that_completes_is_finished_by_the_next_command(
+    world: World, make_site: Callable[..., Site]
+) -> None:
+    """Issue 23, item 6: the killed run's rollout completes on its own (the test waits until
+    every ready pod runs B); the next command finds B applied and finishes the attempt -- the
+    record says B is ok and that its runner was interrupted, and no INTERRUPTED is recorded."""
+    site = make_site()
+    a, b = world.built["A"], world.built["B"]
+    assert site.deploy(a).returncode == 0
+    state = _kill_once_patched(site, b)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and site.running_digests() != {b.digest}:
+        time.sleep(0.2)
+    assert site.running_digests() == {b.digest}, "B's rollout never completed"
+    site.kube.kubectl("rollout", "status", f"deployment/{site.name}", "--timeout=120s")
+    again = site.deploy(b)
+    assert again.returncode == 0, again.stderr
+    notes = again.record.get("recovered", [])
+    assert any("finished attempt" in note and b.pinned in note for note in notes), notes
+    assert not state.exists()
+    site.assert_serves(b)
+    records = site.inv("history", "--env=production", "--json").records
+    assert not any(r.get("error_code") == "INTERRUPTED" for r in records), records
+    finished = [r for r in records if r.get("sha") == b.sha and r.get("note")]
+    assert finished, records
+    assert finished[0]["result"] == "ok"
+    assert "interrupted after its apply" in finished[0]["note"]

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE, App, InvResult, new_app
+from tests._gitremote import GitRemote
+from tests.conftest import EXAMPLE, App, InvResult, inv_argv, new_app
 from tests.reliability._shim import PathShim
 from tests.reliability._traffic import DockerSite, Load, docker, make_docker_site
 from tests.reliability.conftest import Built, Ledger, World, error_code, rinv
@@ -511,3 +512,87 @@ def test_env_secrets_and_volumes_reach_the_app_and_secrets_nothing_else(
     finally:
         site.cleanup()
         docker("volume", "rm", volume, check=False)
+
+
+# -- issue 23, item 6: a runner killed after its switch, finished from another clone --------
+
+
+def test_a_switch_killed_before_its_record_is_finished_from_another_clone_under_load(
+    ledger: Ledger, site: DockerSite, releases: dict[str, Built], tmp_path: Path
+) -> None:
+    """The git ledger, two clones of one app repo with a bare remote, the proxy-gated switch
+    under 60 req/s. Runner 1 is SIGKILLed while it pushes its record of B (the remote's hook
+    holds that push and creates a file): the proxy already forwards to B. Runner 2 (the other
+    clone) finds B running and healthy, records it ``ok`` with a note naming the attempt, and
+    retires A's container; no request fails throughout."""
+    a, b = releases["A"], releases["B"]
+    cfg = json.loads(site.config.read_text())
+    cfg["shatag"] |= {"state_backend": "git", "state_remote": "origin"}
+    site.config.write_text(json.dumps(cfg))
+    (tmp_path / "app").mkdir()
+    remote = GitRemote(tmp_path / "app", "app.git")
+    one, two = remote.clone(), remote.clone()
+    args = ["-f", str(site.config), "deploy", f"--env={site.env_name}"]
+    assert rinv(ledger, [*args, f"--sha={a.sha}"], site.env, cwd=one).returncode == 0
+    pushed, release = tmp_path / "record-pushed", tmp_path / "release"
+    remote.hook(
+        f'while read old new ref; do [ "$ref" = refs/shatag/{site.env_name} ] || continue\n'
+        f"  touch {pushed}\n"
+        f"  while [ ! -f {release} ]; do sleep 0.05; done; exit 1\n"
+        "done; exit 0\n"
+    )
+    with Load(site.port) as load:
+        proc = subprocess.Popen(
+            inv_argv(*args, f"--sha={b.sha}"),
+            cwd=one,
+            env=site.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while not pushed.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        killed = pushed.exists()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        (remote.bare / "hooks" / "pre-receive").unlink()
+        release.touch()  # the held push is refused: B's record never lands
+        left = sorted(site.app_containers())
+        started = time.monotonic()
+        nxt = rinv(ledger, [*args, f"--sha={b.sha}"], site.env, cwd=two)
+        took = time.monotonic() - started
+    rows = rinv(
+        ledger,
+        ["-f", str(site.config), "history", f"--env={site.env_name}", "--json", "--limit=0"],
+        site.env,
+        cwd=two,
+    ).records
+    recovered = [str(n) for n in nxt.record.get("recovered") or []] if nxt.returncode == 0 else []
+    serving = site.serving_container()
+    ok = (
+        killed
+        and len(left) == 2  # A (draining) and B (serving): runner 1 never retired A
+        and nxt.returncode == 0
+        and bool(recovered)
+        and recovered[0].startswith("finished attempt ")
+        and [(r["sha"], r["result"], r["error_code"]) for r in rows[1:3]]
+        == [(b.sha, "ok", ""), (a.sha, "ok", "")]
+        and "interrupted after its apply" in rows[1].get("note", "")
+        and site.app_containers() == [serving]
+        and site.label(serving, "shatag.sha") == b.sha
+        and load.failed == 0
+        and set(remote.refs()) == {f"refs/shatag/{site.env_name}"}
+    )
+    ledger.record(
+        "git ledger, proxy under 60 req/s: runner 1 SIGKILLed while pushing its record of B "
+        "(held by the remote's hook), runner 2 (another clone) deploys next",
+        "B found running and healthy: recorded ok with a note naming the killed attempt, A's "
+        "container retired, 0 failed requests, no journal left",
+        f"containers after the kill: {len(left)}; next: rc={nxt.returncode} in {took:.1f}s, "
+        f"recovered={recovered[:1]}; history: "
+        + ", ".join(f"{r['sha'][:7]} {r['result']} {r['error_code']}".strip() for r in rows[:3])
+        + f"; {load.failed} failed of {len(load.results)} requests",
+        ok,
+    )
+    assert ok, (nxt.stderr[-600:], rows[:3], left, dict(load.errors()))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shlex
@@ -38,7 +39,14 @@ from typing import Any, Final
 from shatag._sys import signals, subproc
 from shatag.app.policy import attest_switch, check_image, refuse_quarantined
 from shatag.config import EnvironmentConfig, Settings
-from shatag.core import ImageRef, Repository, RepositoryType, ensure_immutable_tag, validate_sha
+from shatag.core import (
+    ImageRef,
+    Repository,
+    RepositoryType,
+    ensure_immutable_tag,
+    parse_repository,
+    validate_sha,
+)
 from shatag.errors import (
     DeployFailed,
     DigestMismatch,
@@ -52,6 +60,7 @@ from shatag.errors import (
 )
 from shatag.ledger import Ledger, open_ledger
 from shatag.ledger.history import Action, HistoryRecord, initiated_by, utc_now
+from shatag.ledger.journal import Journal
 from shatag.ledger.statedir import check_state_dir
 from shatag.ledger.statedir import describe as describe_os_error
 from shatag.masking import register_public
@@ -64,6 +73,7 @@ from shatag.targets import (
     TargetSpec,
     finish,
     make_target,
+    observe,
     recover,
 )
 
@@ -383,6 +393,8 @@ def run_switch(
             env=env,
             trusted=envcfg.targets if shared else None,
             runtime_dir=settings.runtime_dir,
+            envcfg=envcfg,
+            state_dir=settings.state_dir,
         )
         image, signature = route.checked_image(settings, envcfg, ledger, env)
         record = switch(
@@ -640,6 +652,8 @@ def _write_journal(ledger: Ledger, base: HistoryRecord, targets: list[Target]) -
                 "digest": base.digest,
                 "started_at": base.started_at,
                 "targets": [t.journal() for t in targets],
+                # What the next runner records if it finds this release fully applied.
+                "release": dict(base.as_line()),
             }
         )
     except OSError as exc:
@@ -792,15 +806,22 @@ def recover_interrupted(
     env: Mapping[str, str],
     trusted: tuple[TargetSpec, ...] | None = None,
     runtime_dir: Path | None = None,
+    envcfg: EnvironmentConfig | None = None,
+    state_dir: Path = Path(".shatag"),
 ) -> tuple[str, ...]:
     """Finish what a killed deploy of the ledger's environment left behind (the caller holds
-    the lock).
+    the lock), from any checkout (issue 23, item 6).
 
-    If history recorded the attempt as done, its cleanup is completed (roll forward); otherwise
-    every target is put back as it was before the attempt, and the attempt is recorded as
-    failed (``INTERRUPTED``). ``trusted``: when the journal comes from a shared ledger (anyone
-    who may push its refs could have written it), only entries naming one of these configured
-    targets are acted on -- a journal cannot make this runner write an arbitrary file.
+    If history recorded the attempt as done, its cleanup is completed (roll forward). If it
+    did not, but the attempt's release is fully applied -- every target of the journal observes
+    its digest, healthy (:func:`shatag.targets.observe`, against ``envcfg``'s targets), and no
+    apply command whose outcome nothing can observe was configured -- it is finished: each
+    target's cleanup runs and the release is recorded ``ok`` with a ``note`` naming the killed
+    attempt. Otherwise every target is put back as it was before the attempt, and the attempt
+    is recorded as failed (``INTERRUPTED``), saying why and what was undone. ``trusted``: when
+    the journal comes from a shared ledger (anyone who may push its refs could have written
+    it), only entries naming one of these configured targets are acted on -- a journal cannot
+    make this runner write an arbitrary file.
     """
     journal = ledger.read_journal()
     if journal is None:
@@ -808,7 +829,9 @@ def recover_interrupted(
     attempt = journal.get("attempt", "")
     done = ledger.find_attempt(attempt) if attempt else None
     entries = journal.get("targets", [])
-    ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt)
+    # state_dir and runtime_dir: the docker kind finds its proxy there (the bug plan_switch
+    # had, b112132).
+    ctx = TargetContext(env=env, env_name=ledger.env, attempt=attempt, state_dir=state_dir)
     if runtime_dir is not None:  # where the proxy's home is (else the default)
         ctx = replace(ctx, runtime_dir=runtime_dir)
     notes: list[str] = []
@@ -823,29 +846,138 @@ def recover_interrupted(
         entries = kept
     if done is not None and done.ok:
         notes += [finish(e, ctx) for e in entries]
+    elif done is None:
+        release, why = _applied_release(journal, entries, envcfg, ctx)
+        if release is not None:
+            notes += _finish_applied(ledger, release, entries, ctx)
+        else:
+            notes += _undo_interrupted(ledger, journal, entries, ctx, why)
     else:
         notes += [recover(e, ctx) for e in reversed(entries)]
-        if done is None and journal.get("sha") and journal.get("digest"):
-            ledger.append(
-                HistoryRecord(
-                    action=journal.get("action", "deploy"),
-                    env=ledger.env,
-                    sha=journal.get("sha", ""),
-                    digest=journal.get("digest", ""),
-                    result="failed",
-                    started_at=journal.get("started_at", ""),
-                    finished_at=utc_now(),
-                    error_code="INTERRUPTED",
-                    error=(
-                        "the deploy did not finish (its process was killed, or its result "
-                        "could not be recorded); its targets were restored"
-                    ),
-                    attempt=attempt,
-                )
-            )
     ledger.clear_journal()
     log.warning("recovered interrupted deploy %s of %s: %s", attempt, ledger.env, "; ".join(notes))
     return tuple(notes)
+
+
+def _applied_release(
+    journal: Journal,
+    entries: list[dict[str, Any]],
+    envcfg: EnvironmentConfig | None,
+    ctx: TargetContext,
+) -> tuple[HistoryRecord | None, str]:
+    """The record a killed attempt would have appended, when its release is fully applied
+    (every target of the journal observes its digest and is healthy); else ``None`` and why."""
+    release = _journal_release(journal, ctx)
+    if envcfg is None:
+        why = "its targets were not observed"
+    elif release is None:
+        why = "its journal does not describe the release it applied"
+    elif envcfg.apply:
+        why = (
+            "the apply command's outcome cannot be observed (the attempt may have been killed "
+            "before or while it ran)"
+        )
+    elif not entries:
+        why = "its journal names no target"
+    else:
+        why = _not_running(release, entries, envcfg.targets, ctx)
+    return (release, "") if release is not None and not why else (None, why)
+
+
+def _journal_release(journal: Journal, ctx: TargetContext) -> HistoryRecord | None:
+    """The ``release`` record of a journal, if it is the journal's own (same environment,
+    attempt, SHA and digest; a journal written before issue 23 has none)."""
+    raw = journal.get("release")
+    release = HistoryRecord.from_json(json.dumps(raw)) if raw is not None else None
+    if release is None or (release.env, release.attempt, release.sha, release.digest) != (
+        ctx.env_name,
+        ctx.attempt,
+        journal.get("sha"),
+        journal.get("digest"),
+    ):
+        return None
+    return release
+
+
+def _not_running(
+    release: HistoryRecord,
+    entries: list[dict[str, Any]],
+    specs: tuple[TargetSpec, ...],
+    ctx: TargetContext,
+) -> str:
+    """Why not every target of ``entries`` runs ``release`` healthy; ``""``: they all do."""
+    try:
+        image = ImageRef(parse_repository(release.repository), release.sha, release.digest)
+    except ShatagError:
+        return "its journal does not name a valid image"
+    for entry in entries:
+        matching = [s for s in specs if s.matches_journal(entry)]
+        if not matching:
+            name = entry.get("name") or entry.get("path")
+            return f"{entry.get('kind')!r} {name!r} is not a configured target"
+        for spec in matching:
+            seen = observe(spec, ctx, image)
+            if seen.state != "in_sync":
+                return f"{spec.label} does not run it ({seen.state}: {seen.detail})"
+    return ""
+
+
+def _finish_applied(
+    ledger: Ledger, release: HistoryRecord, entries: list[dict[str, Any]], ctx: TargetContext
+) -> list[str]:
+    """Record the fully applied release of a killed attempt as ``ok``, then finish each
+    target's cleanup (what ``commit`` would have done: retire the previous release)."""
+    killed = f"attempt {ctx.attempt} (started {release.started_at or 'at an unknown time'})"
+    ledger.append(
+        replace(
+            release,
+            result="ok",
+            finished_at=utc_now(),
+            note=(
+                f"the runner of {killed} was interrupted after its apply; the next run found "
+                f"every target running {release.digest}, healthy, and finished it"
+            ),
+        )
+    )
+    done = [finish(e, ctx) for e in entries]
+    return [f"finished {killed}: every target runs {release.image_ref}", *done]
+
+
+def _undo_interrupted(
+    ledger: Ledger,
+    journal: Journal,
+    entries: list[dict[str, Any]],
+    ctx: TargetContext,
+    why: str,
+) -> list[str]:
+    """Put every target of a killed, unrecorded attempt back; record it ``INTERRUPTED``."""
+    undone = [recover(e, ctx) for e in reversed(entries)]
+    if journal.get("sha") and journal.get("digest"):
+        raw = journal.get("release")
+        release = HistoryRecord.from_json(json.dumps(raw)) if raw is not None else None
+        ledger.append(
+            HistoryRecord(
+                action=journal.get("action", "deploy"),
+                env=ledger.env,
+                sha=journal.get("sha", ""),
+                digest=journal.get("digest", ""),
+                result="failed",
+                image_ref=release.image_ref if release else "",
+                repository=release.repository if release else "",
+                previous_sha=release.previous_sha if release else "",
+                initiated_by=release.initiated_by if release else "unknown",
+                started_at=journal.get("started_at", ""),
+                finished_at=utc_now(),
+                error_code="INTERRUPTED",
+                error=(
+                    "the deploy did not finish (its process was killed, or its result "
+                    f"could not be recorded) and was not finished by the next run: {why}; "
+                    f"its targets were restored ({'; '.join(undone) or 'nothing to undo'})"
+                )[:2000],
+                attempt=ctx.attempt,
+            )
+        )
+    return undone
 
 
 # -- plumbing -------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ class HistoryLine(TypedDict):
     error_code: str
     error: str
     attempt: str
+    note: NotRequired[str]
     unchanged: NotRequired[list[str]]
     reason: NotRequired[str]
     promoted_from: NotRequired[str]
@@ -126,6 +127,9 @@ class HistoryRecord:
     #: ``action=promote``: the environment the release was promoted from (issue 26); written
     #: only when set, so the lines of deploys and rollbacks stay as they were.
     promoted_from: str = ""
+    #: What a person should know about how the attempt ended, e.g. that another runner
+    #: finished it after its own runner was killed (issue 23, item 6); ``""``: nothing.
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -138,8 +142,8 @@ class HistoryRecord:
         return self.action in SWITCH_ACTIONS
 
     def as_line(self) -> HistoryLine:
-        """The record as its JSON object, keys sorted as in :meth:`to_json` (``unchanged``
-        only when there is some).
+        """The record as its JSON object, keys sorted as in :meth:`to_json` (``note`` and
+        ``unchanged`` only when there is some).
 
         >>> line = HistoryRecord("deploy", "e", "a", "d", "ok", unchanged=("t",)).as_line()
         >>> list(line) == sorted(line)
@@ -166,13 +170,15 @@ class HistoryRecord:
             started_at=self.started_at,
             targets=list(self.targets),
         )
+        if self.note:
+            line["note"] = self.note
         if self.unchanged:
             line["unchanged"] = list(self.unchanged)
         if self.reason:
             line["reason"] = self.reason
         if self.promoted_from:
             line["promoted_from"] = self.promoted_from
-        if self.reason or self.promoted_from:
+        if self.note or self.reason or self.promoted_from:
             line = cast(HistoryLine, dict(sorted(line.items())))
         return line
 
@@ -205,6 +211,8 @@ class HistoryRecord:
             return None
         targets = kept.get("targets", ())
         kept["targets"] = tuple(str(t) for t in targets) if isinstance(targets, list) else ()
+        if "note" in kept:
+            kept["note"] = str(kept["note"])
         same = kept.get("unchanged", ())
         kept["unchanged"] = tuple(str(t) for t in same) if isinstance(same, list) else ()
         try:
@@ -419,6 +427,8 @@ def format_catalog(env: str, rows: list[CatalogRow]) -> str:
         result = str(row.get("result", ""))
         if row.get("error_code"):
             result += f" ({row['error_code']})"
+        elif row.get("note"):
+            result += " (finished by the next run)"
         if row.get("reason"):
             result += f": {row['reason']}"
         table.append(

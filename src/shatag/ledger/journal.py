@@ -25,13 +25,16 @@ class Journal(TypedDict, total=False):
     started_at: str
     #: Each target's own :meth:`~shatag.targets.Target.journal` entry; its kind reads it back.
     targets: list[dict[str, Any]]
+    #: The history record the attempt would append (``result: ok``, as a JSON object): what the
+    #: next runner records when it finds the release fully applied (issue 23, item 6).
+    release: dict[str, Any]
 
 
 def checked_journal(data: Mapping[str, object]) -> Journal:
     """The :class:`Journal` in a JSON object read back, each key as the recovery reads it:
     ``attempt``/``started_at`` as text, an ``action`` other than ``rollback`` or ``promote``
     as ``deploy``, an empty ``sha``/``digest`` as missing, only the objects among
-    ``targets``; unknown keys are dropped.
+    ``targets``, ``release`` only as an object; unknown keys are dropped.
 
     >>> checked_journal({"attempt": 7, "sha": "", "action": "x", "targets": [{"k": 1}, 2]})
     {'attempt': '7', 'action': 'deploy', 'targets': [{'k': 1}]}
@@ -54,4 +57,7 @@ def checked_journal(data: Mapping[str, object]) -> Journal:
         targets = data["targets"]
         entries = targets if isinstance(targets, list) else []
         journal["targets"] = [dict(e) for e in entries if isinstance(e, dict)]
+    release = data.get("release")
+    if isinstance(release, dict):
+        journal["release"] = dict(release)
     return journal
