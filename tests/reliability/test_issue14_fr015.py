@@ -9,7 +9,6 @@ POLICY_VIOLATION and accept the last, recording it as an index.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import Callable
 
@@ -27,10 +26,6 @@ from tests.reliability._issue14 import (
 from tests.reliability.conftest import Ledger, Site, World, describe, error_code
 
 
-def _sha() -> str:
-    return secrets.token_hex(20)
-
-
 def test_issue14_fr015_single_amd64_image(
     ledger: Ledger, world: World, registry: LocalRegistry, make_site: Callable[..., Site]
 ) -> None:
@@ -43,6 +38,13 @@ def test_issue14_fr015_single_amd64_image(
     arm_body, arm_digest = image_manifest(reg, repo, arch="arm64", payload=b"arm64 layer")
     push_manifest(reg, repo, arm_digest, arm_body, OCI_MANIFEST)
     att_body, att_digest = attestation_manifest(reg, repo, amd64_digest)
+    # Each tag names a real commit on main of the world's app (issue 24: a build, a reuse
+    # included, is of a commit of the context's repository); its image is uploaded by hand.
+    app = world.app
+    context = {"INVOKE_SHATAG_CONTEXT": str(app.path)}
+
+    def _sha() -> str:
+        return app.commit(f"fr015 {uuid.uuid4().hex}", "fr015 artefact")
 
     artefacts: dict[str, tuple[str, bytes, str]] = {
         "index of one linux/arm64 image": (
@@ -91,7 +93,7 @@ def test_issue14_fr015_single_amd64_image(
     bad: list[str] = []
     for label, (sha, _, _) in artefacts.items():
         runs = {
-            "build": site.inv(ledger, "build", f"--sha={sha}", "--branch=main"),
+            "build": site.inv(ledger, "build", f"--sha={sha}", "--branch=main", env=context),
             "deploy": site.inv(ledger, "deploy", f"--sha={sha}", "--env=rel"),
             "rollback": site.inv(ledger, "rollback", f"--sha={sha}", "--env=rel"),
         }
@@ -102,7 +104,7 @@ def test_issue14_fr015_single_amd64_image(
             else:
                 bad.append(f"{task} of {label}: {describe(result)} {result.stdout[-200:]!r}")
     unchanged = site.snapshot() == before
-    build_ok = site.inv(ledger, "build", f"--sha={accepted_sha}", "--branch=main")
+    build_ok = site.inv(ledger, "build", f"--sha={accepted_sha}", "--branch=main", env=context)
     deploy_ok = site.inv(ledger, "deploy", f"--sha={accepted_sha}", "--env=rel")
     build_kind = build_ok.records[-1].get("manifest_kind") if build_ok.records else None
     deploy_kind = deploy_ok.records[-1].get("manifest_kind") if deploy_ok.records else None
