@@ -63,7 +63,7 @@ the edge)."""
 #: What each layer owns, for the table.
 OWNS: Final[Mapping[str, str]] = {
     "edge": "the Invoke tasks and the `shatag` script: flags, exit codes, what is printed, metrics",
-    "app": "the use cases: build, deploy, rollback, verify, signatures (coverage)",
+    "app": "the use cases: build, deploy, rollback, promote, verify, status, board, quarantine",
     "supplychain": "the registry client, manifests, cosign, syft, build records, evidence",
     "ledger": "deployment history, the per-environment lock and crash journal (local or git)",
     "config": "the configuration keys, their defaults and their validation into `Settings`",
