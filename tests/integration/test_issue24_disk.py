@@ -1,7 +1,7 @@
 """Issue 24, item 7 (the deploy part): the state disk fills up in the middle of a docker switch.
 
-The docker target's proxy keeps its upstream file in ``<state_dir>/<env>/proxy/<name>/``; here
-that directory is a small tmpfs (a real file system, mounted for the test and unmounted after),
+The docker target's proxy keeps its upstream file in ``<runtime_dir>/proxy/<env>/<name>/`` (the
+host's runtime state, issue 23); here that directory is a small tmpfs (a real file system, mounted for the test and unmounted after),
 filled to the last byte after the first deploy. The second deploy passes the state-dir check
 (history and journal live on the ordinary disk), starts its new container, and then cannot move
 traffic: ENOSPC, for real. It must end with a documented code (STATE_ERROR) in the error line
@@ -28,7 +28,7 @@ def test_a_full_state_disk_mid_switch_is_state_error_and_leaves_no_container(
     px: Px, built: tuple[dict[str, str], dict[str, str]]
 ) -> None:
     shas = built[1]
-    home = px.state / "prod" / "proxy" / px.name
+    home = px.runtime / "proxy" / "prod" / px.name
     with tmpfs(home, "1m"):
         try:
             first = px.deploy(shas["A"])

@@ -79,17 +79,19 @@ def rollback(
     except LedgerUnavailable as exc:
         if settings.state_backend != "git":
             raise
-        raise LedgerUnavailable(_offline_refusal(settings, envcfg, route, exc, env)) from None
+        raise LedgerUnavailable(_offline_refusal(settings, envcfg, request, exc, env)) from None
 
 
 def _offline_refusal(
     settings: Settings,
     envcfg: EnvironmentConfig,
-    route: Route,
+    request: RollbackRequest,
     exc: LedgerUnavailable,
     env: Mapping[str, str],
 ) -> str:
-    """The message of a rollback refused because the ledger's remote is unreachable."""
+    """The message of a rollback refused because the ledger's remote is unreachable: the SHA
+    the copy's history names (``--sha``, else the nearest walk-back candidate). The registry
+    and today's policy are not asked here: they are checked when the rollback runs."""
     head = (
         f"rollback of {envcfg.name!r} refused, nothing was changed: a rollback takes the "
         "deploy lock and records itself on the state remote, so it needs it"
@@ -98,7 +100,7 @@ def _offline_refusal(
         copy = open_ledger(settings.state, envcfg.name, environ=env, stale_ok=True)
         if not copy.stale:  # the remote answers again: the failure was something else
             return exc.message
-        sha = route.choose(copy)
+        sha = request.sha or _nearest(envcfg, copy)
     except ShatagError as why:
         return f"{head}: {exc.message}; this clone has no copy of the ledger either ({why.message})"
     return (
@@ -106,6 +108,14 @@ def _offline_refusal(
         f"{sha}: once the remote answers, run `rollback --env={envcfg.name} --sha={sha}` "
         f"({copy.stale})"
     )
+
+
+def _nearest(envcfg: EnvironmentConfig, ledger: Ledger) -> str:
+    """The nearest release the walk-back would try first, by history alone."""
+    candidates = walk_back_candidates(ledger.iter_newest())
+    if not candidates:
+        raise NoRollbackTarget(f"the history of {envcfg.name!r} has no earlier release")
+    return candidates[0].sha
 
 
 def rollback_route(
