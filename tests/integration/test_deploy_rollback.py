@@ -231,6 +231,9 @@ def make_site(world: World, tmp_path: Path) -> Iterator[Callable[..., Site]]:
                                 "container_port": 8080,
                                 "health_path": "/healthz",
                                 "health_timeout_sec": health_timeout,
+                                # The post-switch watch (5 s by default) is not what
+                                # these tests are about.
+                                "watch_sec": 1,
                                 # These tests cover the stop-then-start switch on the port
                                 # (<name> is the app container); the proxy-gated switch is
                                 # tested in tests/integration/test_proxy_deploy.py.

@@ -1,11 +1,12 @@
 """Issue 24, item 7 (the deploy part): the state disk fills up in the middle of a docker switch.
 
 The docker target's proxy keeps its upstream file in ``<runtime_dir>/proxy/<env>/<name>/`` (the
-host's runtime state, issue 23); here that directory is a small tmpfs (a real file system, mounted for the test and unmounted after),
-filled to the last byte after the first deploy. The second deploy passes the state-dir check
-(history and journal live on the ordinary disk), starts its new container, and then cannot move
-traffic: ENOSPC, for real. It must end with a documented code (STATE_ERROR) in the error line
-and in history, leave no container of its own behind, and keep serving the old release.
+host's runtime state, issue 23); here that directory is a small tmpfs (a real file system,
+mounted for the test and unmounted after), filled to the last byte after the first deploy. The
+second deploy passes the state-dir check (history and journal live on the ordinary disk), starts
+its new container, and then cannot move traffic: ENOSPC, for real. It must end with a
+documented code (STATE_ERROR) in the error line and in history, leave no container of its own
+behind, and keep serving the old release.
 """
 
 from __future__ import annotations

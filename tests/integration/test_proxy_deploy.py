@@ -31,6 +31,8 @@ def _docker(*args: str, check: bool = True) -> str:
 
 class Px:
     def __init__(self, root: Path, env: dict[str, str], **target: object) -> None:
+        # The post-switch watch (issue 23, 5 s by default) at 1 s unless a test sets it.
+        target.setdefault("watch_sec", 1)
         self.name = f"shatag-itpx-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.state = root / "state"

@@ -53,6 +53,7 @@ class Site:
                 "port": free_port(),
                 "container_port": 8080,
                 "health_timeout_sec": 6,
+                "watch_sec": 1,  # the post-switch watch (5 s by default) is not what this tests
             },
             {"kind": "sdl", "path": str(self.sdl), "service": "api"},
         ]

@@ -228,6 +228,7 @@ def _docker_site(make_site: Callable[..., Site], daemon: PrivateDaemon) -> tuple
             "container_port": 8080,
             "proxy": False,
             "health_timeout_sec": UNDO_WAIT_SEC,
+            "watch_sec": 1,  # the post-switch watch (5 s by default) is not what this tests
         }
     )
     site.config.write_text(json.dumps(spec))
@@ -397,7 +398,8 @@ def test_daemon_restart_brings_the_proxied_release_back(
     site = make_site()
     spec = json.loads(site.config.read_text())
     spec["shatag"]["environments"]["rel"]["targets"].append(
-        {"kind": "docker", "name": name, "port": port, "container_port": 8080}
+        # watch_sec: the post-switch watch (5 s by default) is not what this tests
+        {"kind": "docker", "name": name, "port": port, "container_port": 8080, "watch_sec": 1}
     )
     site.config.write_text(json.dumps(spec))
     site.extra_env = {"DOCKER_HOST": daemon.host}

@@ -116,7 +116,7 @@ def test_issue24_full_state_disk_mid_docker_switch(
 ) -> None:
     a, b, _ = world.images
     site = Px(tmp_path, world.env)
-    home = site.state / "prod" / "proxy" / site.name
+    home = site.runtime / "proxy" / "prod" / site.name  # the host's runtime state (issue 23)
     try:
         with tmpfs(home, "1m"):
             try:

@@ -138,6 +138,7 @@ def host(world: World, ledger: Ledger, tmp_path: Path) -> Iterator[Host]:
         "container_port": 8080,
         "health_path": "/healthz",
         "health_timeout_sec": 8,
+        "watch_sec": 1,  # the post-switch watch (5 s by default) is not what this tests
     }
     spec = {
         "shatag": {
