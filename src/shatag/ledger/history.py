@@ -336,6 +336,10 @@ class HistoryStore(RecordQueries):
                 _report_unreadable(self.path, raw)
 
     def quarantine_of(self, sha: str) -> HistoryRecord | None:
+        # A SHA the per-SHA index holds no record of has no mark either: a new SHA's deploy
+        # does not scan the history (issue 17's O(1); a quarantine mark is a record too).
+        if shaindex.covered(self.path) and next(shaindex.lookup(self.path, sha), None) is None:
+            return None
         return _blocking_mark(_marks_of(self.path, sha))
 
     def digest_for(self, sha: str, repository: str | None = None) -> str | None:
