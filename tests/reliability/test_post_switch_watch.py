@@ -12,6 +12,7 @@ Real engine, registry and Caddy, traffic from :class:`tests.reliability._traffic
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,9 +26,12 @@ from tests.reliability.conftest import Built, Ledger, World, error_code, rinv
 
 _ORIGINAL = (EXAMPLE / "Dockerfile").read_text()
 _HTTPD = '["/bin/busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"]'
-# A chunked stream (what HTTP/1.1 streaming servers send): one line a second for 40 s. The CGI
-# writes its own status line, so busybox httpd passes the bytes through as they are.
-_STREAM_CGI = r"""#!/bin/busybox sh
+# Two streams, one line a second for 40 s. The CGIs write their own status line, so busybox
+# httpd passes the bytes through as they are. "chunked": what HTTP/1.1 streaming servers send.
+# "close-delimited": neither a length nor chunks, the body ends where the server closes the
+# connection (HTTP/1.0 style, CGI) -- a plain kill of the old release reads as a clean end there.
+_STREAMS = {
+    "chunked": r"""#!/bin/busybox sh
 printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n'
 i=0
 while [ "$i" -lt 40 ]; do
@@ -36,7 +40,17 @@ while [ "$i" -lt 40 ]; do
   i=$((i + 1))
 done
 printf '0\r\n\r\n'
-"""
+""",
+    "close-delimited": r"""#!/bin/busybox sh
+printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n'
+i=0
+while [ "$i" -lt 40 ]; do
+  printf 'line %02d\n' "$i"
+  /bin/busybox sleep 1
+  i=$((i + 1))
+done
+""",
+}
 
 
 def _crashing(after_sec: float) -> str:
@@ -53,10 +67,11 @@ def releases(
     assert f"ENTRYPOINT {_HTTPD}" in _ORIGINAL  # what _crashing() rewrites
     app = new_app(tmp_path_factory.mktemp("watch-releases") / "app")
     (app.path / "www" / "healthz").write_text("ok\n")
-    cgi = app.path / "www" / "cgi-bin" / "stream"
-    cgi.parent.mkdir()
-    cgi.write_text(_STREAM_CGI)
-    cgi.chmod(0o755)
+    (app.path / "www" / "cgi-bin").mkdir()
+    for framing, script in _STREAMS.items():
+        cgi = app.path / "www" / "cgi-bin" / framing
+        cgi.write_text(script)
+        cgi.chmod(0o755)
     return {
         "A": _build(world, ledger, app, "A", _ORIGINAL),
         "B": _build(world, ledger, app, "B", _ORIGINAL),
@@ -137,25 +152,31 @@ def test_a_release_that_fails_after_its_gate_is_switched_back(
     assert [r["result"] for r in site.history()][-2:] == ["ok", "ok"]
 
 
+@pytest.mark.parametrize("framing", sorted(_STREAMS))
 def test_a_stream_cut_by_the_drain_bound_ends_in_an_error(
-    ledger: Ledger, site: DockerSite, releases: dict[str, Built]
+    ledger: Ledger, site: DockerSite, releases: dict[str, Built], framing: str
 ) -> None:
     assert site.deploy(ledger, releases["A"]).returncode == 0
-    url = f"http://127.0.0.1:{site.port}/cgi-bin/stream"
+    url = f"http://127.0.0.1:{site.port}/cgi-bin/{framing}"
     with subprocess.Popen(
         ["curl", "-sS", "--no-buffer", "--max-time", "120", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        bufsize=0,  # unbuffered: what readline() does not take is left for communicate()
     ) as curl:
-        time.sleep(2.0)  # the stream is running on A
+        assert curl.stdout is not None
+        # The event: the stream's first line reached the client, so it is running on A.
+        ready, _, _ = select.select([curl.stdout], [], [], 30.0)
+        first = curl.stdout.readline().decode() if ready else ""
+        assert first.startswith("line 00"), (first, curl.poll())
         started = time.monotonic()
         result = site.deploy(ledger, releases["B"])
         took = time.monotonic() - started
-        out, err = curl.communicate(timeout=120)
-    lines = out.splitlines()
+        raw_out, raw_err = curl.communicate(timeout=120)
+    out, err = raw_out.decode(errors="replace"), raw_err.decode(errors="replace")
+    lines = [first, *out.splitlines()]
     ledger.record(
-        "drain bound: a 40 s chunked stream on the old release, drain_timeout_sec 4",
+        f"drain bound: a 40 s {framing} stream on the old release, drain_timeout_sec 4",
         "the deploy waits about watch + drain bound, then the client sees an error",
         f"deploy rc {result.returncode} in {took:.1f}s; curl rc {curl.returncode} after "
         f"{len(lines)} of 40 lines ({err.strip()[-80:]})",
@@ -163,7 +184,7 @@ def test_a_stream_cut_by_the_drain_bound_ends_in_an_error(
     )
     assert result.returncode == 0, result.stderr
     assert "draining" in result.stderr, result.stderr
-    assert "(drain_timeout_sec): cut" in result.stderr, result.stderr
+    assert "(drain_timeout_sec): cut (1 reset)" in result.stderr, result.stderr
     assert curl.returncode != 0, (curl.returncode, err, len(lines))
     assert 0 < len(lines) < 40, lines
     assert took < 6 + 4 + 15, took  # the watch, the bound, and the rest of a deploy

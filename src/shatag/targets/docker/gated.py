@@ -33,9 +33,9 @@ The switch:
    the new one removed.
 4. ``commit`` (history already records the deploy): once the old container holds no connection
    (its requests in flight have finished, at most ``drain_timeout_sec`` after the switch) it is
-   stopped and removed -- killed at once when requests are still in flight at that bound, so a
-   cut response reaches its client as an error -- and so is any other container of this target
-   the proxy does not forward to.
+   stopped and removed -- its connections reset and it is killed at once when requests are
+   still in flight at that bound, so a cut response reaches its client as an error -- and so
+   is any other container of this target the proxy does not forward to.
 
 Killed at any point, the journal entry lets the next deploy/rollback finish the commit (history
 recorded it) or undo the switch (it did not); throughout, the old container serves until the
@@ -59,7 +59,13 @@ from shatag.core import ImageRef
 from shatag.errors import ConfigError, DeployFailed
 from shatag.targets.docker.app import app_fingerprint
 from shatag.targets.docker.owned import LABEL_ENV, LABEL_TARGET, check_owned, owner_labels
-from shatag.targets.docker.proxy import Proxy, ProxySpec, established, proxy_home
+from shatag.targets.docker.proxy import (
+    Proxy,
+    ProxySpec,
+    established,
+    proxy_home,
+    reset_established,
+)
 from shatag.targets.docker.proxy_image import ensure_proxy_image, proxy_image_ref
 
 PREV_SUFFIX: Final = "-shatag-prev"
@@ -693,11 +699,14 @@ def _drain(
             return True
         left = deadline - time.monotonic()
         if left <= 0:
+            # Reset, not just killed: see reset_established (a cut must read as an error).
+            reset = reset_established(pid, int(port))
             progress_log.info(
-                "draining %s: %d connection(s) still open after %gs (drain_timeout_sec): cut",
+                "draining %s: %d connection(s) still open after %gs (drain_timeout_sec): cut%s",
                 name,
                 busy,
                 bound,
+                "" if reset is None else f" ({reset} reset)",
             )
             return False
         ticker.tick(f"{busy} request(s) in flight; cut in {left:.0f}s")
@@ -737,8 +746,9 @@ def _retire(
 ) -> list[str]:
     """Stop and remove every application container of ``target`` except ``keep``; the one of
     ``drain`` (the previous upstream) only once it has drained (see :func:`_drain`) -- or, at
-    ``drain_timeout`` with requests still in flight, killed at once (SIGKILL): a response cut
-    there must reach its client as an error, not as a clean end after a graceful stop.
+    ``drain_timeout`` with requests still in flight, its connections reset by :func:`_drain` and
+    killed at once (SIGKILL): a response cut there must reach its client as an error, not as a
+    clean end after a graceful stop.
     ``legacy=False``: the caller knows there is no ``<name>-shatag-prev`` to look for."""
     removed: list[str] = []
     for name in docker.names(

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from shatag._sys import subproc
 from shatag._sys.docker import DockerEngine, is_running, labels_of
 from shatag._sys.fs import atomic_write_text
-from shatag.errors import DeployFailed, DeployLocked, StateError
+from shatag.errors import DeployFailed, DeployLocked, StateError, ToolFailure
 from shatag.targets.docker.caddy import (
     ADMIN_SOCKET,
     CONFIG_FILE,
@@ -144,6 +145,27 @@ def established(pid: int, port: int) -> int | None:
             if len(fields) > 3 and fields[3] == "01" and fields[1].endswith(f":{port:04X}"):
                 count += 1
     return count if seen else None
+
+
+def reset_established(pid: int, port: int) -> int | None:
+    """Reset (``ss -K``: the kernel sends RST) every established TCP connection to ``port`` in
+    the network namespace of process ``pid``; how many, or ``None`` when that could not be done
+    (no ``nsenter``/``ss``, no right to enter the namespace, a kernel without
+    ``CONFIG_INET_DIAG_DESTROY``).
+
+    Why not just kill the process: its kernel then closes the connection in order (FIN), and a
+    response without a length that ends at the close (``Connection: close``, HTTP/1.0 style)
+    reads as complete to the proxy, which ends its own response to the client cleanly. A reset
+    is an error to the proxy in the middle of a body, so it aborts the client's response: the
+    client sees a cut, never a clean end (issue 23, item 4)."""
+    argv = ["nsenter", "--target", str(pid), "--net", "--", "ss", "-K", "-t", "-n", "-H"]
+    argv += ["state", "established", "sport", "=", f":{port}"]
+    try:
+        result = subproc.run(argv, timeout=10.0, check=True)
+    except ToolFailure as exc:
+        log.info("could not reset the connections to port %d of pid %d: %s", port, pid, exc)
+        return None
+    return len([line for line in result.stdout.splitlines() if line.strip()])
 
 
 @dataclass(frozen=True, slots=True)
