@@ -284,6 +284,7 @@ def test_issue14_two_environments_race_on_one_container(
             "container_port": 8080,
             "health_path": "/healthz",
             "health_timeout_sec": 20,
+            "watch_sec": 1,  # the post-switch watch (5 s by default) is not what this tests
         }
         config.write_text(
             json.dumps(

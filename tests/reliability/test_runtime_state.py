@@ -64,6 +64,20 @@ class Host:
     def home(self) -> Path:
         return self.runtime / "proxy" / ENV / self.name
 
+    def watch_for(self, sec: float) -> None:
+        """Commit ``watch_sec: sec`` to the docker target's entry on the origin (the fixture's
+        file has none: the shatag from before issue 23, which does not know the key, deploys
+        it too); for tests that only the current shatag deploys and that are not about the
+        post-switch watch, whose 5 s default would be most of their time."""
+        seed = self.root / "seed"
+        path = seed / "shatag.yaml"
+        spec = json.loads(path.read_text())
+        spec["shatag"]["environments"][ENV]["targets"][0]["watch_sec"] = sec
+        path.write_text(json.dumps(spec, indent=2) + "\n")
+        git = ["git", "-C", str(seed), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+        for argv in (["commit", "-qam", "watch"], ["push", "-q", str(self.origin), "main"]):
+            subprocess.run([*git, *argv], check=True, capture_output=True, timeout=60)
+
     def clone(self, label: str) -> Path:
         """A fresh ``git clone`` (a deleted one cloned again is a new, empty workspace)."""
         path = self.root / label
@@ -184,6 +198,7 @@ def test_two_clones_hand_over_without_recreating_the_proxy(
     host: Host, ledger: Ledger, world: World
 ) -> None:
     a, b = world.images[0], world.images[1]
+    host.watch_for(1)
     clones = [host.clone("one"), host.clone("two")]
     first = host.deploy(clones[0], a)
     assert first.returncode == 0, first.stderr
