@@ -34,10 +34,13 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
-from shatag._sys import gittree, subproc
+from shatag._sys import subproc
 from shatag.errors import BuildFailure, ConfigError, InvalidInput, SourceMismatch
+
+if TYPE_CHECKING:
+    from shatag._sys import gittree
 
 BuildSource = Literal["commit", "worktree", "directory"]
 BUILD_SOURCES: Final[tuple[BuildSource, ...]] = ("commit", "worktree", "directory")
@@ -185,6 +188,8 @@ def hash_inputs(context: Path, paths: Sequence[str]) -> tuple[BuildInput, ...]:
 
 def require_commit(git: GitContext, sha: str, env: Mapping[str, str]) -> None:
     """``sha`` names a commit object of the repository (not a tree, a tag, a blob)."""
+    from shatag._sys import gittree  # lazy: a deploy reads only the build settings here
+
     repo = gittree.Repo(("-C", str(git.toplevel)), ())
     gittree.commit_time(repo, sha, env, what=str(git.toplevel))
 
@@ -194,6 +199,8 @@ def main_branch_holding(
 ) -> str | None:
     """The first local or remote-tracking head of a ``main_branches`` branch from which
     ``sha`` is reachable (``refs/heads/main``, ``refs/remotes/origin/main``), else ``None``."""
+    from shatag._sys import gittree
+
     patterns = [p for b in branches for p in (f"refs/heads/{b}", f"refs/remotes/*/{b}")]
     argv = ["git", "-C", str(git.toplevel), "for-each-ref", "--format=%(refname)"]
     result = subproc.run(
@@ -242,6 +249,8 @@ def export_commit(
 ) -> tuple[gittree.Submodule, ...]:
     """Write the commit's tree of the context into ``dest`` byte for byte and add the build
     inputs; the submodules written, with their recorded SHAs."""
+    from shatag._sys import gittree
+
     repo = gittree.top_repo(git.toplevel, env)
     try:
         submodules = gittree.export_tree(repo, sha, git.prefix, dest, env=env)

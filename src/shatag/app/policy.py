@@ -29,7 +29,6 @@ from shatag.core import ImageRef
 from shatag.errors import PolicyViolation, Quarantined, ShatagError, SignatureRequired
 from shatag.ledger import Ledger
 from shatag.ledger.history import HistoryRecord
-from shatag.supplychain import deployments, provenance
 from shatag.supplychain.evidence import SignatureOutcome, verify_image
 from shatag.supplychain.sbom import verify_sbom_attestation
 from shatag.supplychain.signing import SignatureResult, verify_signature
@@ -66,6 +65,8 @@ def attest_switch(
     attach the signed deployment attestation (item 5). A failure is the returned warning."""
     if not envcfg.attest_deployments:
         return None
+    from shatag.supplychain import deployments  # lazy: most environments attest nothing
+
     policy = envcfg.verify
     rules = (
         f"verify: signature={policy.signature} sbom={'required' if policy.sbom else 'optional'} "
@@ -153,6 +154,8 @@ class _Provenance:
 def _check_provenance(
     trusts: list[SigningConfig], policy: VerifyPolicy, image: ImageRef, env: Mapping[str, str]
 ) -> _Provenance:
+    from shatag.supplychain import provenance  # lazy: only a verify: provenance rule needs it
+
     seen: list[tuple[str, str]] = []
     first: SignatureResult | None = None
     for config in trusts:

@@ -28,11 +28,10 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from shatag.config import SbomConfig, SigningConfig
 from shatag.core import Repository, validate_digest
-from shatag.supplychain.provenance import ProvenanceInputs, attest_provenance
 from shatag.supplychain.sbom import (
     SbomResult,
     attest_sbom,
@@ -48,6 +47,9 @@ from shatag.supplychain.signing import (
     sign_image,
     verify_signature,
 )
+
+if TYPE_CHECKING:
+    from shatag.supplychain.provenance import ProvenanceInputs
 
 log = logging.getLogger("shatag.supplychain")
 
@@ -162,6 +164,8 @@ def after_push(
         attest_sbom(signing, image, sbom, env=env)
         attestation = "attached"
     if sign and provenance is not None and (signed or not reused):
+        from shatag.supplychain.provenance import attest_provenance  # lazy: deploys never attest
+
         attest_provenance(signing, image, provenance(), env=env)
 
     signature = verify_signature(signing, image, env=env)

@@ -21,10 +21,10 @@ from shatag.core import ImageRef, PinFormat
 from shatag.errors import ConfigError, DeployFailed
 from shatag.targets import Target, TargetContext, TargetSpec
 from shatag.targets._spec import KindSpec, converted, names_in_journal, parse_prelude
-from shatag.targets.writeback import GitPush, matches_push
 
 if TYPE_CHECKING:
     from shatag.targets import Observed, TargetKind
+    from shatag.targets.writeback import GitPush, PushGroup
 
 
 class FileSpec(TargetSpec, Protocol):
@@ -60,6 +60,8 @@ class FileKindSpec(KindSpec):
     def matches_journal(self, entry: Mapping[str, Any]) -> bool:
         """An entry of this kind about the same file (or one that names no file), pushed where
         this target pushes (or not at all, like it)."""
+        from shatag.targets.writeback import matches_push  # lazy: only git_push targets push
+
         return names_in_journal(entry, self.KIND_NAME, path=self.path) and matches_push(
             entry, self.git
         )
@@ -320,8 +322,6 @@ def _merge_pushed(targets: list[Target]) -> list[Target]:
     """Each file edit whose target sets ``git_push`` as a
     :class:`~shatag.targets.writeback.PushedFile` of the group of its clone, remote and branch
     (one commit per group)."""
-    from shatag.targets.writeback import Clone, PushedFile, PushGroup
-
     groups: dict[tuple[str, str, str], PushGroup] = {}
     out: list[Target] = []
     for target in targets:
@@ -330,11 +330,13 @@ def _merge_pushed(targets: list[Target]) -> list[Target]:
         if push is None or not isinstance(first, FileTarget) or not isinstance(target, _FileEdit):
             out.append(target)
             continue
+        from shatag.targets import writeback  # lazy: a target without git_push never needs it
+
         ctx = first.ctx or TargetContext()
-        clone = Clone.of(target.path, push, ctx.env, target.label)
+        clone = writeback.Clone.of(target.path, push, ctx.env, target.label)
         key = (os.path.realpath(clone.top), clone.remote, clone.branch)
-        group = groups.setdefault(key, PushGroup(clone, ctx.env_name))
-        out.append(PushedFile(target, group))
+        group = groups.setdefault(key, writeback.PushGroup(clone, ctx.env_name))
+        out.append(writeback.PushedFile(target, group))
     return out
 
 
