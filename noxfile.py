@@ -142,7 +142,7 @@ def contract(session: nox.Session) -> None:
 def integration(session: nox.Session) -> None:
     """Real dockerd, registry, cosign and syft: build, sign, deploy, rollback."""
     _install(session, "test")
-    _tools(session, "cosign", "syft", "buildx", "caddy", "tofu")
+    _tools(session, "cosign", "syft", "buildx", "caddy", "tofu", "helm")
     _pytest(session, "tests/integration")
 
 

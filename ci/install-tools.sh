@@ -7,7 +7,7 @@
 # Prints the bin directory on stdout (put it on PATH).
 #
 #   bash ci/install-tools.sh                  cosign and syft (for `inv build --sign` and the SBOM)
-#   bash ci/install-tools.sh TOOL...          any of: cosign syft actionlint buildx caddy tofu
+#   bash ci/install-tools.sh TOOL...          any of: cosign syft actionlint buildx caddy tofu helm
 #   bash ci/install-tools.sh all              every tool above (the README's test command)
 #   bash ci/install-tools.sh kubernetes       runs ci/install-kubernetes.sh (for a nox session)
 #
@@ -16,7 +16,7 @@
 #
 #   SHATAG_TOOLS_DIR   tools root (default ~/.cache/shatag/tools); binaries go to its bin/
 #   COSIGN_VERSION SYFT_VERSION ACTIONLINT_VERSION BUILDX_VERSION CADDY_VERSION TOFU_VERSION
-#                      override a pin (keep the module paths' major version in step)
+#   HELM_VERSION       override a pin (keep the module paths' major version in step)
 set -euo pipefail
 
 COSIGN_VERSION="${COSIGN_VERSION:-v2.6.5}"
@@ -25,7 +25,8 @@ ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
 BUILDX_VERSION="${BUILDX_VERSION:-v0.38.2}"
 CADDY_VERSION="${CADDY_VERSION:-v2.11.9}"
 TOFU_VERSION="${TOFU_VERSION:-v1.10.10}"
-ALL_TOOLS=(cosign syft actionlint buildx caddy tofu)
+HELM_VERSION="${HELM_VERSION:-v4.3.2}"
+ALL_TOOLS=(cosign syft actionlint buildx caddy tofu helm)
 
 tools_dir="${SHATAG_TOOLS_DIR:-$HOME/.cache/shatag/tools}"
 bin_dir="$tools_dir/bin"
@@ -62,6 +63,7 @@ installed() {
     # A build without the release flag says "-dev" after the same version: also the pinned source.
     tofu) [ -x "$b" ] && grep -Eqx "OpenTofu ${TOFU_VERSION//./\\.}(-dev)?" \
       <<<"$("$b" version 2>/dev/null | sed -n 1p)" ;;
+    helm) [ "$(module_version "$b" helm.sh/helm/v4)" = "$HELM_VERSION" ] ;;
     *) return 1 ;;
   esac
 }
@@ -101,6 +103,7 @@ install_tool() {
     buildx) version="$BUILDX_VERSION" ;;
     caddy) version="$CADDY_VERSION" ;;
     tofu) version="$TOFU_VERSION" ;;
+    helm) version="$HELM_VERSION" ;;
     *) say "unknown tool '$tool' (known: ${ALL_TOOLS[*]} all kubernetes)"; exit 2 ;;
   esac
   # The buildx plugin binary is only for the BuildKit-path tests where the docker CLI has none
@@ -139,6 +142,9 @@ install_tool() {
     caddy) step "$log" "caddy $version static (go install, ~2 min cold)" \
       go_install "github.com/caddyserver/caddy/v2/cmd/caddy@$version" CGO_ENABLED=0 ;;
     tofu) step "$log" "OpenTofu $version (go build ./cmd/tofu, ~3 min cold)" build_tofu ;;
+    # For `helm template` in the helm_values chart check (issue 23, item 2).
+    helm) step "$log" "helm $version (go install, ~3 min cold)" \
+      go_install "helm.sh/helm/v4/cmd/helm@$version" CGO_ENABLED=0 ;;
   esac
   flock -u "$lock"
   if ! installed "$tool"; then

@@ -88,4 +88,4 @@ def test_install_tools_refuses_an_unknown_tool() -> None:
     proc = install_tools("kubectl-but-misspelled")
     assert proc.returncode == 2
     assert "unknown tool 'kubectl-but-misspelled'" in proc.stderr
-    assert "cosign syft actionlint buildx caddy tofu all kubernetes" in proc.stderr
+    assert "cosign syft actionlint buildx caddy tofu helm all kubernetes" in proc.stderr
