@@ -118,8 +118,9 @@ def test_create_keys_adds_a_missing_key_beside_its_siblings(tmp_path: Path) -> N
 def test_a_chart_without_helm_on_path_is_not_rendered_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """helm is not installable here: the ``helm template`` check is exercised only where helm
-    is on PATH; without it the edit is made and a warning names the chart."""
+    """Without helm on PATH the edit is made and a warning names the chart (the ``helm
+    template`` check itself runs against the real helm in
+    tests/integration/test_helm_chart_check.py)."""
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with caplog.at_level("WARNING"):
         new = deploy_file(tmp_path, VALUES, chart=str(tmp_path / "chart"))
