@@ -34,6 +34,19 @@ RUNTIME_ENV = "INVOKE_SHATAG_RUNTIME_DIR"
 TOOLS_BIN = Path(os.environ.get("SHATAG_TOOLS_DIR", Path.home() / ".cache/shatag/tools")) / "bin"
 
 
+def required_tool(name: str) -> str:
+    """The real ``name`` (a pinned test tool): the tools dir first, then PATH. Missing →
+    AssertionError, never a skip."""
+    cached = TOOLS_BIN / name
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return str(cached)
+    found = shutil.which(name)
+    if found is None:
+        msg = f"{name} is required: `bash ci/install-tools.sh {name}` builds it into {cached}"
+        raise AssertionError(msg)
+    return found
+
+
 def tools_path(base: str | None = None) -> str:
     """PATH with the pinned cosign/syft tools dir first."""
     return os.pathsep.join([str(TOOLS_BIN), base or os.environ.get("PATH", os.defpath)])

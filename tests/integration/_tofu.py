@@ -14,22 +14,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
-TOOLS_BIN = (
-    Path(os.environ.get("SHATAG_TOOLS_DIR", str(Path.home() / ".cache/shatag/tools"))) / "bin"
-)
+from tests.conftest import required_tool
+
 FIXTURE = Path(__file__).parent / "fixtures" / "akash-api"
 
 
 def tofu_binary() -> str:
-    """The real ``tofu``: the tools dir first, then PATH. Missing → AssertionError."""
-    cached = TOOLS_BIN / "tofu"
-    if cached.is_file() and os.access(cached, os.X_OK):
-        return str(cached)
-    found = shutil.which("tofu")
-    if found is None:
-        msg = f"tofu is required: `bash ci/install-tools.sh tofu` builds it into {cached}"
-        raise AssertionError(msg)
-    return found
+    """The real ``tofu`` (see :func:`tests.conftest.required_tool`)."""
+    return required_tool("tofu")
 
 
 def copy_fixture(dest: Path) -> Path:

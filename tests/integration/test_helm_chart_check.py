@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -28,7 +27,14 @@ from pathlib import Path
 import pytest
 
 from shatag._testing.localregistry import LocalRegistry
-from tests.conftest import TOOLS_BIN, InvResult, cli_env, new_app, run_inv, tools_path
+from tests.conftest import (
+    InvResult,
+    cli_env,
+    new_app,
+    required_tool,
+    run_inv,
+    tools_path,
+)
 
 CHART_YAML = 'apiVersion: v2\nname: api\nversion: 0.1.0\nappVersion: "1.0"\n'
 
@@ -88,15 +94,8 @@ image:
 
 
 def helm_binary() -> str:
-    """The real ``helm``: the tools dir first, then PATH. Missing → AssertionError."""
-    cached = TOOLS_BIN / "helm"
-    if cached.is_file() and os.access(cached, os.X_OK):
-        return str(cached)
-    found = shutil.which("helm")
-    if found is None:
-        msg = f"helm is required: `bash ci/install-tools.sh helm` builds it into {cached}"
-        raise AssertionError(msg)
-    return found
+    """The real ``helm`` (see :func:`tests.conftest.required_tool`)."""
+    return required_tool("helm")
 
 
 @dataclass
