@@ -88,12 +88,20 @@ def _tools_env(session: nox.Session) -> dict[str, str]:
     }
 
 
-def _pytest(session: nox.Session, *paths: str) -> None:
+# Issue 27: two pytest-xdist workers. Most of a docker test's time is spent waiting (on a health
+# check, a drain, a held shim), so two at once fit 2 cores. ``loadfile`` keeps a file on one
+# worker: its module fixtures build once, and tests that share a private daemon or a fixed
+# bridge name never overlap. ``nox -s integration -- -n 0`` runs in one process.
+WORKERS = ["-n", "2"]
+BY_FILE = [*WORKERS, "--dist", "loadfile"]
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
     """pytest under ``coverage run`` (settings in pyproject.toml: parallel data files, and the
-    CLI subprocesses the tests start are measured too)."""
+    CLI subprocesses the tests start -- xdist's workers among them -- are measured too)."""
     COVERAGE_FILE.parent.mkdir(parents=True, exist_ok=True)
     env = {**_tools_env(session), "COVERAGE_FILE": str(COVERAGE_FILE)}
-    session.run("coverage", "run", "-m", "pytest", *paths, *session.posargs, env=env)
+    session.run("coverage", "run", "-m", "pytest", *args, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON)
@@ -125,7 +133,7 @@ def typecheck(session: nox.Session) -> None:
 def unit(session: nox.Session) -> None:
     """Pure, fast tests: no subprocess, no network (plus the library's doctests)."""
     _install(session, "test")
-    _pytest(session, "tests/unit", "--doctest-modules", "src/shatag")
+    _pytest(session, *WORKERS, "tests/unit", "--doctest-modules", "src/shatag")
 
 
 @nox.session(python=PYTHON)
@@ -134,7 +142,7 @@ def contract(session: nox.Session) -> None:
     """The JSON the real tasks emit, validated against specs/…/contracts."""
     _install(session, "test")
     _tools(session, "cosign", "syft")
-    _pytest(session, "tests/contract")
+    _pytest(session, *WORKERS, "tests/contract")
 
 
 @nox.session(python=PYTHON, tags=["slow"])
@@ -143,7 +151,7 @@ def integration(session: nox.Session) -> None:
     """Real dockerd, registry, cosign and syft: build, sign, deploy, rollback."""
     _install(session, "test")
     _tools(session, "cosign", "syft", "buildx", "caddy", "tofu", "helm")
-    _pytest(session, "tests/integration")
+    _pytest(session, *BY_FILE, "tests/integration")
 
 
 @nox.session(python=PYTHON)
@@ -167,7 +175,9 @@ def reliability(session: nox.Session) -> None:
     results.unlink(missing_ok=True)
     env = {**_tools_env(session), "SHATAG_RELIABILITY_JSON": str(results)}
     # The report is written even when a scenario fails; the report step then fails the session.
-    session.run("pytest", "tests/reliability", *session.posargs, env=env, success_codes=[0, 1])
+    session.run(
+        "pytest", *BY_FILE, "tests/reliability", *session.posargs, env=env, success_codes=[0, 1]
+    )
     session.run("python", "ci/reliability_report.py", str(results))
 
 
