@@ -7,6 +7,7 @@ failed (no answer, or not 200) and which release answered (the body names it).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import subprocess
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,3 +261,18 @@ def make_docker_site(
     config = d / "shatag.yaml"
     config.write_text(json.dumps(spec))
     return DockerSite(world, d, config, name, port)
+
+
+@contextlib.contextmanager
+def docker_site(world: World, root: Path, ledger: Ledger, **settings: Any) -> Iterator[DockerSite]:
+    """:func:`make_docker_site`, removed (containers, proxy, network) when the block ends."""
+    site = make_docker_site(world, root, ledger, **settings)
+    try:
+        yield site
+    finally:
+        site.cleanup()
+
+
+def release_of(releases: dict[str, Built], sha: str) -> str:
+    """The label of the release built from ``sha`` ("?" for none)."""
+    return next((k for k, v in releases.items() if v.sha == sha), "?")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLE, App, new_app
-from tests.reliability._traffic import DockerSite, Load, docker, make_docker_site
+from tests.reliability._traffic import DockerSite, Load, docker, docker_site, make_docker_site
 from tests.reliability.conftest import Built, Ledger, World, error_code, rinv
 
 _ORIGINAL = (EXAMPLE / "Dockerfile").read_text()
@@ -93,11 +93,8 @@ def _build(world: World, ledger: Ledger, app: App, release: str, dockerfile: str
 
 @pytest.fixture
 def site(world: World, ledger: Ledger, tmp_path: Path) -> Iterator[DockerSite]:
-    s = make_docker_site(world, tmp_path, ledger, watch_sec=6, drain_timeout_sec=4)
-    try:
+    with docker_site(world, tmp_path, ledger, watch_sec=6, drain_timeout_sec=4) as s:
         yield s
-    finally:
-        s.cleanup()
 
 
 @pytest.mark.parametrize("bad", ["crash", "loop"])
