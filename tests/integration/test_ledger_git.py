@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -601,9 +602,19 @@ def test_a_lock_broken_by_hand_while_held_is_not_recreated(
 
 
 def test_git_that_does_not_answer_in_time_is_ledger_unavailable(remote: Remote) -> None:
-    with pytest.raises(LedgerUnavailable) as info:
-        remote.ledger(timeout=0.001).environments()
-    assert "did not finish within" in info.value.message
+    """A remote that takes the connection and never answers: a real hang. (It was a 1 ms
+    timeout, which a git started on a loaded machine could beat -- the timer that kills is
+    a thread, and it fired after git had finished: issue 27, run 1.)"""
+    clone = remote.clone()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens; never accepts
+        port = silent.getsockname()[1]
+        git(clone, "remote", "set-url", "origin", f"git://127.0.0.1:{port}/remote.git")
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable) as info:
+            remote.ledger(clone, timeout=1).environments()
+        took = time.monotonic() - started
+    assert "did not finish within 1s" in info.value.message, info.value.message
+    assert 1 <= took < 30
 
 
 def test_one_git_ledger_per_process_behind_the_seam(remote: Remote) -> None:
