@@ -223,19 +223,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             stale.unlink()
 
 
-def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_results(parts: list[dict[str, Any]], failed: list[str]) -> dict[str, Any]:
     """One session's results from its workers' parts: every row, count, figure, failed test
     and leak of each; plus the row of the canary scan every worker made at its session end
     (the ``after_all`` test sees only its own worker's outputs, and not after the others).
-
-    """
+    ``failed``: the failures the controller saw, a crashed worker's (which wrote no part)
+    among them."""
     merged: dict[str, Any] = {"counts": Counter(), "figures": {}, "outcomes": []}
-    merged.update(failed_tests=[], leaks=[], tests_collected=0)
+    merged.update(failed_tests=list(failed), leaks=[], tests_collected=0)
     for part in parts:
         merged["counts"].update(part["counts"])
         merged["figures"].update(part["figures"])
         merged["outcomes"] += part["outcomes"]
-        merged["failed_tests"] += part["failed_tests"]
+        merged["failed_tests"] += [t for t in part["failed_tests"] if t not in failed]
         merged["leaks"] += part["leaks"]
         merged["tests_collected"] = max(merged["tests_collected"], part["tests_collected"])
     merged["counts"] = dict(merged["counts"])
@@ -255,8 +255,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     target = results_path()
     if _is_xdist_controller(session):
         parts = _parts(target)
-        if parts:
-            merged = merge_results([json.loads(p.read_text()) for p in parts])
+        if parts or _LEDGER.failed_tests:
+            merged = merge_results([json.loads(p.read_text()) for p in parts], _LEDGER.failed_tests)
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(merged, indent=2) + "\n")
             for part in parts:
                 part.unlink()

@@ -21,7 +21,7 @@ def _part(**changes: Any) -> dict[str, Any]:
 
 
 def test_every_row_count_and_figure_of_each_worker_is_kept() -> None:
-    merged = merge_results([_part(), _part(figures={"b": "2 s"}, failed_tests=["t::x"])])
+    merged = merge_results([_part(), _part(figures={"b": "2 s"}, failed_tests=["t::x"])], ["t::x"])
     assert merged["counts"] == {"leaks_found": 0, "outputs_scanned": 4, "faults_injected": 2}
     assert merged["figures"] == {"a": "1 s", "b": "2 s"}
     assert merged["failed_tests"] == ["t::x"]
@@ -35,7 +35,14 @@ def test_every_row_count_and_figure_of_each_worker_is_kept() -> None:
 
 def test_a_leak_in_any_worker_fails_the_merged_canary_row() -> None:
     leak = "inv build: canaryReg-x"
-    merged = merge_results([_part(), _part(leaks=[leak], counts={"leaks_found": 1})])
+    merged = merge_results([_part(), _part(leaks=[leak], counts={"leaks_found": 1})], [])
     assert merged["leaks"] == [leak]
     assert merged["counts"]["leaks_found"] == 1
     assert merged["outcomes"][-1]["passed"] is False
+
+
+def test_a_crashed_worker_that_wrote_no_part_still_fails_the_results() -> None:
+    """The controller's own failures (xdist reports a crashed worker's test there) are kept."""
+    crashed = "tests/reliability/test_kill.py::test_x"
+    merged = merge_results([_part()], [crashed])
+    assert merged["failed_tests"] == [crashed]
