@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -311,6 +311,25 @@ def docker_out(*args: str, env: dict[str, str] | None = None) -> str:
         env={**os.environ, **(env or {})},
     )
     return out.stdout.strip()
+
+
+class _Runs(Protocol):
+    @property
+    def env(self) -> dict[str, str]: ...
+
+    def argv(self, *args: str) -> list[str]: ...
+
+
+def start_inv(site: _Runs, *args: str) -> subprocess.Popen[bytes]:
+    """The real CLI of ``site`` started in its own session (a test signals or kills it, or
+    its whole group, at an event of the run)."""
+    return subprocess.Popen(
+        site.argv(*args),
+        env=site.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 # -- a world: one repository with images A, B, C built by the real `inv build` ----------------

@@ -23,20 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.reliability.conftest import Built, Ledger, Site, Snapshot, World
+from tests.reliability.conftest import Built, Ledger, Site, Snapshot, World, start_inv
 
 LIVE_KILLS = 27  # the issue asks for at least 25 kills that land in a live process
 MAX_RUNS = 45
-
-
-def _start(site: Site, argv: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        site.argv(*argv),
-        env=site.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
 
 
 def _history_ok(before: Snapshot, after: Snapshot, target: Built) -> tuple[bool, str]:
@@ -129,7 +119,7 @@ def test_sigkill_during_deploy_and_rollback(
         event = EVENTS[run % len(EVENTS)]
         before = site.snapshot()
         marker.unlink(missing_ok=True)
-        proc = _start(site, [action, f"--sha={target.sha}", f"--env={site.env_name}"])
+        proc = start_inv(site, action, f"--sha={target.sha}", f"--env={site.env_name}")
         alive, seen = _kill_at(site, proc, event, before, marker)
         if alive:
             hits[event] = hits.get(event, 0) + 1

@@ -21,7 +21,7 @@ import pytest
 
 from tests.reliability._shim import PathShim
 from tests.reliability._traffic import DockerSite, Load, docker_site, release_of
-from tests.reliability.conftest import Built, Ledger, World
+from tests.reliability.conftest import Built, Ledger, World, start_inv
 
 
 @pytest.fixture
@@ -56,16 +56,6 @@ def _consistent(site: DockerSite, releases: dict[str, Built]) -> tuple[bool, str
     return agree, (
         f"history={release_of(releases, current)} proxy->{release_of(releases, sha)} "
         f"answers={answers} running={len(running)}"
-    )
-
-
-def _start(site: DockerSite, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        site.argv(*args),
-        env=site.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
     )
 
 
@@ -122,7 +112,7 @@ def test_sigterm_sigint_sighup_complete_or_undo_the_switch(
             with Load(site.port) as load:
                 time.sleep(0.2)  # traffic before the run starts (a window, not a trigger)
                 shim.reset()
-                proc = _start(site, action, f"--sha={target.sha}", f"--env={site.env_name}")
+                proc = start_inv(site, action, f"--sha={target.sha}", f"--env={site.env_name}")
                 alive, where = _at_call(shim, proc, k)
                 sent_at = time.monotonic()
                 if alive:
@@ -188,7 +178,7 @@ def test_sigkill_anywhere_keeps_the_service_answering(
         with Load(site.port) as load:
             time.sleep(0.2)  # traffic before the run starts (a window, not a trigger)
             shim.reset()
-            proc = _start(site, action, f"--sha={target.sha}", f"--env={site.env_name}")
+            proc = start_inv(site, action, f"--sha={target.sha}", f"--env={site.env_name}")
             alive, where = _at_call(shim, proc, k)
             if alive:
                 os.killpg(proc.pid, signal.SIGKILL)
